@@ -1,0 +1,32 @@
+# nst-fast developer and user commands. `make help` lists them.
+PYTHON ?= python3
+VGG_WEIGHTS ?= imagenet
+DEMO_DIR ?= outputs/demo
+
+.PHONY: help install demo test lint tensorboard bench clean
+
+help:
+	@echo "make install       install nst-fast and its dev tools (pip install -e '.[dev]')"
+	@echo "make demo          train the demo style network (VGG_WEIGHTS=path for offline weights)"
+	@echo "make test          run the test suite (offline, CPU)"
+	@echo "make lint          ruff"
+	@echo "make tensorboard   tensorboard --logdir outputs"
+
+install:
+	$(PYTHON) -m pip install -e ".[dev]"
+
+demo:
+	nst-fast train experiment=demo loss.weights=$(VGG_WEIGHTS) hydra.run.dir=$(DEMO_DIR)
+
+test:
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+tensorboard:
+	tensorboard --logdir outputs
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,105 @@
+"""Structured configs: the schema every composed Hydra config is checked against.
+
+The YAML files in ``conf/`` pick values; these dataclasses say which keys exist and their
+types, so a misspelt key or a wrong type fails at composition with Hydra's own message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from nst_fast.device import training_precision
+
+
+@dataclass
+class StyleConfig:
+    name: str = MISSING
+    # A path, an http(s) URL (downloaded once into the cache) or 'generated:NAME'.
+    image: str = MISSING
+    # Longer side of the style image fed to the loss network; null keeps its own size.
+    size: int | None = 512
+    # Per-style overrides of the loss weights; null uses loss.*_weight.
+    content_weight: float | None = None
+    style_weight: float | None = None
+    tv_weight: float | None = None
+
+
+@dataclass
+class LossConfig:
+    network: str = "vgg16"
+    # 'imagenet' (torchvision download), 'random' (tests), or a path to a local
+    # torchvision <network>().features state dict.
+    weights: str = "imagenet"
+    content_layer: str = "relu2_2"
+    style_layers: dict[str, float] = field(default_factory=dict)
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    tv_weight: float = 0.0
+    # Scale-free terms (each relative to its target's magnitude); false: classic MSE.
+    normalize: bool = True
+
+
+@dataclass
+class ModelConfig:
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    residual_blocks: int = 5
+    norm: str = "instance"
+
+
+@dataclass
+class DataConfig:
+    root: str = MISSING
+    image_size: int = 256
+    batch_size: int = 4
+    num_workers: int = 2
+    shuffle: bool = True
+    crop: str = "center"
+    pin_memory: bool = True
+    preview_images: int = 4
+    repeat: int = 1
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+
+
+@dataclass
+class Config:
+    style: StyleConfig = MISSING
+    loss: LossConfig = MISSING
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    # Keyword arguments of pytorch_lightning.Trainer, passed through as they are.
+    trainer: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    # Resume: 'last' (this run directory's last checkpoint) or a checkpoint path.
+    ckpt_path: str | None = None
+    checkpoint_every_n_steps: int = 1000
+    log_images_every_n_steps: int = 200
+    channels_last: bool = True
+    compile: bool = False
+
+
+def config_dir() -> Path:
+    """``conf/`` of a source checkout, or the copy installed inside the package."""
+    here = Path(__file__).resolve().parent
+    source = here.parent / "conf"
+    return source if (source / "config.yaml").is_file() else here / "conf"
+
+
+def register() -> None:
+    """Register the schema and the ``nst_fast.*`` resolvers (idempotent)."""
+    ConfigStore.instance().store(name="config_schema", node=Config)
+    if not OmegaConf.has_resolver("nst_fast.precision"):
+        OmegaConf.register_new_resolver("nst_fast.precision", training_precision)
+    if not OmegaConf.has_resolver("nst_fast.sample_photos"):
+        from nst_fast.data.samples import sample_photos_dir
+
+        OmegaConf.register_new_resolver("nst_fast.sample_photos", lambda: str(sample_photos_dir()))

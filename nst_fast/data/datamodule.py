@@ -1,0 +1,89 @@
+"""The LightningDataModule: photos from a folder, resized and cropped to the training size."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from nst_fast.data.folder import PhotoFolder, collate_skipping
+from nst_fast.errors import NstFastError
+from nst_fast.images import ImageReadError, read_image
+
+CROPS = ("center", "random", "random_resized")
+
+
+class PhotoDataModule(pl.LightningDataModule):
+    """Training photos for one style network.
+
+    ``crop``: 'center' (Johnson's recipe: resize the short side, centre crop), 'random'
+    (resize, random crop) or 'random_resized' (random scale and position: more variety
+    from a handful of photos, as in the demo). ``repeat`` passes a small folder several
+    times per epoch.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 256,
+        batch_size: int = 4,
+        num_workers: int = 2,
+        shuffle: bool = True,
+        crop: str = "center",
+        pin_memory: bool = True,
+        preview_images: int = 4,
+        repeat: int = 1,
+    ) -> None:
+        super().__init__()
+        if image_size <= 0:
+            raise NstFastError(f"data.image_size={image_size}: must be a positive number of pixels")
+        if batch_size <= 0:
+            raise NstFastError(f"data.batch_size={batch_size}: must be positive")
+        if crop not in CROPS:
+            raise NstFastError(f"data.crop={crop}: expected one of {', '.join(CROPS)}")
+        self.root, self.image_size, self.batch_size = root, image_size, batch_size
+        self.num_workers, self.shuffle, self.crop = num_workers, shuffle, crop
+        self.pin_memory, self.preview_images = pin_memory, preview_images
+        # Listing the folder here makes a wrong data.root fail before any other work.
+        self.dataset = PhotoFolder(root, self.train_transform(), repeat)
+
+    def train_transform(self) -> v2.Transform:
+        size = self.image_size
+        crop = {
+            "center": [v2.Resize(size, antialias=True), v2.CenterCrop(size)],
+            "random": [v2.Resize(size, antialias=True), v2.RandomCrop(size)],
+            "random_resized": [v2.RandomResizedCrop(size, scale=(0.1, 1.0), antialias=True)],
+        }[self.crop]
+        return v2.Compose([*crop, v2.ToDtype(torch.float32, scale=True)])
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_skipping,
+            drop_last=len(self.dataset) >= self.batch_size,
+        )
+
+    def preview_paths(self) -> list:
+        """The fixed photos shown in image grids and stylized at the end of training."""
+        return list(self.dataset.files[: self.preview_images])
+
+    def preview_batch(self) -> torch.Tensor:
+        """The preview photos, centre-cropped to the training size, as one batch."""
+        crop = v2.Compose(
+            [v2.Resize(self.image_size, antialias=True), v2.CenterCrop(self.image_size)]
+        )
+        photos = []
+        for path in self.preview_paths():
+            try:
+                photos.append(crop(read_image(path)))
+            except ImageReadError:
+                continue  # already reported by the dataset when it meets the file
+        return (
+            torch.stack(photos) if photos else torch.empty(0, 3, self.image_size, self.image_size)
+        )

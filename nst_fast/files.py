@@ -1,0 +1,43 @@
+"""File helpers: atomic writes and the download cache."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from nst_fast import __version__
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$NST_FAST_CACHE`` (default ``~/.cache/nst_fast``) joined with ``parts``, created."""
+    root = Path(os.environ.get("NST_FAST_CACHE", Path.home() / ".cache" / "nst_fast"))
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def download(url: str, path: str | os.PathLike, timeout: float = 60) -> Path:
+    """Download ``url`` to ``path`` atomically (raises OSError / URLError on failure)."""
+    # Wikimedia and other hosts refuse Python's default user agent.
+    request = urllib.request.Request(url, headers={"User-Agent": f"nst-fast/{__version__}"})
+    with urllib.request.urlopen(request, timeout=timeout) as response, atomic_write(path) as tmp:
+        tmp.write_bytes(response.read())
+    return Path(path)

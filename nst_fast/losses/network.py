@@ -1,0 +1,134 @@
+"""The frozen VGG loss network: named ReLU outputs, truncated after the deepest one in use."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+
+from nst_fast.errors import NstFastError
+
+# Every pretrained VGG in torchvision expects RGB in [0, 1] normalized with these.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# name -> (torchvision's layer config, its ImageNet weights enum)
+ARCHITECTURES = {
+    "vgg16": ("D", models.VGG16_Weights.IMAGENET1K_V1),
+    "vgg19": ("E", models.VGG19_Weights.IMAGENET1K_V1),
+}
+
+
+def vgg_features(arch: str) -> nn.Sequential:
+    """A randomly initialised ``torchvision.models.<arch>().features`` (no classifier)."""
+    if arch not in ARCHITECTURES:
+        raise NstFastError(f"loss.network={arch!r}: expected one of {sorted(ARCHITECTURES)}")
+    return models.vgg.make_layers(models.vgg.cfgs[ARCHITECTURES[arch][0]])
+
+
+def relu_names(features: nn.Sequential) -> dict[str, int]:
+    """Map 'relu{block}_{conv}' (Gatys' naming) to the index of that ReLU in ``features``."""
+    names, block, conv = {}, 1, 0
+    for index, layer in enumerate(features):
+        if isinstance(layer, nn.Conv2d):
+            conv += 1
+        elif isinstance(layer, nn.ReLU):
+            names[f"relu{block}_{conv}"] = index
+        elif isinstance(layer, nn.MaxPool2d):
+            block, conv = block + 1, 0
+    return names
+
+
+def load_weights(features: nn.Sequential, arch: str, weights: str) -> None:
+    """Fill VGG ``features`` from torchvision ('imagenet'), a local file, or keep 'random'."""
+    imagenet = ARCHITECTURES[arch][1]
+    if weights == "random":
+        return
+    if weights == "imagenet":
+        try:
+            state = imagenet.get_state_dict(progress=True)
+        except Exception as err:  # URLError, OSError, hash mismatch: all mean "no weights"
+            raise NstFastError(
+                f"could not download the {arch} ImageNet weights from {imagenet.url} ({err}); "
+                f"offline, pass loss.weights=PATH to a local torchvision {arch}().features "
+                "state dict"
+            ) from err
+        state = {k.removeprefix("features."): v for k, v in state.items() if "features." in k}
+    else:
+        state = _load_state_file(weights)
+    try:
+        features.load_state_dict(state)
+    except RuntimeError as err:
+        first = next(iter(state), "nothing")
+        raise NstFastError(
+            f"loss.weights={weights}: not the layout of torchvision's {arch}().features "
+            f"(keys '0.weight', '0.bias', ...; this file has '{first}', ...): "
+            f"{str(err).splitlines()[0]}"
+        ) from err
+
+
+def _load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise NstFastError(
+            f"loss.weights={path}: no such file; use 'imagenet' (download), 'random' or a path"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise NstFastError(f"loss.weights={path}: not a PyTorch state dict ({err})") from err
+    if not isinstance(state, dict):
+        raise NstFastError(f"loss.weights={path}: expected a state dict, found {type(state)}")
+    # A whole vgg16() state dict works too: keep its features.
+    if any(k.startswith("features.") for k in state):
+        state = {k.removeprefix("features."): v for k, v in state.items() if "features." in k}
+    return state
+
+
+class LossNetwork(nn.Module):
+    """A frozen VGG that returns the activations of the requested ReLU layers.
+
+    It takes RGB images in [0, 1] and applies ImageNet normalization itself, and keeps
+    only the layers up to the deepest one requested: nothing beyond is ever computed.
+    """
+
+    def __init__(self, arch: str = "vgg16", layers: Iterable[str] = (), weights: str = "imagenet"):
+        super().__init__()
+        layers = list(dict.fromkeys(layers))
+        features = vgg_features(arch)
+        names = relu_names(features)
+        unknown = [name for name in layers if name not in names]
+        if unknown or not layers:
+            raise NstFastError(
+                f"unknown loss layer {', '.join(unknown) or '(none given)'} for {arch}; "
+                f"valid layers: {', '.join(names)}"
+            )
+        load_weights(features, arch, weights)
+        self.indices = {names[name]: name for name in layers}
+        self.features = features[: max(self.indices) + 1]
+        for layer in self.features:
+            if isinstance(layer, nn.ReLU):
+                layer.inplace = False  # activations are kept as outputs
+        self.requires_grad_(False)
+        self.eval()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> LossNetwork:
+        return super().train(False)  # frozen: dropout/batch-norm free, but stay in eval
+
+    def forward(self, image: torch.Tensor, upto: str | None = None) -> dict[str, torch.Tensor]:
+        """Activations by layer name; ``upto`` stops after that layer (less work)."""
+        x = (image - self.mean) / self.std
+        out = {}
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in self.indices:
+                out[self.indices[index]] = x
+                if self.indices[index] == upto:
+                    break
+        return out

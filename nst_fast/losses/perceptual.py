@@ -1,0 +1,100 @@
+"""Perceptual losses: content (feature L2), style (Gram matrices), total variation.
+
+Two scalings are offered. ``normalize=True`` (the default) divides each layer's squared
+error by the squared magnitude of its target, so the loss does not depend on the loss
+network's activation scale (torchvision's VGG and Caffe-converted VGG weights differ by
+~100x) and the weights stay meaningful across networks. ``normalize=False`` is the
+classic form (mean squared error, Gram / (C*H*W)) that Johnson et al. and
+pytorch/examples tune their weights for (content 1e5, style 1e10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from nst_fast.losses.network import LossNetwork
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C) Gram matrices divided by C*H*W, always in fp32.
+
+    Sums over H*W terms overflow or lose precision in half precision, so autocast is
+    turned off here.
+    """
+    with torch.autocast(features.device.type, enabled=False):
+        b, c, h, w = features.shape
+        f = features.float().reshape(b, c, h * w)
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels (anisotropic TV)."""
+    dh = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+    dw = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
+    return dh + dw
+
+
+def squared_error(x: torch.Tensor, target: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Per-sample squared error, mean over the batch; relative to |target|^2 if normalize."""
+    x, target = x.float(), target.float().expand_as(x)
+    err = (x - target).pow(2).flatten(1)
+    if not normalize:
+        return err.mean()
+    return (err.sum(1) / target.pow(2).flatten(1).sum(1).clamp_min(1e-8)).mean()
+
+
+class PerceptualLoss(nn.Module):
+    """Content + weighted style + total-variation loss against one style image."""
+
+    def __init__(
+        self,
+        network: LossNetwork,
+        content_layer: str,
+        style_layers: Mapping[str, float],
+        content_weight: float,
+        style_weight: float,
+        tv_weight: float,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.content_layer = content_layer
+        self.style_layers = dict(style_layers)
+        self.content_weight = content_weight
+        self.style_weight = style_weight
+        self.tv_weight = tv_weight
+        self.normalize = normalize
+        self.style_grams: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def set_style(self, style_image: torch.Tensor) -> None:
+        """Compute the style targets once: Gram matrices of a (1, 3, H, W) image."""
+        features = self.network(style_image)
+        self.style_grams = {name: gram_matrix(features[name]) for name in self.style_layers}
+
+    def forward(self, output: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.style_grams:
+            raise RuntimeError("PerceptualLoss.set_style() must be called before the loss")
+        out_features = self.network(output)
+        with torch.no_grad():
+            target = self.network(content, upto=self.content_layer)[self.content_layer]
+        content_loss = squared_error(out_features[self.content_layer], target, self.normalize)
+        style_loss = sum(
+            weight
+            * squared_error(
+                gram_matrix(out_features[name]),
+                self.style_grams[name].to(output.device),
+                self.normalize,
+            )
+            for name, weight in self.style_layers.items()
+        )
+        tv_loss = total_variation(output.float())
+        total = (
+            self.content_weight * content_loss
+            + self.style_weight * style_loss
+            + self.tv_weight * tv_loss
+        )
+        return {"total": total, "content": content_loss, "style": style_loss, "tv": tv_loss}

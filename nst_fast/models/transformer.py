@@ -1,0 +1,112 @@
+"""The image-transform network of Johnson et al. (2016), with Ulyanov's instance norm.
+
+Reflection padding everywhere (no border artefacts), strided convolutions to downsample,
+residual blocks at the lowest resolution, and nearest-neighbour upsampling followed by a
+convolution instead of transposed convolutions, which avoids checkerboard artefacts
+(Odena et al. 2016).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+
+import torch
+from torch import nn
+
+NORMS = {"instance": lambda c: nn.InstanceNorm2d(c, affine=True), "batch": nn.BatchNorm2d}
+
+
+@dataclass
+class TransformerConfig:
+    """Everything needed to rebuild the network; stored inside exported models."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    residual_blocks: int = 5
+    norm: str = "instance"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConvBlock(nn.Sequential):
+    """Reflection pad, convolution, then optionally norm and ReLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        norm: str | None = "instance",
+        relu: bool = True,
+        upsample: bool = False,
+    ) -> None:
+        layers: list[nn.Module] = []
+        if upsample:
+            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        layers += [
+            nn.ReflectionPad2d(kernel_size // 2),
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride),
+        ]
+        if norm is not None:
+            layers.append(NORMS[norm](out_channels))
+        if relu:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvBlock(channels, channels, 3, norm=norm),
+            ConvBlock(channels, channels, 3, norm=norm, relu=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class TransformerNet(nn.Module):
+    """Maps an RGB image in [0, 1] to its stylized version (unclamped, about [0, 1]).
+
+    Height and width are any size; inside, the image is padded to a multiple of
+    2**(len(channels) - 1) by reflection and the output cropped back, so the output
+    always has the input's size without shift.
+    """
+
+    def __init__(self, config: TransformerConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or TransformerConfig()
+        if config.norm not in NORMS:
+            raise ValueError(f"model.norm={config.norm!r}: expected one of {sorted(NORMS)}")
+        ch = list(config.channels)
+        if len(ch) < 2:
+            raise ValueError("model.channels needs at least two widths, e.g. [32, 64, 128]")
+        norm = config.norm
+        down = [ConvBlock(3, ch[0], 9, norm=norm)]
+        down += [ConvBlock(a, b, 3, stride=2, norm=norm) for a, b in pairwise(ch)]
+        up = [ConvBlock(a, b, 3, norm=norm, upsample=True) for a, b in pairwise(ch[::-1])]
+        self.encoder = nn.Sequential(*down)
+        self.residuals = nn.Sequential(
+            *(ResidualBlock(ch[-1], norm) for _ in range(config.residual_blocks))
+        )
+        self.decoder = nn.Sequential(*up, ConvBlock(ch[0], 3, 9, norm=None, relu=False))
+        self.multiple = 2 ** (len(ch) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % self.multiple, -w % self.multiple
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        y = self.decoder(self.residuals(self.encoder(x)))
+        return y[..., :h, :w]
+
+
+def transformer_net(
+    channels: Sequence[int] = (32, 64, 128), residual_blocks: int = 5, norm: str = "instance"
+) -> TransformerNet:
+    """Build the Johnson transform network (torchvision-style builder)."""
+    return TransformerNet(TransformerConfig(list(channels), residual_blocks, norm))

@@ -1,0 +1,98 @@
+"""Callbacks for everything beside the training step: image grids, export, samples."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+from torchvision.utils import make_grid
+
+from nst_fast.export import save_model
+from nst_fast.images import ImageReadError, read_image, save_image
+from nst_fast.inference import stylize
+
+log = logging.getLogger(__name__)
+
+
+def _tensorboard(trainer: pl.Trainer):
+    """The SummaryWriter of the first TensorBoard logger, or None."""
+    for logger in trainer.loggers:
+        if isinstance(logger, pl.loggers.TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+class ImageGridLogger(pl.Callback):
+    """Every ``every_n_steps`` steps, log a grid of fixed photos beside their stylizations.
+
+    The style image is logged once at the start. Photos are the DataModule's
+    ``preview_batch()``, so every grid of a run shows the same photos.
+    """
+
+    def __init__(self, every_n_steps: int = 200) -> None:
+        self.every_n_steps = every_n_steps
+        self.photos: torch.Tensor | None = None
+
+    @rank_zero_only
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        writer = _tensorboard(trainer)
+        if writer is None:
+            return
+        writer.add_image("style", pl_module.style_image.clamp(0, 1), trainer.global_step)
+        self.photos = trainer.datamodule.preview_batch()
+        self._log_grid(trainer, pl_module)
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._log_grid(trainer, pl_module)
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_grid(trainer, pl_module)
+
+    def _log_grid(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        writer = _tensorboard(trainer)
+        if writer is None or self.photos is None or not len(self.photos):
+            return
+        was_training = pl_module.transformer.training
+        pl_module.transformer.eval()
+        stylized = stylize(pl_module.transformer, self.photos.to(pl_module.device), half=False)
+        pl_module.transformer.train(was_training)
+        # Rows of (photo, stylized) pairs.
+        pairs = torch.stack([self.photos.cpu(), stylized], 1).flatten(0, 1)
+        writer.add_image("preview", make_grid(pairs, nrow=2, padding=4), trainer.global_step)
+        writer.flush()
+
+
+class ExportModel(pl.Callback):
+    """At the end of training, write the transform network to ``path`` (rank zero only)."""
+
+    def __init__(self, path: str | Path, style: str) -> None:
+        self.path, self.style = Path(path), style
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        save_model(pl_module.transformer, self.path, style=self.style, step=trainer.global_step)
+        log.info("exported model: %s", self.path)
+
+
+class StylizeSamples(pl.Callback):
+    """At the end of training, stylize the preview photos at full size into ``folder``."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        net = pl_module.transformer.eval()
+        for path in trainer.datamodule.preview_paths():
+            try:
+                photo = read_image(path)
+            except ImageReadError as err:
+                log.warning("not stylized: %s", err)
+                continue
+            save_image(stylize(net, photo.to(pl_module.device)), self.folder / f"{path.stem}.jpg")

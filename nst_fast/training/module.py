@@ -1,0 +1,98 @@
+"""The LightningModule: one training step of a feed-forward style network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from nst_fast.losses.network import LossNetwork
+from nst_fast.losses.perceptual import PerceptualLoss
+from nst_fast.models.transformer import TransformerConfig, TransformerNet
+from nst_fast.styles import load_style_image
+
+# The loss network is rebuilt from the config, never stored in checkpoints.
+LOSS_PREFIX = "criterion."
+
+
+def build_criterion(loss: dict, style: dict) -> PerceptualLoss:
+    """The perceptual loss of ``loss`` (a LossConfig dict), with per-style weight overrides."""
+
+    def weight(name: str) -> float:
+        own = style.get(name)
+        return float(loss[name] if own is None else own)
+
+    layers = [loss["content_layer"], *loss["style_layers"]]
+    network = LossNetwork(loss["network"], layers, loss["weights"])
+    return PerceptualLoss(
+        network,
+        content_layer=loss["content_layer"],
+        style_layers=loss["style_layers"],
+        content_weight=weight("content_weight"),
+        style_weight=weight("style_weight"),
+        tv_weight=weight("tv_weight"),
+        normalize=loss["normalize"],
+    )
+
+
+class StyleTransferModule(pl.LightningModule):
+    """Trains a TransformerNet against the perceptual loss of one style image.
+
+    Arguments are plain dicts (the ``model``, ``loss`` and ``style`` config groups) so
+    checkpoints hold no config objects and load without Hydra.
+    """
+
+    def __init__(
+        self,
+        model: dict,
+        loss: dict,
+        style: dict,
+        lr: float = 1e-3,
+        channels_last: bool = True,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.transformer = TransformerNet(TransformerConfig(**model))
+        self.criterion = build_criterion(loss, style)
+        self.register_buffer(
+            "style_image", load_style_image(style["image"], style.get("size")), persistent=False
+        )
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.strict_loading = False  # checkpoints leave the frozen loss network out
+        self._step_fn = self.transformer
+
+    def setup(self, stage: str) -> None:
+        self.transformer.to(memory_format=self.memory_format)
+        self.criterion.to(memory_format=self.memory_format)
+        if self.hparams.compile:
+            self._step_fn = torch.compile(self.transformer)
+
+    def on_fit_start(self) -> None:
+        self.criterion.set_style(self.style_image.unsqueeze(0))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.transformer(images)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        images = batch["image"]
+        if batch["skipped"]:
+            self.log("data/skipped", float(batch["skipped"]), reduce_fx="sum")
+        if images.numel() == 0:
+            return None  # every photo in this batch was unreadable: skip the step
+        images = images.contiguous(memory_format=self.memory_format)
+        output = self._step_fn(images)
+        losses = self.criterion(output, images)
+        self.log("loss/total", losses["total"], prog_bar=True)
+        for name in ("content", "style", "tv"):
+            self.log(f"loss/{name}", losses[name])
+        return losses["total"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.transformer.parameters(), lr=self.hparams.lr)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(LOSS_PREFIX)]:
+            del state[key]

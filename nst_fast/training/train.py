@@ -1,0 +1,84 @@
+"""``nst-fast train``: compose the Hydra config, build data, module, callbacks, and fit."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from nst_fast.config import config_dir, register
+from nst_fast.data.datamodule import PhotoDataModule
+from nst_fast.errors import NstFastError
+from nst_fast.training.callbacks import ExportModel, ImageGridLogger, StylizeSamples
+from nst_fast.training.module import StyleTransferModule
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> Path:
+    """Train one style network into ``run_dir``; returns the exported model's path."""
+    run_dir = Path(run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = PhotoDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
+    module = StyleTransferModule(
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        style=OmegaConf.to_container(cfg.style, resolve=True),
+        lr=cfg.optim.lr,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+    )
+    model_path = run_dir / "model.pt"
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="step={step}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=cfg.checkpoint_every_n_steps,
+        save_top_k=-1,
+        save_last=True,
+    )
+    trainer = pl.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        default_root_dir=run_dir,
+        logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
+        callbacks=[
+            checkpoints,
+            ImageGridLogger(cfg.log_images_every_n_steps),
+            ExportModel(model_path, cfg.style.name),
+            StylizeSamples(run_dir / "samples"),
+        ],
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if trainer.is_global_zero:
+        log.info(
+            "done: %d steps\n  run dir:     %s\n  model:       %s\n  checkpoints: %s\n"
+            "  samples:     %s\n  tensorboard: tensorboard --logdir %s\n"
+            "  stylize:     nst-fast stylize %s PHOTO -o OUT_DIR",
+            trainer.global_step,
+            run_dir,
+            model_path,
+            run_dir / "checkpoints",
+            run_dir / "samples",
+            run_dir / "tensorboard",
+            model_path,
+        )
+    return model_path
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        train(cfg, HydraConfig.get().runtime.output_dir)
+    except NstFastError as err:
+        print(f"nst-fast train: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+register()

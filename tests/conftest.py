@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny generated photos and the overrides that keep training runs small."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from nst_fast.images import save_image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_WEIGHTS = SHARED / "weights" / "vgg16_imagenet_features.pt"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep downloads and generated files out of the user's ~/.cache."""
+    monkeypatch.setenv("NST_FAST_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def make_photo(size: tuple[int, int], seed: int) -> torch.Tensor:
+    """A smooth random image: gradients plus blobs, more photo-like than noise."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    a = torch.rand(3, 1, 1, generator=g)
+    b = torch.rand(3, 1, 1, generator=g)
+    image = a * xx + b * yy + 0.3 * torch.sin(10 * xx * torch.rand(1, generator=g) + 6 * yy)
+    return image.clamp(0, 1)
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    """Eight small photos in a COCO-like folder (JPEG and PNG, different sizes)."""
+    folder = tmp_path / "photos" / "train2017"
+    for i in range(8):
+        suffix = ".jpg" if i % 2 else ".png"
+        save_image(make_photo((40 + 4 * i, 48 + 2 * i), i), folder / f"{i:012d}{suffix}")
+    return folder
+
+
+@pytest.fixture
+def style_file(tmp_path: Path) -> Path:
+    return save_image(make_photo((64, 80), 123), tmp_path / "style.png")
+
+
+def tiny_overrides(photos: Path, style: Path, run_dir: Path, steps: int = 4) -> list[str]:
+    """Overrides for a seconds-long CPU run with a random-init VGG."""
+    return [
+        f"data.root={photos}",
+        f"style.image={style}",
+        "style.name=tiny",
+        "style.size=48",
+        "loss.weights=random",
+        "data.image_size=32",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "data.preview_images=2",
+        "model.channels=[8,16,32]",
+        "model.residual_blocks=1",
+        "trainer=cpu",
+        f"trainer.max_steps={steps}",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "checkpoint_every_n_steps=2",
+        "log_images_every_n_steps=2",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

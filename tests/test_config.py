@@ -1,0 +1,79 @@
+"""Every config group option composes against the structured schema."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from nst_fast.config import config_dir, register
+
+register()
+GROUPS = ["style", "loss", "model", "data", "trainer", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def compose_with(overrides: list[str]):
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    "group,option", [(group, option) for group in GROUPS for option in options(group)]
+)
+def test_every_option_composes(group, option):
+    cfg = compose_with([f"{group}={option}"])
+    assert cfg.style.name and cfg.loss.style_layers and cfg.model.channels
+    OmegaConf.to_container(cfg, resolve=False, throw_on_missing=True)
+
+
+def test_the_four_paintings_and_a_generated_style_are_available():
+    assert {"starry_night", "wave", "the_scream", "composition_vii", "mosaic"} <= set(
+        options("style")
+    )
+
+
+def test_default_loss_is_johnsons_vgg16_setting():
+    cfg = compose_with([])
+    assert cfg.loss.network == "vgg16" and cfg.loss.content_layer == "relu2_2"
+    assert list(cfg.loss.style_layers) == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
+
+
+def test_vgg19_uses_gatys_layers():
+    cfg = compose_with(["loss=vgg19"])
+    assert cfg.loss.content_layer == "relu4_2"
+    assert list(cfg.loss.style_layers) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+
+
+def test_johnson2016_experiment_is_the_papers_recipe():
+    cfg = compose_with(["experiment=johnson2016"])
+    assert cfg.data.image_size == 256 and cfg.data.batch_size == 4
+    assert cfg.trainer.max_steps == 40000 and cfg.optim.lr == 1e-3
+
+
+def test_demo_experiment_uses_bundled_photos_and_a_generated_style():
+    cfg = compose_with(["experiment=demo"])
+    assert cfg.style.image.startswith("generated:")
+    assert Path(cfg.data.root).is_dir()  # the resolver writes scikit-image's photos
+
+
+def test_any_key_can_be_overridden_and_styles_added_by_path():
+    cfg = compose_with(["style.image=my.jpg", "data.image_size=512", "loss.style_weight=3"])
+    assert cfg.style.image == "my.jpg" and cfg.data.image_size == 512
+    assert cfg.loss.style_weight == 3.0
+
+
+def test_misspelt_keys_and_wrong_types_fail_at_composition():
+    with pytest.raises(ConfigCompositionException):
+        compose_with(["data.imgsize=3"])
+    with pytest.raises(ConfigCompositionException):
+        compose_with(["data.image_size=big"])
+
+
+def test_unknown_style_lists_the_available_ones():
+    with pytest.raises(ConfigCompositionException, match="starry_night"):
+        compose_with(["style=nope"])

@@ -1,0 +1,84 @@
+"""Photos from any folder tree: resized, cropped, unreadable files skipped and counted."""
+
+import pytest
+import torch
+from PIL import Image
+
+from nst_fast.data.datamodule import PhotoDataModule
+from nst_fast.data.folder import PhotoFolder, collate_skipping
+from nst_fast.errors import NstFastError
+from nst_fast.images import read_image
+
+
+def test_batches_have_the_training_size(photo_folder):
+    dm = PhotoDataModule(str(photo_folder), image_size=24, batch_size=3, num_workers=0)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (3, 3, 24, 24)
+    assert batch["image"].dtype == torch.float32
+    assert batch["image"].min() >= 0 and batch["image"].max() <= 1
+    assert batch["skipped"] == 0
+
+
+@pytest.mark.parametrize("crop", ["center", "random", "random_resized"])
+def test_every_crop_gives_square_training_images(photo_folder, crop):
+    dm = PhotoDataModule(str(photo_folder), image_size=16, batch_size=2, num_workers=0, crop=crop)
+    assert next(iter(dm.train_dataloader()))["image"].shape == (2, 3, 16, 16)
+
+
+def test_unreadable_files_are_skipped_and_counted(photo_folder):
+    (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (photo_folder / "empty.png").write_bytes(b"")
+    dataset = PhotoDataModule(str(photo_folder), image_size=8, num_workers=0).dataset
+    items = [dataset[i] for i in range(len(dataset))]
+    assert sum(item is None for item in items) == 2
+    batch = collate_skipping([*items[:4], None])
+    assert batch["skipped"] == 1 + sum(item is None for item in items[:4])
+
+
+def test_a_batch_of_only_unreadable_files_is_empty():
+    batch = collate_skipping([None, None])
+    assert batch["image"].numel() == 0 and batch["skipped"] == 2
+
+
+def test_repeat_passes_a_small_folder_several_times(photo_folder):
+    assert len(PhotoFolder(photo_folder, repeat=5)) == 5 * len(PhotoFolder(photo_folder))
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(NstFastError, match=r"data.root=.*nowhere: no such folder"):
+        PhotoDataModule(str(tmp_path / "nowhere"))
+
+
+def test_empty_folder_is_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no photos here")
+    with pytest.raises(NstFastError, match=r"empty: no JPEG/PNG images"):
+        PhotoDataModule(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("option", [{"image_size": 0}, {"batch_size": -1}, {"crop": "zoom"}])
+def test_bad_options_are_refused(photo_folder, option):
+    with pytest.raises(NstFastError, match=f"data.{next(iter(option))}"):
+        PhotoDataModule(str(photo_folder), **option)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
+def test_any_image_mode_is_read_as_rgb(tmp_path, mode):
+    path = tmp_path / ("photo.jpg" if mode == "CMYK" else "photo.png")
+    Image.new("RGB", (20, 10), (200, 100, 50)).convert(mode).save(path)
+    image = read_image(path)
+    assert image.shape == (3, 10, 20) and image.dtype == torch.float32
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    Image.new("RGB", (40, 20)).save(path, exif=exif)
+    assert read_image(path).shape == (3, 40, 20)
+
+
+def test_preview_batch_is_fixed_and_centre_cropped(photo_folder):
+    dm = PhotoDataModule(str(photo_folder), image_size=16, num_workers=0, preview_images=3)
+    assert dm.preview_batch().shape == (3, 3, 16, 16)
+    assert torch.equal(dm.preview_batch(), dm.preview_batch())

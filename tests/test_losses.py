@@ -1,0 +1,177 @@
+"""Gram matrices, each loss term, and the VGG loss network."""
+
+import urllib.error
+
+import pytest
+import torch
+from torchvision import models
+
+from nst_fast.errors import NstFastError
+from nst_fast.losses import network as network_module
+from nst_fast.losses.network import LossNetwork, relu_names, vgg_features
+from nst_fast.losses.perceptual import (
+    PerceptualLoss,
+    gram_matrix,
+    squared_error,
+    total_variation,
+)
+
+from .conftest import SHARED_WEIGHTS
+
+
+def test_gram_matrix_of_known_features():
+    # Two channels over a 1x2 map: [1, 2] and [3, 4].
+    f = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
+    expected = torch.tensor([[[5.0, 11.0], [11.0, 25.0]]]) / (2 * 1 * 2)
+    assert torch.allclose(gram_matrix(f), expected)
+
+
+def test_gram_matrix_is_fp32_under_autocast():
+    f = torch.rand(2, 4, 8, 8).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = gram_matrix(f)
+    assert g.dtype == torch.float32 and g.shape == (2, 4, 4)
+
+
+def test_total_variation_of_known_images():
+    assert total_variation(torch.ones(1, 3, 8, 8)) == 0
+    stripes = torch.zeros(1, 1, 2, 4)
+    stripes[..., 1::2] = 1.0  # every horizontal neighbour differs by 1, vertical by 0
+    assert total_variation(stripes) == pytest.approx(1.0)
+
+
+def test_squared_error_classic_and_normalized():
+    x, target = torch.full((2, 3), 3.0), torch.full((1, 3), 1.0)
+    assert squared_error(x, target, normalize=False) == pytest.approx(4.0)
+    assert squared_error(x, target, normalize=True) == pytest.approx(4.0)  # 12 / 3
+    assert squared_error(x * 10, target * 10, normalize=True) == pytest.approx(4.0)
+
+
+def test_relu_names_follow_gatys_naming():
+    names = relu_names(vgg_features("vgg16"))
+    assert names["relu1_2"] == 3 and names["relu2_2"] == 8
+    assert names["relu3_3"] == 15 and names["relu4_3"] == 22
+    assert len(names) == 13
+    names19 = relu_names(vgg_features("vgg19"))
+    assert names19["relu4_2"] == 22 and names19["relu5_1"] == 29 and len(names19) == 16
+
+
+def test_loss_network_is_truncated_after_the_deepest_layer_and_frozen():
+    net = LossNetwork("vgg16", ["relu1_2", "relu2_2"], weights="random")
+    assert len(net.features) == 9
+    assert not any(p.requires_grad for p in net.parameters())
+    net.train()
+    assert not net.training
+    out = net(torch.rand(1, 3, 32, 32))
+    assert set(out) == {"relu1_2", "relu2_2"}
+    assert out["relu2_2"].shape == (1, 128, 16, 16)
+    assert set(net(torch.rand(1, 3, 32, 32), upto="relu1_2")) == {"relu1_2"}
+
+
+def test_loss_network_applies_imagenet_normalization_itself():
+    net = LossNetwork("vgg16", ["relu1_1"], weights="random")
+    image = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    conv = net.features[0]
+    # The normalized mean image is zero, so the first conv sees only its bias.
+    expected = torch.relu(conv.bias).view(1, -1, 1, 1).expand(1, -1, 4, 4)
+    assert torch.allclose(net(image)["relu1_1"], expected, atol=1e-5)
+
+
+def test_unknown_loss_layer_lists_the_valid_names():
+    with pytest.raises(NstFastError, match=r"unknown loss layer relu9_9 for vgg16.*relu4_3"):
+        LossNetwork("vgg16", ["relu9_9"], weights="random")
+
+
+def test_unknown_network_names_the_choices():
+    with pytest.raises(NstFastError, match="vgg19"):
+        LossNetwork("alexnet", ["relu1_1"], weights="random")
+
+
+def test_failed_weight_download_names_the_offline_override(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(models.VGG16_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    with pytest.raises(NstFastError, match=r"loss.weights=PATH"):
+        network_module.LossNetwork("vgg16", ["relu1_2"], weights="imagenet")
+
+
+def test_local_weights_with_the_wrong_layout_are_refused(tmp_path):
+    path = tmp_path / "wrong.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(NstFastError, match=r"not the layout of torchvision's vgg16\(\)\.features"):
+        LossNetwork("vgg16", ["relu1_2"], weights=str(path))
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(NstFastError, match=r"nothing\.pt: no such file"):
+        LossNetwork("vgg16", ["relu1_2"], weights=str(tmp_path / "nothing.pt"))
+
+
+def test_local_weights_round_trip(tmp_path):
+    features = vgg_features("vgg16")
+    path = tmp_path / "features.pt"
+    torch.save(features.state_dict(), path)
+    net = LossNetwork("vgg16", ["relu1_2"], weights=str(path))
+    assert torch.equal(net.features[0].weight, features[0].weight)
+
+
+@pytest.mark.skipif(not SHARED_WEIGHTS.exists(), reason="../shared/weights not present")
+def test_real_imagenet_weights_load_and_respond_to_images():
+    net = LossNetwork("vgg16", ["relu1_2", "relu4_3"], weights=str(SHARED_WEIGHTS))
+    out = net(torch.rand(1, 3, 64, 64))
+    assert out["relu4_3"].shape == (1, 512, 8, 8)
+    assert out["relu1_2"].mean() > 1.0  # Caffe-scale activations, unlike a random init
+
+
+def make_loss(**kwargs) -> PerceptualLoss:
+    torch.manual_seed(0)
+    net = LossNetwork("vgg16", ["relu1_2", "relu2_2"], weights="random")
+    options = dict(content_weight=1.0, style_weight=1.0, tv_weight=0.0, normalize=True)
+    options.update(kwargs)
+    return PerceptualLoss(net, "relu2_2", {"relu1_2": 1.0, "relu2_2": 0.5}, **options)
+
+
+def test_perceptual_loss_is_zero_for_the_content_itself_in_the_style_image():
+    loss = make_loss()
+    image = torch.rand(1, 3, 32, 32)
+    loss.set_style(image)
+    terms = loss(image, image)
+    assert terms["content"] < 1e-10 and terms["style"] < 1e-10
+
+
+def test_perceptual_loss_combines_weighted_terms_and_has_gradients():
+    loss = make_loss(content_weight=2.0, style_weight=3.0, tv_weight=0.5)
+    loss.set_style(torch.rand(1, 3, 40, 40))
+    output = torch.rand(2, 3, 32, 32, requires_grad=True)
+    terms = loss(output, torch.rand(2, 3, 32, 32))
+    expected = 2 * terms["content"] + 3 * terms["style"] + 0.5 * terms["tv"]
+    assert torch.allclose(terms["total"], expected)
+    terms["total"].backward()
+    assert output.grad is not None and output.grad.abs().sum() > 0
+
+
+def test_normalized_loss_does_not_depend_on_the_activation_scale():
+    plain, scaled = make_loss(), make_loss()
+    # Scale every activation by 100: the first conv's weights, and every bias, since
+    # ReLU and max-pooling are positively homogeneous.
+    with torch.no_grad():
+        scaled.network.features[0].weight.mul_(100)
+        for layer in scaled.network.features:
+            if isinstance(layer, torch.nn.Conv2d):
+                layer.bias.mul_(100)
+    style, output, content = (
+        torch.rand(1, 3, 32, 32),
+        torch.rand(2, 3, 32, 32),
+        torch.rand(2, 3, 32, 32),
+    )
+    plain.set_style(style)
+    scaled.set_style(style)
+    a, b = plain(output, content), scaled(output, content)
+    assert torch.allclose(a["content"], b["content"], rtol=1e-4)
+    assert torch.allclose(a["style"], b["style"], rtol=1e-4)
+
+
+def test_set_style_is_required():
+    with pytest.raises(RuntimeError, match="set_style"):
+        make_loss()(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))

@@ -1,0 +1,144 @@
+"""End to end: `nst-fast train` writes checkpoints, TensorBoard events and model.pt."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nst_fast.export import load_model
+
+from .conftest import cli_env, tiny_overrides
+
+
+def nst_fast(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nst_fast", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=600,
+    )
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, Path, subprocess.CompletedProcess]:
+    """One tiny training run, shared by the tests below (it costs seconds, not minutes)."""
+    from nst_fast.images import save_image
+
+    from .conftest import make_photo
+
+    root = tmp_path_factory.mktemp("train")
+    photos = root / "photos"
+    for i in range(6):
+        save_image(make_photo((36 + 2 * i, 44), i), photos / f"{i}.jpg")
+    style = save_image(make_photo((48, 48), 99), root / "style.png")
+    run_dir = root / "run"
+    result = nst_fast("train", *tiny_overrides(photos, style, run_dir, steps=4))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return photos, style, run_dir, result
+
+
+def test_run_directory_holds_config_checkpoints_events_and_model(trained):
+    _, _, run_dir, result = trained
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "last.ckpt",
+        "step=2.ckpt",
+        "step=4.ckpt",
+    ]
+    assert (run_dir / "model.pt").is_file()
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["0.jpg", "1.jpg"]
+    assert str(run_dir / "model.pt") in result.stdout + result.stderr
+
+
+def test_events_hold_loss_scalars_and_image_grids(trained):
+    acc = events(trained[2])
+    scalars = set(acc.Tags()["scalars"])
+    assert {"loss/total", "loss/content", "loss/style", "loss/tv"} <= scalars
+    assert len(acc.Scalars("loss/total")) == 4
+    assert {"style", "preview"} <= set(acc.Tags()["images"])
+    # A grid at the start, every 2 steps and at the end: steps 0, 2, 4.
+    assert sorted({e.step for e in acc.Images("preview")}) == [0, 2, 4]
+
+
+def test_exported_model_loads_without_hydra_and_stylizes(trained):
+    net, info = load_model(trained[2] / "model.pt")
+    assert info.style == "tiny" and info.step == 4
+    assert info.arch == {"channels": [8, 16, 32], "residual_blocks": 1, "norm": "instance"}
+    assert net(torch.rand(1, 3, 21, 19)).shape == (1, 3, 21, 19)
+    payload = torch.load(trained[2] / "model.pt", weights_only=True)
+    assert not any(k.startswith("criterion") for k in payload["state_dict"])
+
+
+def test_checkpoints_leave_the_frozen_loss_network_out(trained):
+    ckpt = torch.load(trained[2] / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4
+    assert not any(k.startswith("criterion.") for k in ckpt["state_dict"])
+    assert any(k.startswith("transformer.") for k in ckpt["state_dict"])
+
+
+def test_resume_continues_the_step_count(trained):
+    photos, style, run_dir, _ = trained
+    result = nst_fast("train", *tiny_overrides(photos, style, run_dir, steps=6), "ckpt_path=last")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, info = load_model(run_dir / "model.pt")
+    assert info.step == 6
+    steps = [e.step for e in events(run_dir).Scalars("loss/total")]
+    assert steps[-1] == 5 and 4 in steps
+
+
+def test_multirun_trains_each_style_into_its_own_directory(trained, tmp_path):
+    photos, style, _, _ = trained
+    other = tmp_path / "other.png"
+    other.write_bytes(style.read_bytes())
+    overrides = [
+        o
+        for o in tiny_overrides(photos, style, tmp_path / "unused", steps=2)
+        if not o.startswith(("style.", "hydra.run"))
+    ]
+    result = nst_fast(
+        "train",
+        "-m",
+        f"style.image={style},{other}",
+        *overrides,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    models = sorted((tmp_path / "sweep").glob("*/model.pt"))
+    assert [p.parent.name for p in models] == ["0_starry_night", "1_starry_night"]
+
+
+def test_missing_style_image_stops_with_one_line(trained, tmp_path):
+    photos, _, _, _ = trained
+    result = nst_fast("train", *tiny_overrides(photos, tmp_path / "missing.jpg", tmp_path / "run"))
+    assert result.returncode == 2
+    assert "style.image=" in result.stderr and "missing.jpg: no such file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_empty_data_folder_stops_with_one_line(trained, tmp_path):
+    _, style, _, _ = trained
+    (tmp_path / "empty").mkdir()
+    result = nst_fast("train", *tiny_overrides(tmp_path / "empty", style, tmp_path / "run"))
+    assert result.returncode == 2
+    assert "empty: no JPEG/PNG images" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_loss_layer_stops_with_the_valid_names(trained, tmp_path):
+    photos, style, _, _ = trained
+    result = nst_fast(
+        "train", *tiny_overrides(photos, style, tmp_path / "run"), "loss.content_layer=relu7_1"
+    )
+    assert result.returncode == 2
+    assert "unknown loss layer relu7_1 for vgg16" in result.stderr
+    assert "relu2_2" in result.stderr and "Traceback" not in result.stderr

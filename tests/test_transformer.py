@@ -1,0 +1,46 @@
+"""The transform network keeps the image size and uses instance normalization."""
+
+import pytest
+import torch
+from torch import nn
+
+from nst_fast.models.transformer import TransformerConfig, TransformerNet, transformer_net
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 47), (64, 30), (17, 18)])
+def test_output_has_the_input_size_even_for_sizes_not_a_multiple_of_four(size):
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1)
+    x = torch.rand(2, 3, *size)
+    assert net(x).shape == x.shape
+
+
+def test_default_is_johnsons_architecture_with_instance_norm():
+    net = TransformerNet()
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    # 3 encoder convs + 5 residual blocks x 2 + 2 upsampling convs + output conv
+    assert len(convs) == 3 + 10 + 2 + 1
+    assert convs[0].kernel_size == (9, 9) and convs[-1].kernel_size == (9, 9)
+    assert [c.stride for c in convs[:3]] == [(1, 1), (2, 2), (2, 2)]
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in net.modules())
+    assert sum(isinstance(m, nn.InstanceNorm2d) for m in net.modules()) == 15
+    assert all(m.affine for m in net.modules() if isinstance(m, nn.InstanceNorm2d))
+    assert sum(isinstance(m, nn.ReflectionPad2d) for m in net.modules()) == 16
+    assert 1.6e6 < sum(p.numel() for p in net.parameters()) < 1.7e6
+
+
+def test_instance_norm_makes_the_output_independent_of_the_batch():
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1).eval()
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    together = net(torch.cat([a, b]))
+    assert torch.allclose(together[0], net(a)[0], atol=1e-5)
+
+
+def test_batch_norm_is_an_option():
+    net = TransformerNet(TransformerConfig(channels=[8, 16], residual_blocks=1, norm="batch"))
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in net.modules())
+
+
+def test_unknown_norm_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="instance"):
+        TransformerNet(TransformerConfig(norm="layer"))
