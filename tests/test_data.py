@@ -16,7 +16,7 @@ def test_batches_have_the_training_size(photo_folder):
     assert batch["image"].shape == (3, 3, 24, 24)
     assert batch["image"].dtype == torch.float32
     assert batch["image"].min() >= 0 and batch["image"].max() <= 1
-    assert batch["skipped"] == 0
+    assert batch["skipped"] == []
 
 
 @pytest.mark.parametrize("crop", ["center", "random", "random_resized"])
@@ -30,14 +30,18 @@ def test_unreadable_files_are_skipped_and_counted(photo_folder):
     (photo_folder / "empty.png").write_bytes(b"")
     dataset = PhotoDataModule(str(photo_folder), image_size=8, num_workers=0).dataset
     items = [dataset[i] for i in range(len(dataset))]
-    assert sum(item is None for item in items) == 2
-    batch = collate_skipping([*items[:4], None])
-    assert batch["skipped"] == 1 + sum(item is None for item in items[:4])
+    errors = sorted(item["error"] for item in items if "error" in item)
+    assert len(errors) == 2
+    assert "broken.jpg: not a readable image" in errors[0]
+    assert "empty.png: empty file" in errors[1]
+    batch = collate_skipping([*items, {"error": "x.jpg: empty file"}])
+    assert len(batch["skipped"]) == 3
+    assert batch["image"].shape == (len(items) - 2, 3, 8, 8)
 
 
 def test_a_batch_of_only_unreadable_files_is_empty():
-    batch = collate_skipping([None, None])
-    assert batch["image"].numel() == 0 and batch["skipped"] == 2
+    batch = collate_skipping([{"error": "a"}, {"error": "b"}])
+    assert batch["image"].numel() == 0 and batch["skipped"] == ["a", "b"]
 
 
 def test_repeat_passes_a_small_folder_several_times(photo_folder):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from nst_fast.data.folder import PhotoFolder, collate_skipping
+from nst_fast.data.folder import PhotoFolder, check_photo, collate_skipping
 from nst_fast.errors import NstFastError
-from nst_fast.images import ImageReadError, read_image
+from nst_fast.images import ImageReadError, read_image, read_image_uint8
 
 CROPS = ("center", "random", "random_resized")
 
@@ -47,6 +49,7 @@ class PhotoDataModule(pl.LightningDataModule):
         self.pin_memory, self.preview_images = pin_memory, preview_images
         # Listing the folder here makes a wrong data.root fail before any other work.
         self.dataset = PhotoFolder(root, self.train_transform(), repeat)
+        self._preview_paths: list[Path] | None = None
 
     def train_transform(self) -> v2.Transform:
         size = self.image_size
@@ -69,21 +72,28 @@ class PhotoDataModule(pl.LightningDataModule):
             drop_last=len(self.dataset) >= self.batch_size,
         )
 
-    def preview_paths(self) -> list:
-        """The fixed photos shown in image grids and stylized at the end of training."""
-        return list(self.dataset.files[: self.preview_images])
+    def preview_paths(self) -> list[Path]:
+        """The fixed photos shown in image grids and stylized at the end of training:
+        the first ``preview_images`` readable files of the folder."""
+        if self._preview_paths is None:
+            self._preview_paths = []
+            for path in self.dataset.files:
+                if len(self._preview_paths) == self.preview_images:
+                    break
+                try:
+                    check_photo(path)
+                    read_image_uint8(path)
+                except ImageReadError:
+                    continue  # the dataset reports unreadable files once per epoch
+                self._preview_paths.append(path)
+        return self._preview_paths
 
     def preview_batch(self) -> torch.Tensor:
         """The preview photos, centre-cropped to the training size, as one batch."""
         crop = v2.Compose(
             [v2.Resize(self.image_size, antialias=True), v2.CenterCrop(self.image_size)]
         )
-        photos = []
-        for path in self.preview_paths():
-            try:
-                photos.append(crop(read_image(path)))
-            except ImageReadError:
-                continue  # already reported by the dataset when it meets the file
+        photos = [crop(read_image(path)) for path in self.preview_paths()]
         return (
             torch.stack(photos) if photos else torch.empty(0, 3, self.image_size, self.image_size)
         )

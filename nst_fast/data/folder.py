@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from nst_fast.errors import NstFastError
@@ -15,9 +16,35 @@ from nst_fast.images import ImageReadError, list_images, read_image_uint8
 
 log = logging.getLogger(__name__)
 
+# Training crops are 256 px: a photo beyond 100 megapixels is a decompression bomb or a
+# scan, and decoding it would stall a worker for seconds and gigabytes.
+MAX_TRAINING_PIXELS = 100_000_000
+
+
+def check_photo(path: Path) -> None:
+    """Cheap checks before decoding: an empty file, or a header announcing a huge image."""
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file")
+    try:
+        with Image.open(path) as image:  # reads the header only
+            width, height = image.size
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(f"{path}: too large ({err})") from err
+    except (OSError, ValueError):
+        return  # let the decoder say what is wrong
+    if width * height > MAX_TRAINING_PIXELS:
+        raise ImageReadError(
+            f"{path}: too large ({width}x{height} pixels; training photos are limited to "
+            f"{MAX_TRAINING_PIXELS // 1_000_000} megapixels)"
+        )
+
 
 class PhotoFolder(Dataset):
-    """Every image below ``root``; item ``i`` is ``{"image": tensor}`` or None if unreadable."""
+    """Every image below ``root``.
+
+    Item ``i`` is ``{"image": tensor}``, or ``{"error": message}`` for a file that cannot
+    be read, so one broken file never stops an epoch.
+    """
 
     def __init__(
         self, root: str | os.PathLike, transform: Callable | None = None, repeat: int = 1
@@ -40,21 +67,22 @@ class PhotoFolder(Dataset):
     def __len__(self) -> int:
         return len(self.files) * self.repeat
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         path = self.files[index % len(self.files)]
         try:
+            check_photo(path)
             image = read_image_uint8(path)
-        except ImageReadError as err:
-            log.warning("skipping %s", err)
-            return None
-        if self.transform is not None:
-            image = self.transform(image)
+            if self.transform is not None:
+                image = self.transform(image)
+        except (ImageReadError, OSError, RuntimeError, ValueError) as err:
+            log.debug("skipping %s", err)
+            return {"error": str(err) if isinstance(err, ImageReadError) else f"{path}: {err}"}
         return {"image": image}
 
 
-def collate_skipping(batch: list[dict | None]) -> dict[str, torch.Tensor | int]:
-    """Collate the readable items; ``skipped`` counts the unreadable ones in this batch."""
-    good = [item for item in batch if item is not None]
+def collate_skipping(batch: list[dict]) -> dict[str, torch.Tensor | list[str]]:
+    """Collate the readable items; ``skipped`` lists why the others were left out."""
+    good = [item for item in batch if "image" in item]
     out = default_collate(good) if good else {"image": torch.empty(0, 3, 0, 0)}
-    out["skipped"] = len(batch) - len(good)
+    out["skipped"] = [item["error"] for item in batch if "error" in item]
     return out

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid
 
 from nst_fast.export import save_model
@@ -96,3 +98,49 @@ class StylizeSamples(pl.Callback):
                 log.warning("not stylized: %s", err)
                 continue
             save_image(stylize(net, photo.to(pl_module.device)), self.folder / f"{path.stem}.jpg")
+
+
+class SkippedPhotosReport(pl.Callback):
+    """Once per epoch, say how many unreadable photos were skipped, and why."""
+
+    def __init__(self, examples: int = 5) -> None:
+        self.examples = examples
+        self.skipped: list[str] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.skipped += batch["skipped"]
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.skipped:
+            shown = "\n  ".join(self.skipped[: self.examples])
+            more = len(self.skipped) - self.examples
+            log.warning(
+                "epoch %d: skipped %d unreadable photo(s):\n  %s%s",
+                trainer.current_epoch,
+                len(self.skipped),
+                shown,
+                f"\n  ... and {more} more" if more > 0 else "",
+            )
+        self.skipped = []
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that also saves when the run is interrupted (SIGINT, SIGTERM).
+
+    Only interruptions: after a failure such as a NaN loss the last good checkpoint must
+    stay the last one.
+    """
+
+    def __init__(self, *args, resume_hint: str = "", **kwargs) -> None:
+        super().__init__(*args, save_on_exception=True, **kwargs)
+        self.resume_hint = resume_hint
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        super().on_exception(trainer, pl_module, exception)
+        rank_zero_info(
+            f"\nnst-fast train: interrupted at step {trainer.global_step}; checkpoint saved "
+            f"to {Path(self.dirpath) / 'last.ckpt'}\nresume with: {self.resume_hint}"
+        )

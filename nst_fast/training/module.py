@@ -7,6 +7,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from nst_fast.errors import NstFastError
 from nst_fast.losses.network import LossNetwork
 from nst_fast.losses.perceptual import PerceptualLoss
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
@@ -14,6 +15,10 @@ from nst_fast.styles import load_style_image
 
 # The loss network is rebuilt from the config, never stored in checkpoints.
 LOSS_PREFIX = "criterion."
+
+
+class NonFiniteLossError(NstFastError):
+    """The loss became NaN or infinite: training cannot continue from here."""
 
 
 def build_criterion(loss: dict, style: dict) -> PerceptualLoss:
@@ -78,12 +83,20 @@ class StyleTransferModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         images = batch["image"]
         if batch["skipped"]:
-            self.log("data/skipped", float(batch["skipped"]), reduce_fx="sum")
+            self.log("data/skipped", float(len(batch["skipped"])))
         if images.numel() == 0:
             return None  # every photo in this batch was unreadable: skip the step
         images = images.contiguous(memory_format=self.memory_format)
         output = self._step_fn(images)
         losses = self.criterion(output, images)
+        if not torch.isfinite(losses["total"]):
+            # Stop before the optimizer step writes NaNs into the weights.
+            terms = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items() if k != "total")
+            raise NonFiniteLossError(
+                f"the loss became {losses['total'].item()} at step {self.global_step} ({terms}); "
+                "lower optim.lr or the loss weights, then resume from the last good "
+                "checkpoint with ckpt_path=last"
+            )
         self.log("loss/total", losses["total"], prog_bar=True)
         for name in ("content", "style", "tv"):
             self.log(f"loss/{name}", losses[name])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -10,19 +13,25 @@ import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_fast.config import config_dir, register
 from nst_fast.data.datamodule import PhotoDataModule
 from nst_fast.errors import NstFastError
-from nst_fast.training.callbacks import ExportModel, ImageGridLogger, StylizeSamples
+from nst_fast.training.callbacks import (
+    ExportModel,
+    ImageGridLogger,
+    ResumableCheckpoint,
+    SkippedPhotosReport,
+    StylizeSamples,
+)
 from nst_fast.training.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> Path:
+def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
     """Train one style network into ``run_dir``; returns the exported model's path."""
     run_dir = Path(run_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -36,7 +45,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Path:
         compile=cfg.compile,
     )
     model_path = run_dir / "model.pt"
-    checkpoints = ModelCheckpoint(
+    checkpoints = ResumableCheckpoint(
+        resume_hint=resume_hint,
         dirpath=run_dir / "checkpoints",
         filename="step={step}",
         auto_insert_metric_name=False,
@@ -53,6 +63,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Path:
             ImageGridLogger(cfg.log_images_every_n_steps),
             ExportModel(model_path, cfg.style.name),
             StylizeSamples(run_dir / "samples"),
+            SkippedPhotosReport(),
         ],
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -74,10 +85,27 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Path:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("ckpt_path=", "hydra."))]
+    resume_hint = shlex.join(
+        ["nst-fast", "train", *overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last"]
+    )
     try:
-        train(cfg, HydraConfig.get().runtime.output_dir)
+        train(cfg, run_dir, resume_hint)
     except NstFastError as err:
         print(f"nst-fast train: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except SIGTERMException:
+        sys.exit(128 + signal.SIGTERM)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(
+            f"nst-fast train: error: no space left on device ({err.filename or run_dir}); "
+            "earlier checkpoints are intact: free some space and resume with ckpt_path=last",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 
