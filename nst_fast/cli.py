@@ -74,10 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     try:
         if command == "train":
-            from nst_fast.training.train import hydra_main
+            from nst_fast.training.train import run_from_cli
 
-            sys.argv = ["nst-fast train", *rest]
-            hydra_main()
+            run_from_cli(rest)
             return 0
         if command == "stylize":
             return stylize_main(rest)

@@ -85,6 +85,8 @@ class Config:
     log_images_every_n_steps: int = 200
     channels_last: bool = True
     compile: bool = False
+    # Extra Lightning callbacks by name, each a node with a _target_ (hydra.utils.instantiate).
+    callbacks: dict[str, Any] = field(default_factory=dict)
 
 
 def config_dir() -> Path:

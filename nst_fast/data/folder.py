@@ -42,8 +42,8 @@ def check_photo(path: Path) -> None:
 class PhotoFolder(Dataset):
     """Every image below ``root``.
 
-    Item ``i`` is ``{"image": tensor}``, or ``{"error": message}`` for a file that cannot
-    be read, so one broken file never stops an epoch.
+    Item ``i`` is ``{"image": tensor, "path": str}``, or ``{"error": message}`` for a file
+    that cannot be read, so one broken file never stops an epoch.
     """
 
     def __init__(
@@ -77,12 +77,12 @@ class PhotoFolder(Dataset):
         except (ImageReadError, OSError, RuntimeError, ValueError) as err:
             log.debug("skipping %s", err)
             return {"error": str(err) if isinstance(err, ImageReadError) else f"{path}: {err}"}
-        return {"image": image}
+        return {"image": image, "path": str(path)}
 
 
 def collate_skipping(batch: list[dict]) -> dict[str, torch.Tensor | list[str]]:
     """Collate the readable items; ``skipped`` lists why the others were left out."""
     good = [item for item in batch if "image" in item]
-    out = default_collate(good) if good else {"image": torch.empty(0, 3, 0, 0)}
+    out = default_collate(good) if good else {"image": torch.empty(0, 3, 0, 0), "path": []}
     out["skipped"] = [item["error"] for item in batch if "error" in item]
     return out

@@ -97,9 +97,10 @@ class StyleTransferModule(pl.LightningModule):
                 "lower optim.lr or the loss weights, then resume from the last good "
                 "checkpoint with ckpt_path=last"
             )
-        self.log("loss/total", losses["total"], prog_bar=True)
+        # sync_dist: with several processes the logged values are the mean over ranks.
+        self.log("loss/total", losses["total"], prog_bar=True, sync_dist=True)
         for name in ("content", "style", "tv"):
-            self.log(f"loss/{name}", losses[name])
+            self.log(f"loss/{name}", losses[name], sync_dist=True)
         return losses["total"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

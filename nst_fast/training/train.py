@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -64,6 +65,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
             ExportModel(model_path, cfg.style.name),
             StylizeSamples(run_dir / "samples"),
             SkippedPhotosReport(),
+            *(instantiate(node) for node in cfg.callbacks.values()),
         ],
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -109,4 +111,21 @@ def hydra_main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def run_from_cli(overrides: list[str]) -> None:
+    """``nst-fast train OVERRIDES``: run Hydra with this file as the program.
+
+    Lightning starts the other DDP ranks as ``python sys.argv[0] sys.argv[1:]`` (plus
+    Hydra overrides of its own), so sys.argv must name a script that trains.
+    """
+    import __main__
+
+    sys.argv = [__file__, *overrides]
+    if getattr(__main__, "__spec__", None) is not None:  # `python -m nst_fast train`
+        __main__.__spec__ = None
+    hydra_main()
+
+
 register()
+
+if __name__ == "__main__":
+    hydra_main()
