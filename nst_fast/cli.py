@@ -1,10 +1,18 @@
-"""The ``nst-fast`` command: subcommands train (Hydra), stylize and export."""
+"""The ``nst-fast`` command: train (Hydra), stylize, export, optimize and evaluate."""
 
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+from tqdm import tqdm
 
 from nst_fast import __version__
 from nst_fast.errors import NstFastError
@@ -15,52 +23,548 @@ usage:
   nst-fast train [KEY=VALUE ...] [-m] [--cfg job] [hydra flags]
                             train a style network (Hydra overrides, e.g. style=wave)
   nst-fast stylize MODEL INPUT [INPUT ...] -o OUT
-                            stylize photos or folders with an exported model.pt
+                            stylize photos, folders, globs or videos with a model
+                            (model.pt, or an exported .ts / .onnx)
+  nst-fast export MODEL --format torchscript|onnx [-o FILE]
+                            write model.pt as TorchScript or ONNX
+  nst-fast optimize CONTENT STYLE -o OUT [KEY=VALUE ...]
+                            Gatys et al.: optimize one photo's pixels (L-BFGS or Adam)
+  nst-fast evaluate MODEL --content DIR [--style STYLE] [-o DIR]
+                            loss on held-out photos beside Gatys L-BFGS at 50..500 its
   nst-fast --version
 
-'nst-fast train --help' lists the config groups and their options.
+'nst-fast train --help' lists the config groups and their options,
+'nst-fast stylize --help' and 'nst-fast export --help' theirs.
 """
+
+# Formats Pillow writes; anything else read (GIF, ...) is written as PNG.
+WRITABLE = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+KEEPS_ALPHA = (".png", ".webp", ".tif", ".tiff")
+
+
+# --- stylize: options -----------------------------------------------------------------
+
+
+def stylize_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nst-fast stylize",
+        description="Stylize photos and videos in one forward pass of a style network.",
+    )
+    parser.add_argument("model", type=Path, help="model.pt, or an exported .ts / .onnx file")
+    parser.add_argument(
+        "inputs", nargs="+", help="image files, folders (recursively), globs, or videos"
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True,
+        help="output folder; or a file name for a single image or video",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda:1...")
+    parser.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+        help="auto: bf16 or fp16 on GPUs, fp32 on CPU",
+    )  # fmt: skip
+    parser.add_argument(
+        "--batch-size", type=int, default=None,
+        help="images of one size per forward pass (default 4 on GPU, 1 on CPU; videos 8)",
+    )  # fmt: skip
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--size", type=int, help="resize so the longer side is SIZE px first")
+    size.add_argument("--scale", type=float, help="resize by this factor first")
+    parser.add_argument(
+        "--tile", default="auto",
+        help="auto: tile images too large for memory; off; or a tile size in px",
+    )  # fmt: skip
+    parser.add_argument("--tile-overlap", type=int, default=128, help="px shared by tiles")
+    parser.add_argument(
+        "--preserve-color", action="store_true",
+        help="keep the photo's colours: transfer the style to the luminance only",
+    )  # fmt: skip
+    parser.add_argument(
+        "--strength", type=float, default=1.0,
+        help="0..1: blend between the photo (0) and the full stylization (1)",
+    )  # fmt: skip
+    parser.add_argument("--ext", help="output format for images, e.g. jpg or png")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def check_options(args: argparse.Namespace) -> None:
+    if not 0 <= args.strength <= 1:
+        raise NstFastError(f"--strength {args.strength}: expected a number from 0 to 1")
+    if args.size is not None and args.size < 8:
+        raise NstFastError(f"--size {args.size}: expected at least 8 (px, the longer side)")
+    if args.scale is not None and args.scale <= 0:
+        raise NstFastError(f"--scale {args.scale}: expected a positive factor, e.g. 0.5")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise NstFastError(f"--batch-size {args.batch_size}: expected 1 or more")
+    if args.tile not in ("auto", "off") and not (args.tile.isdigit() and int(args.tile) >= 64):
+        raise NstFastError(f"--tile {args.tile}: expected auto, off or a size of 64 px or more")
+    if args.tile_overlap < 0:
+        raise NstFastError(f"--tile-overlap {args.tile_overlap}: expected 0 or more px")
+    if args.ext is not None and f".{args.ext.lower().lstrip('.')}" not in WRITABLE:
+        raise NstFastError(f"--ext {args.ext}: expected one of {', '.join(WRITABLE)}")
+
+
+def tile_option(value: str) -> int | None:
+    return {"auto": None, "off": 0}.get(value, int(value) if value.isdigit() else None)
+
+
+def pick_dtype(device: torch.device, precision: str) -> torch.dtype:
+    from nst_fast.device import inference_dtype
+
+    if precision == "auto":
+        return inference_dtype(device, half=True)
+    if precision == "fp16" and device.type == "cpu":
+        raise NstFastError("--precision fp16: not on the CPU; use fp32 (default) or bf16")
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+# --- stylize: what to write where -------------------------------------------------------
+
+
+@dataclass
+class Job:
+    source: Path
+    target: Path
+    video: bool = False
+
+
+def expand(item: str) -> list[tuple[Path, Path]] | None:
+    """(file, its name relative to what was given) for a file, a folder or a glob;
+    None when nothing matches."""
+    from nst_fast.images import list_images
+
+    path = Path(item)
+    if path.is_dir():
+        return [(p, p.relative_to(path)) for p in list_images(path)] or None
+    if path.exists():
+        return [(path, Path(path.name))]
+    if glob.has_magic(item):
+        matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        return [(p, Path(p.name)) for p in matches] or None
+    return None
+
+
+def output_suffix(source: Path, ext: str | None) -> str:
+    from nst_fast.video import is_video
+
+    if is_video(source):
+        return source.suffix
+    if ext is not None:
+        return f".{ext.lower().lstrip('.')}"
+    return source.suffix if source.suffix.lower() in WRITABLE else ".png"
+
+
+def plan(inputs: list[str], output: Path, ext: str | None) -> tuple[list[Job], list[str]]:
+    """Jobs in input order, and one error line for each input that names nothing."""
+    from nst_fast.images import IMAGE_SUFFIXES
+    from nst_fast.video import VIDEO_SUFFIXES, is_video
+
+    found, errors = [], []
+    for item in inputs:
+        files = expand(item)
+        if files is None:
+            errors.append(f"{item}: no such file, folder, or files matching the pattern")
+        else:
+            found += files
+    single_file = len(found) == 1 and len(inputs) == 1 and Path(inputs[0]).is_file()
+    as_file = single_file and output.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+    jobs = [
+        Job(
+            source,
+            output if as_file else output / name.with_suffix(output_suffix(source, ext)),
+            is_video(source),
+        )
+        for source, name in found
+    ]
+    check_distinct(jobs)
+    return jobs, errors
+
+
+def check_distinct(jobs: list[Job]) -> None:
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.target in seen:
+            raise NstFastError(
+                f"{seen[job.target]} and {job.source} would both be written to {job.target}; "
+                "stylize them in separate runs with different -o folders"
+            )
+        seen[job.target] = job.source
+
+
+# --- stylize: running -------------------------------------------------------------------
+
+
+class Report:
+    """Counts outcomes and prints one line per problem, above the progress bar."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+        self.written = self.skipped = self.failed = 0
+
+    def error(self, message: str) -> None:
+        self.failed += 1
+        self.bar.write(f"nst-fast stylize: error: {message}", file=sys.stderr)
+
+    def skip(self, target: Path) -> None:
+        self.skipped += 1
+        self.bar.write(
+            f"nst-fast stylize: {target} exists, kept (--overwrite replaces it)", file=sys.stderr
+        )
+
+    def summary(self) -> str:
+        parts = [f"{self.written} written"]
+        if self.skipped:
+            parts.append(f"{self.skipped} kept (existing)")
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        return "nst-fast stylize: " + ", ".join(parts)
+
+
+@dataclass
+class Loaded:
+    """An image read and resized, ready to batch."""
+
+    job: Job
+    image: torch.Tensor
+    alpha: torch.Tensor | None
+
+
+def resize(image: torch.Tensor, size: int | None, scale: float | None) -> torch.Tensor:
+    from torchvision.transforms.v2 import functional as F
+
+    h, w = image.shape[-2:]
+    if size is not None:
+        factor = size / max(h, w)
+    elif scale is not None:
+        factor = scale
+    else:
+        return image
+    new = [max(1, round(h * factor)), max(1, round(w * factor))]
+    return F.resize(image, new, antialias=True) if new != [h, w] else image
+
+
+def load(job: Job, size: int | None, scale: float | None) -> Loaded:
+    from nst_fast.images import read_alpha, read_image
+
+    image = resize(read_image(job.source), size, scale)
+    alpha = read_alpha(job.source)
+    return Loaded(job, image, None if alpha is None else resize(alpha, size, scale))
+
+
+def prefetch(jobs: list[Job], size, scale, report: Report) -> Iterator[Loaded]:
+    """Images decoded two ahead on background threads, in order; unreadable ones reported."""
+    from nst_fast.images import ImageReadError
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending: deque[tuple[Job, Future]] = deque()
+        queue = iter(jobs)
+        for job in queue:
+            pending.append((job, pool.submit(load, job, size, scale)))
+            if len(pending) > 2:
+                yield from _result(*pending.popleft(), report, ImageReadError)
+        while pending:
+            yield from _result(*pending.popleft(), report, ImageReadError)
+
+
+def _result(job: Job, future: Future, report: Report, error: type) -> Iterator[Loaded]:
+    try:
+        yield future.result()
+    except error as err:
+        report.error(str(err))
+        report.bar.update(1)
+
+
+def same_size_batches(items: Iterator[Loaded], size: int) -> Iterator[list[Loaded]]:
+    """Consecutive images of one size, up to ``size`` at a time."""
+    batch: list[Loaded] = []
+    for item in items:
+        if batch and (len(batch) == size or item.image.shape != batch[0].image.shape):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def finish(stylized: torch.Tensor, content: torch.Tensor, args: argparse.Namespace):
+    """Colour preservation and strength, applied to the network's output."""
+    from nst_fast.inference import blend, preserve_color
+
+    if args.preserve_color:
+        stylized = preserve_color(stylized, content)
+    return blend(stylized, content, args.strength)
+
+
+def save(item: Loaded, stylized: torch.Tensor, overwrite: bool, report: Report) -> None:
+    from nst_fast.images import save_image
+
+    target = item.job.target
+    if item.alpha is not None:
+        stylized = torch.cat([stylized, item.alpha])
+        if target.suffix.lower() not in KEEPS_ALPHA:
+            target = target.with_suffix(".png")  # JPEG cannot hold the alpha channel
+            if target.exists() and not overwrite:
+                report.skip(target)
+                return
+    try:
+        save_image(stylized, target)
+    except (OSError, NstFastError) as err:
+        report.error(f"{target}: cannot write ({err})")
+        return
+    report.written += 1
+
+
+def stylize_images(jobs: list[Job], stylizer, args, batch_size: int, report: Report) -> None:
+    for batch in same_size_batches(prefetch(jobs, args.size, args.scale, report), batch_size):
+        content = torch.stack([item.image for item in batch])
+        try:
+            stylized = finish(stylizer(content), content, args)
+        except torch.OutOfMemoryError as err:
+            for item in batch:
+                report.error(f"{item.job.source}: out of memory ({err}); try --tile 512")
+            continue
+        for item, image in zip(batch, stylized, strict=True):
+            save(item, image, args.overwrite, report)
+            report.bar.update(1)
+
+
+def stylize_videos(jobs: list[Job], stylizer, args, report: Report) -> None:
+    from nst_fast.video import stylize_video
+
+    def process(frames: torch.Tensor) -> torch.Tensor:
+        return finish(stylizer(frames), frames, args)
+
+    for job in jobs:
+        try:
+            stylize_video(
+                job.source, job.target, process, args.batch_size or 8, progress=not args.quiet
+            )
+        except NstFastError as err:
+            report.error(str(err))
+        else:
+            report.written += 1
+        report.bar.update(1)
 
 
 def stylize_main(argv: list[str]) -> int:
+    from tqdm import tqdm
+
     from nst_fast.device import pick_device
-    from nst_fast.export import load_model
-    from nst_fast.images import IMAGE_SUFFIXES, ImageReadError, list_images, read_image, save_image
-    from nst_fast.inference import stylize
+    from nst_fast.formats import load_for_inference
+    from nst_fast.inference import Stylizer, max_pixels
 
-    parser = argparse.ArgumentParser(prog="nst-fast stylize")
-    parser.add_argument("model", type=Path, help="an exported model.pt")
-    parser.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    args = parser.parse_args(argv)
-
+    args = stylize_parser().parse_args(argv)
+    check_options(args)
+    jobs, missing = plan(args.inputs, args.output, args.ext)
+    if (args.size or args.scale) and any(job.video for job in jobs):
+        raise NstFastError("--size/--scale: not for videos; resize the video first (ffmpeg)")
     device = pick_device(args.device)
-    net, _ = load_model(args.model)
+    dtype = pick_dtype(device, args.precision)
+    model = load_for_inference(args.model, device, dtype)
+    stylizer = Stylizer(
+        model.run,
+        max_pixels(device, model.channels, dtype),
+        net=model.net,
+        multiple=model.multiple,
+        tile=tile_option(args.tile),
+        overlap=args.tile_overlap,
+    )
+    todo = [job for job in jobs if args.overwrite or not job.target.exists()]
+    bar = tqdm(total=len(todo), unit="file", disable=args.quiet or len(todo) < 2)
+    report = Report(bar)
+    for line in missing:
+        report.error(line)
+    for job in jobs:
+        if job not in todo:
+            report.skip(job.target)
+    batch_size = args.batch_size or (1 if device.type == "cpu" else 4)
+    stylize_images([j for j in todo if not j.video], stylizer, args, batch_size, report)
+    stylize_videos([j for j in todo if j.video], stylizer, args, report)
+    bar.close()
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+# --- export ---------------------------------------------------------------------------
+
+
+def export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nst-fast export", description="Write a model.pt as TorchScript or ONNX."
+    )
+    parser.add_argument("model", type=Path, help="an exported model.pt")
+    parser.add_argument("--format", required=True, choices=("torchscript", "onnx"))
+    parser.add_argument("-o", "--output", type=Path, help="default: MODEL with .ts / .onnx")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    return parser
+
+
+def export_main(argv: list[str]) -> int:
+    from nst_fast import formats
+    from nst_fast.export import load_model
+
+    args = export_parser().parse_args(argv)
+    target = args.output or args.model.with_suffix(formats.SUFFIXES[args.format])
+    if target.exists() and not args.overwrite:
+        raise NstFastError(f"{target} exists; --overwrite replaces it, -o names another file")
+    net, info = load_model(args.model)
+    write = {"torchscript": formats.export_torchscript, "onnx": formats.export_onnx}
+    write[args.format](net, info, target)
+    print(target)
+    print(check_export(target, net, args.format))
+    return 0
+
+
+def check_export(target: Path, net, fmt: str) -> str:
+    """Run the written file beside the eager network and say how far apart they are."""
+    from nst_fast.formats import check_against_eager, load_for_inference
+
+    try:
+        loaded = load_for_inference(target, torch.device("cpu"), torch.float32)
+    except NstFastError as err:
+        if fmt == "onnx" and "onnxruntime" in str(err):
+            return "not checked: onnxruntime is not installed (pip install 'nst-fast[onnx]')"
+        raise
+    diff = check_against_eager(loaded.run, net)
+    return f"checked: max |{fmt} - pytorch| = {diff:.2e} on 1x67x93 and 2x128x96 inputs"
+
+
+# --- dispatch -------------------------------------------------------------------------
+
+
+# --- optimize and evaluate (Gatys baseline) ----------------------------------------
+
+
+def optimize_main(argv: list[str]) -> int:
+    from nst_fast.config import compose
+    from nst_fast.device import pick_device
+    from nst_fast.images import read_image, save_image
+    from nst_fast.optimize import INITS, OPTIMIZERS, optimize_image
+    from nst_fast.styles import load_style_image
+    from nst_fast.training.module import build_criterion
+
+    parser = argparse.ArgumentParser(
+        prog="nst-fast optimize",
+        description="Gatys et al. (2015): optimize the photo's pixels against the loss.",
+    )
+    parser.add_argument("content", type=Path, help="the photo")
+    parser.add_argument("style", help="a style name from conf/style, an image path or URL")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output image")
+    parser.add_argument("--size", type=int, default=512, help="shorter side (default 512)")
+    parser.add_argument("--steps", type=int, default=300, help="iterations (default 300)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs")
+    parser.add_argument("--init", choices=INITS, default="content")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tensorboard", type=Path, help="log losses and images to this folder")
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. loss=vgg19")
+    args = parser.parse_intermixed_args(argv)
+
+    cfg = compose([*style_override(args.style), *args.overrides])
+    device = pick_device(args.device)
+    # Inputs first: a wrong path must fail before the loss network downloads.
+    style = load_style_image(cfg.style.image, cfg.style.size)[None].to(device)
+    content = read_image(args.content, size=args.size)[None].to(device)
+    criterion = build_criterion(to_dict(cfg.loss), to_dict(cfg.style)).to(device)
+    criterion.set_style(style)
+    writer = None
+    if args.tensorboard is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(args.tensorboard))
+    bar = tqdm(total=args.steps, desc="optimize", unit="it")
+
+    def progress(iteration: int, terms: dict[str, float], image) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{terms['total']:.4g}")
+        if writer is not None:
+            for name, value in terms.items():
+                writer.add_scalar(f"loss/{name}", value, iteration)
+            if iteration % args.log_every == 0 or iteration == args.steps:
+                writer.add_image("image", image[0].clamp(0, 1).cpu(), iteration)
+
+    image, _ = optimize_image(
+        criterion,
+        content,
+        steps=args.steps,
+        optimizer=args.optimizer,
+        init=args.init,
+        lr=args.lr,
+        progress=progress,
+    )
+    bar.close()
+    if writer is not None:
+        writer.close()
+    print(save_image(image[0], args.output))
+    return 0
+
+
+def evaluate_main(argv: list[str]) -> int:
+    from nst_fast.config import compose
+    from nst_fast.device import pick_device
+    from nst_fast.evaluate import evaluate, load_photos
+    from nst_fast.export import load_model
+    from nst_fast.styles import load_style_image
+    from nst_fast.training.module import build_criterion
+
+    parser = argparse.ArgumentParser(
+        prog="nst-fast evaluate",
+        description="Loss of a trained network beside Gatys L-BFGS on held-out photos.",
+    )
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--content", type=Path, required=True, help="folder of held-out photos")
+    parser.add_argument("--style", help="style name or image (default: the model's own)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("evaluation"))
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--limit", type=int, default=None, help="at most this many photos")
+    parser.add_argument("--iterations", default="50,100,200,500")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. loss.weights=PATH")
+    args = parser.parse_intermixed_args(argv)
+
+    try:
+        iterations = sorted({int(n) for n in args.iterations.split(",")})
+    except ValueError:
+        iterations = [0]
+    if iterations[0] <= 0:
+        raise NstFastError(f"--iterations {args.iterations}: positive numbers, e.g. 50,100,200")
+    if not args.content.is_dir():
+        raise NstFastError(f"--content {args.content}: no such folder of held-out photos")
+    device = pick_device(args.device)
+    net, info = load_model(args.model)
     net.to(device)
-    files = []
-    for item in args.inputs:
-        if item.is_dir():
-            files += [(p, p.relative_to(item).with_suffix(".jpg")) for p in list_images(item)]
-        elif item.is_file() and item.suffix.lower() in IMAGE_SUFFIXES:
-            files.append((item, Path(item.stem + ".jpg")))
-        else:
-            raise NstFastError(f"{item}: no such image file or folder")
-    failed = 0
-    for path, name in files:
-        out = args.output / name
-        if out.exists() and not args.overwrite:
-            print(f"nst-fast stylize: {out} exists, skipped (--overwrite replaces it)")
-            continue
-        try:
-            save_image(stylize(net, read_image(path)), out)
-        except ImageReadError as err:
-            print(f"nst-fast stylize: error: {err}", file=sys.stderr)
-            failed += 1
-            continue
-        print(out)
-    return 1 if failed else 0
+    style = args.style or info.extra.get("style", {}).get("image")
+    if style is None:
+        raise NstFastError(f"{args.model}: records no style image; pass --style")
+    cfg = compose([*style_override(style), *args.overrides])
+    style_image = load_style_image(cfg.style.image, cfg.style.size)[None].to(device)
+    photos = load_photos(args.content, args.size, args.limit)
+    if not photos:
+        raise NstFastError(f"--content {args.content}: no photos found")
+    criterion = build_criterion(to_dict(cfg.loss), to_dict(cfg.style)).to(device)
+    criterion.set_style(style_image)
+    evaluate(net, criterion, photos, iterations, args.output)
+    print((args.output / "table.md").read_text())
+    print(f"table: {args.output / 'table.md'} and table.csv; grid: {args.output / 'grid.jpg'}")
+    return 0
+
+
+def style_override(style: str) -> list[str]:
+    """A style given on the command line: a name from conf/style, else an image."""
+    from nst_fast.config import config_dir
+
+    if (config_dir() / "style" / f"{style}.yaml").is_file():
+        return [f"style={style}"]
+    return [f"style.image={style}", f"style.name={Path(style).stem}"]
+
+
+def to_dict(node) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +584,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "stylize":
             return stylize_main(rest)
+        if command == "optimize":
+            return optimize_main(rest)
+        if command == "evaluate":
+            return evaluate_main(rest)
+        if command == "export":
+            return export_main(rest)
     except NstFastError as err:
         print(f"nst-fast {command}: error: {err}", file=sys.stderr)
         return 2

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nst_fast.device import training_precision
+from nst_fast.errors import NstFastError
 
 
 @dataclass
@@ -94,6 +95,24 @@ def config_dir() -> Path:
     here = Path(__file__).resolve().parent
     source = here.parent / "conf"
     return source if (source / "config.yaml").is_file() else here / "conf"
+
+
+def compose(overrides: list[str] = ()) -> DictConfig:
+    """The training config with ``overrides``, as ``nst-fast train`` would compose it.
+
+    For commands other than ``train`` (optimize, evaluate) that share its config groups.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    register()
+    try:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            return hydra_compose("config", overrides=list(overrides))
+    except HydraException as err:
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise NstFastError(f"configuration: {message}") from err
 
 
 def register() -> None:

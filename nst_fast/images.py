@@ -18,6 +18,8 @@ from nst_fast.files import atomic_write
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
+ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+
 # Refuse decompression bombs: a 20000 x 20000 photo is already 1.2 GB as uint8 RGB.
 Image.MAX_IMAGE_PIXELS = 400_000_000
 
@@ -69,8 +71,23 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> torch.Tensor
     return F.to_dtype(image, torch.float32, scale=True)
 
 
+def read_alpha(path: str | os.PathLike) -> torch.Tensor | None:
+    """The image's alpha channel as a float (1, H, W) in [0, 1], EXIF orientation applied;
+    None when it has none (RGBA, LA, palette or grayscale with a transparent colour)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as pil:
+            if pil.mode not in ALPHA_MODES and "transparency" not in pil.info:
+                return None
+            pil = ImageOps.exif_transpose(pil)
+            alpha = pil.convert("RGBA").getchannel("A")
+            return F.to_dtype(F.pil_to_tensor(alpha), torch.float32, scale=True)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageReadError(f"{path}: not a readable image ({err})") from err
+
+
 def to_pil(image: torch.Tensor) -> Image.Image:
-    """A float image in about [0, 1] (clamped) as a Pillow image."""
+    """A float (3 or 4, H, W) image in about [0, 1] (clamped) as an RGB or RGBA Pillow image."""
     return F.to_pil_image(image.detach().float().clamp(0, 1).cpu())
 
 

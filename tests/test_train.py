@@ -73,6 +73,8 @@ def test_events_hold_loss_scalars_and_image_grids(trained):
 def test_exported_model_loads_without_hydra_and_stylizes(trained):
     net, info = load_model(trained[2] / "model.pt")
     assert info.style == "tiny" and info.step == 4
+    assert info.extra["loss"]["content_layer"] == "relu2_2"
+    assert info.extra["style"]["image"].endswith("style.png")
     assert info.arch == {"channels": [8, 16, 32], "residual_blocks": 1, "norm": "instance"}
     assert net(torch.rand(1, 3, 21, 19)).shape == (1, 3, 21, 19)
     payload = torch.load(trained[2] / "model.pt", weights_only=True)

@@ -73,12 +73,18 @@ class ImageGridLogger(pl.Callback):
 class ExportModel(pl.Callback):
     """At the end of training, write the transform network to ``path`` (rank zero only)."""
 
-    def __init__(self, path: str | Path, style: str) -> None:
-        self.path, self.style = Path(path), style
+    def __init__(self, path: str | Path, style: str, extra: dict | None = None) -> None:
+        self.path, self.style, self.extra = Path(path), style, extra
 
     @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        save_model(pl_module.transformer, self.path, style=self.style, step=trainer.global_step)
+        save_model(
+            pl_module.transformer,
+            self.path,
+            style=self.style,
+            step=trainer.global_step,
+            extra=self.extra,
+        )
         log.info("exported model: %s", self.path)
 
 

@@ -62,7 +62,12 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
         callbacks=[
             checkpoints,
             ImageGridLogger(cfg.log_images_every_n_steps),
-            ExportModel(model_path, cfg.style.name),
+            # The loss and style settings travel with the model, for `nst-fast evaluate`.
+            ExportModel(
+                model_path,
+                cfg.style.name,
+                extra={"style": module.hparams.style, "loss": module.hparams.loss},
+            ),
             StylizeSamples(run_dir / "samples"),
             SkippedPhotosReport(),
             *(instantiate(node) for node in cfg.callbacks.values()),

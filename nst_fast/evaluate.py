@@ -1,0 +1,131 @@
+"""Measure a trained network against Gatys optimization on held-out photos.
+
+Johnson et al. (2016) report that the feed-forward network's loss on held-out images is
+about that of 50-100 L-BFGS iterations of Gatys' method; this module puts the same
+figures side by side for any model.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torchvision.transforms.v2 import functional as F
+from torchvision.utils import make_grid
+
+from nst_fast.files import atomic_write
+from nst_fast.images import list_images, read_image, save_image
+from nst_fast.inference import stylize
+from nst_fast.losses.perceptual import PerceptualLoss
+from nst_fast.models.transformer import TransformerNet
+from nst_fast.optimize import optimize_image
+
+
+@dataclass
+class Row:
+    """Mean loss terms of one method over the evaluated photos."""
+
+    method: str
+    content: list[float] = field(default_factory=list)
+    style: list[float] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def add(self, terms: dict[str, torch.Tensor], seconds: float) -> None:
+        self.content.append(float(terms["content"]))
+        self.style.append(float(terms["style"]))
+        self.total.append(float(terms["total"]))
+        self.seconds.append(seconds)
+
+    def means(self) -> dict[str, float]:
+        def mean(values: list[float]) -> float:
+            return sum(values) / len(values)
+
+        return {
+            "content": mean(self.content),
+            "style": mean(self.style),
+            "total": mean(self.total),
+            "seconds": mean(self.seconds),
+        }
+
+
+def load_photos(folder: Path, size: int, limit: int | None) -> list[tuple[str, torch.Tensor]]:
+    """Held-out photos, shorter side resized to ``size`` and centre-cropped square."""
+    photos = []
+    for path in list_images(folder)[:limit]:
+        image = F.center_crop(F.resize(read_image(path), [size], antialias=True), [size])
+        photos.append((path.stem, image))
+    return photos
+
+
+def evaluate(
+    net: TransformerNet,
+    criterion: PerceptualLoss,
+    photos: list[tuple[str, torch.Tensor]],
+    iterations: list[int],
+    out_dir: Path,
+) -> list[Row]:
+    """Loss of the network and of Gatys L-BFGS after each of ``iterations`` per photo.
+
+    Writes ``table.md``, ``table.csv`` and ``grid.jpg`` (photo, network, Gatys outputs)
+    into ``out_dir`` and returns the rows.
+    """
+    device = next(net.parameters()).device
+    rows = [Row("network")] + [Row(f"gatys L-BFGS {n}") for n in iterations]
+    tiles = []
+    for _, photo in photos:
+        content = photo[None].to(device)
+        start = time.perf_counter()
+        output = stylize(net, content, half=False).to(device)
+        elapsed = time.perf_counter() - start
+        with torch.no_grad():
+            rows[0].add(criterion(output, content), elapsed)
+        snapshots = gatys_snapshots(criterion, content, iterations)
+        for row, n in zip(rows[1:], iterations, strict=True):
+            image, seconds = snapshots[n]
+            with torch.no_grad():
+                row.add(criterion(image, content), seconds)
+        tiles += [photo, output[0].cpu()] + [snapshots[n][0][0].cpu() for n in iterations]
+    write_table(rows, out_dir, len(photos))
+    save_image(make_grid(tiles, nrow=2 + len(iterations), padding=4), out_dir / "grid.jpg")
+    return rows
+
+
+def gatys_snapshots(
+    criterion: PerceptualLoss, content: torch.Tensor, iterations: list[int]
+) -> dict[int, tuple[torch.Tensor, float]]:
+    """One L-BFGS run from the photo; the image and elapsed seconds at each iteration."""
+    start, elapsed = time.perf_counter(), {}
+
+    def note_time(iteration: int, terms: dict, image: torch.Tensor) -> None:
+        elapsed[iteration] = time.perf_counter() - start
+
+    _, images = optimize_image(
+        criterion, content, steps=max(iterations), snapshots=iterations, progress=note_time
+    )
+    return {n: (images[n], elapsed[n]) for n in iterations}
+
+
+def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = ["method", "content loss", "style loss", "total loss", "seconds/photo"]
+    lines = [
+        f"Mean over {n_photos} held-out photo(s).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+    ]
+    with atomic_write(out_dir / "table.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for row in rows:
+            m = row.means()
+            values = [f"{m['content']:.4g}", f"{m['style']:.4g}", f"{m['total']:.4g}"]
+            values.append(f"{m['seconds']:.3g}")
+            writer.writerow([row.method, *values])
+            lines.append("| " + " | ".join([row.method, *values]) + " |")
+    with atomic_write(out_dir / "table.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")

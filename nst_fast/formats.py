@@ -1,0 +1,218 @@
+"""Exported formats: TorchScript and ONNX files, and loading any model file for inference.
+
+``model.pt`` (nst_fast.export) stays the native format: plain tensors, loaded with
+``weights_only=True``. TorchScript (``.ts``) runs without nst-fast's Python code, ONNX
+(``.onnx``) in onnxruntime, TensorRT, OpenVINO, browsers. Both take a float (B, 3, H, W)
+image in [0, 1] of any height and width and return its unclamped stylization.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nst_fast.errors import NstFastError
+from nst_fast.export import ModelInfo, load_model
+from nst_fast.files import atomic_write
+from nst_fast.inference import Backend, forward, prepare
+from nst_fast.models.transformer import TransformerNet
+
+FORMATS = ("torchscript", "onnx")
+SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}
+ONNX_OPSET = 17
+# An odd example size makes the exporters record the network's pad-to-a-multiple-of-4
+# step, which a multiple-of-4 example would trace away.
+EXAMPLE_SIZE = (1, 3, 67, 93)
+CHECK_SIZES = ((1, 3, 67, 93), (2, 3, 128, 96))
+
+
+@dataclass
+class LoadedModel:
+    """A model file ready to run: ``run`` maps a (B, 3, H, W) batch in [0, 1] to [0, 1]."""
+
+    run: Backend
+    format: str
+    description: str
+    channels: list[int]
+    multiple: int = 4
+    # The prepared eager network when there is one: tiling shares its norm statistics.
+    net: torch.nn.Module | None = None
+
+
+def metadata(info: ModelInfo) -> dict[str, str]:
+    return {"style": info.style, "step": str(info.step), "arch": json.dumps(info.arch)}
+
+
+def export_torchscript(net: TransformerNet, info: ModelInfo, path: str | os.PathLike) -> Path:
+    """Write a scripted network (one file, no nst-fast needed to run it) atomically."""
+    scripted = _script(net)
+    extra = {"nst_fast.json": json.dumps(metadata(info))}
+    with atomic_write(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
+        torch.jit.save(scripted, str(tmp), _extra_files=extra)
+    return Path(path)
+
+
+def _script(net: TransformerNet) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        # torch.jit is deprecated in favour of torch.export but still the one format that
+        # loads in C++ and Python without the model's code. Traced rather than scripted:
+        # the network is a fixed sequence of layers, and its modules may use Python that
+        # the TorchScript compiler does not take (super() calls).
+        warnings.simplefilter("ignore")
+        return torch.jit.trace(net.cpu().eval(), torch.rand(EXAMPLE_SIZE))
+
+
+def export_onnx(net: TransformerNet, info: ModelInfo, path: str | os.PathLike) -> Path:
+    """Write an ONNX model with dynamic batch, height and width atomically."""
+    net = net.cpu().eval()
+    with atomic_write(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about the size arithmetic
+        # The TorchScript-based exporter: the dynamo one needs onnxscript and gives the
+        # same graph for this plain convolutional network.
+        torch.onnx.export(
+            net,
+            (torch.rand(EXAMPLE_SIZE),),
+            str(tmp),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["image"],
+            output_names=["stylized"],
+            dynamic_axes={
+                "image": {0: "batch", 2: "height", 3: "width"},
+                "stylized": {0: "batch", 2: "height", 3: "width"},
+            },
+        )
+        _add_onnx_metadata(tmp, metadata(info))
+    return Path(path)
+
+
+def _add_onnx_metadata(path: Path, props: dict[str, str]) -> None:
+    try:
+        import onnx
+    except ImportError:
+        return  # metadata is a nicety; the model works without it
+    model = onnx.load(str(path))
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = f"nst_fast.{key}", value
+    onnx.save(model, str(path))
+
+
+def check_against_eager(run: Backend, net: TransformerNet) -> float:
+    """Largest |run - eager| over a few input sizes (odd ones included), both clamped to
+    [0, 1] as a stylized image is."""
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    with torch.inference_mode():
+        for size in CHECK_SIZES:
+            x = torch.rand(size, generator=gen)
+            expected = net.cpu().eval()(x).clamp(0, 1)
+            worst = max(worst, (run(x) - expected).abs().max().item())
+    return worst
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def detect_format(path: Path) -> str:
+    """'nst-fast', 'torchscript' or 'onnx', from the file's content (not only its name)."""
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        # torch.save and torch.jit.save both write zip archives; only the latter has code.
+        if any("/code/" in name for name in names):
+            return "torchscript"
+    return "nst-fast"
+
+
+def load_for_inference(
+    path: str | os.PathLike, device: torch.device, dtype: torch.dtype
+) -> LoadedModel:
+    """Any model file nst-fast reads, ready to stylize on ``device`` in ``dtype``."""
+    path = Path(path)
+    if not path.is_file():
+        raise NstFastError(f"{path}: no such model file")
+    loaders: dict[str, Callable[[Path, torch.device, torch.dtype], LoadedModel]] = {
+        "nst-fast": _load_native,
+        "torchscript": _load_torchscript,
+        "onnx": _load_onnx,
+    }
+    return loaders[detect_format(path)](path, device, dtype)
+
+
+def _load_native(path: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    net, info = load_model(path)
+    fast = prepare(net, device, dtype)
+    return LoadedModel(
+        run=lambda batch: forward(fast, batch),
+        format="nst-fast",
+        description=f"style {info.style}, step {info.step}",
+        channels=list(net.config.channels),
+        multiple=net.multiple,
+        net=fast,
+    )
+
+
+def _load_torchscript(path: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    extra = {"nst_fast.json": ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as err:
+        raise NstFastError(
+            f"{path}: not a loadable TorchScript file ({str(err).splitlines()[0]})"
+        ) from err
+    meta = json.loads(extra["nst_fast.json"] or "{}")
+    arch = json.loads(meta.get("arch", "{}"))
+    module = module.eval().to(dtype=dtype, memory_format=torch.channels_last)
+    return LoadedModel(
+        run=lambda batch: forward(module, batch),
+        format="torchscript",
+        description=f"TorchScript, style {meta.get('style', '?')}",
+        channels=arch.get("channels", [32, 64, 128]),
+        multiple=2 ** (len(arch.get("channels", [0, 0, 0])) - 1),
+    )
+
+
+def _load_onnx(path: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise NstFastError(
+            f"{path}: ONNX models need onnxruntime (pip install 'nst-fast[onnx]')"
+        ) from err
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as err:
+        raise NstFastError(
+            f"{path}: not a loadable ONNX model ({str(err).splitlines()[0]})"
+        ) from err
+    meta = session.get_modelmeta().custom_metadata_map
+    arch = json.loads(meta.get("nst_fast.arch", "{}"))
+    name = session.get_inputs()[0].name
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        out = session.run(None, {name: batch.float().contiguous().numpy()})[0]
+        return torch.from_numpy(out).clamp_(0, 1)
+
+    return LoadedModel(
+        run=run,
+        format="onnx",
+        description=f"ONNX ({session.get_providers()[0]}), style {meta.get('nst_fast.style', '?')}",
+        channels=arch.get("channels", [32, 64, 128]),
+        multiple=2 ** (len(arch.get("channels", [0, 0, 0])) - 1),
+    )

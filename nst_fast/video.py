@@ -1,0 +1,170 @@
+"""Stylizing videos frame by frame with PyAV (FFmpeg): decode, stylize in batches, encode.
+
+torchvision.io's video reading and writing was removed (0.22+), so PyAV it is: an
+optional dependency (``pip install 'nst-fast[video]'``). The output keeps the source's
+frame rate and size, and its first audio stream copied as is where the container
+accepts it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nst_fast.errors import NstFastError
+from nst_fast.files import atomic_write
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
+              ".webm": "webm", ".avi": "avi"}  # fmt: skip
+
+Process = Callable[[torch.Tensor], torch.Tensor]
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def import_av():
+    try:
+        import av
+    except ImportError as err:
+        raise NstFastError("videos need PyAV: pip install 'nst-fast[video]' (or av)") from err
+    return av
+
+
+def stylize_video(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    process: Process,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> int:
+    """Write ``dst`` with every frame of ``src`` passed through ``process`` (a float
+    (B, 3, H, W) batch in [0, 1] to the same); returns the number of frames written.
+
+    The file appears only once complete: an interrupted run leaves no partial video.
+    """
+    av = import_av()
+    src, dst = Path(src), Path(dst)
+    try:
+        source = av.open(str(src))
+    except (av.error.FFmpegError, OSError) as err:
+        raise NstFastError(f"{src}: not a readable video ({err})") from err
+    with source:
+        if not source.streams.video:
+            raise NstFastError(f"{src}: no video stream in this file")
+        video = source.streams.video[0]
+        video.thread_type = "AUTO"  # let FFmpeg decode on several threads
+        audio = source.streams.audio[0] if source.streams.audio else None
+        with atomic_write(dst) as tmp, av.open(str(tmp), "w", format=container(dst)) as sink:
+            encoder = add_video_stream(sink, video, dst)
+            audio_out = copy_stream(sink, audio)
+            bar = _progress(video.frames, src.name, progress)
+            frames = 0
+            try:
+                for batch in _batches(_frames(source, video, audio, sink, audio_out), batch_size):
+                    frames += _encode(sink, encoder, process, batch, frames)
+                    bar.update(len(batch))
+                sink.mux(encoder.encode(None))  # flush the encoder's delayed frames
+            except av.error.FFmpegError as err:
+                raise NstFastError(f"{src}: cannot decode or encode the video ({err})") from err
+            finally:
+                bar.close()
+    return frames
+
+
+def container(path: Path) -> str:
+    try:
+        return CONTAINERS[path.suffix.lower()]
+    except KeyError:
+        raise NstFastError(
+            f"{path}: unknown video extension; use one of {', '.join(CONTAINERS)}"
+        ) from None
+
+
+def add_video_stream(sink, source, dst: Path):
+    """An H.264 stream (VP9 in .webm, MPEG-4 part 2 without libx264) of the source's
+    size and frame rate."""
+    av = import_av()
+    if dst.suffix.lower() == ".webm":
+        codec = "libvpx-vp9"
+    else:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    rate = source.average_rate or source.guessed_rate or Fraction(25)
+    stream = sink.add_stream(codec, rate=rate)
+    width, height = source.codec_context.width, source.codec_context.height
+    stream.width, stream.height = width, height
+    # 4:2:0 chroma needs even dimensions; odd ones keep full chroma rather than a crop.
+    stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    if codec == "libx264":
+        stream.options = {"crf": "18", "preset": "medium"}
+    return stream
+
+
+def copy_stream(sink, audio):
+    """The source's audio stream, re-muxed without re-encoding; None when there is none or
+    the output container cannot hold its codec."""
+    if audio is None:
+        return None
+    try:
+        return sink.add_stream_from_template(audio)
+    except (ValueError, import_av().error.FFmpegError):
+        return None
+
+
+def _frames(source, video, audio, sink, audio_out) -> Iterator[torch.Tensor]:
+    """Decoded video frames as uint8 (3, H, W) tensors; audio packets go straight to the
+    output on the way."""
+    streams = [video] + ([audio] if audio_out is not None else [])
+    for packet in source.demux(*streams):
+        if packet.stream is audio:
+            if packet.dts is not None:  # the demuxer's final empty packet
+                packet.stream = audio_out
+                sink.mux(packet)
+            continue
+        for frame in packet.decode():
+            yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+
+
+def _batches(frames: Iterator[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
+    batch: list[torch.Tensor] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _encode(sink, stream, process: Process, batch: list[torch.Tensor], first: int) -> int:
+    av = import_av()
+    images = torch.stack(batch).float().div_(255)
+    out = process(images).clamp(0, 1).mul(255).round_().to(torch.uint8)
+    for i, image in enumerate(out):
+        array = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+        frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+        frame.pts = first + i  # constant frame rate: one tick of 1/rate per frame
+        sink.mux(stream.encode(frame))
+    return len(batch)
+
+
+def _progress(total: int, name: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, desc=name, unit="frame", disable=not enabled, leave=False)
+
+
+def count_frames(path: str | os.PathLike) -> tuple[int, Fraction, tuple[int, int]]:
+    """(frames, frame rate, (height, width)) of a video, by decoding it."""
+    av = import_av()
+    with av.open(str(path)) as source:
+        video = source.streams.video[0]
+        n = sum(1 for _ in source.decode(video))
+        return n, video.average_rate, (video.codec_context.height, video.codec_context.width)

@@ -1,0 +1,75 @@
+"""Exported TorchScript and ONNX files match the eager network and stylize like model.pt."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nst_fast.cli import main
+from nst_fast.errors import NstFastError
+from nst_fast.export import load_model, save_model
+from nst_fast.formats import detect_format, export_onnx, export_torchscript, load_for_inference
+from nst_fast.images import save_image
+from nst_fast.models.transformer import transformer_net
+from tests.conftest import make_photo
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1)
+    # a network whose output stays inside [0, 1], so that clamping hides no difference
+    with torch.no_grad():
+        net.decoder[-1][-1].weight.mul_(0.01)
+        net.decoder[-1][-1].bias.fill_(0.5)
+    return save_model(net, tmp_path_factory.mktemp("m") / "model.pt", style="tiny", step=3)
+
+
+@pytest.mark.parametrize("size", [(1, 3, 64, 64), (2, 3, 37, 50)])
+def test_torchscript_matches_eager_at_any_size(model, tmp_path, size):
+    net, info = load_model(model)
+    path = export_torchscript(net, info, tmp_path / "model.ts")
+    assert detect_format(path) == "torchscript"
+    loaded = load_for_inference(path, CPU, torch.float32)
+    x = torch.rand(size)
+    assert (loaded.run(x) - net(x).clamp(0, 1)).abs().max() < 1e-4
+    assert "tiny" in loaded.description
+
+
+@pytest.mark.parametrize("size", [(1, 3, 64, 64), (2, 3, 37, 50), (1, 3, 101, 33)])
+def test_onnx_has_dynamic_height_and_width_and_matches_eager(model, tmp_path, size):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    net, info = load_model(model)
+    path = export_onnx(net, info, tmp_path / "model.onnx")
+    loaded = load_for_inference(path, CPU, torch.float32)
+    x = torch.rand(size)
+    assert (loaded.run(x) - net(x).clamp(0, 1)).abs().max() < 1e-4
+    assert loaded.channels == [8, 16, 32]
+
+
+def test_export_command_writes_and_checks_the_file(model, tmp_path, capsys):
+    target = tmp_path / "tiny.ts"
+    assert main(["export", str(model), "--format", "torchscript", "-o", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert str(target) in out and "checked: max |torchscript - pytorch|" in out
+    assert main(["export", str(model), "--format", "torchscript", "-o", str(target)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_stylize_accepts_an_exported_file(model, tmp_path):
+    net, info = load_model(model)
+    exported = export_torchscript(net, info, tmp_path / "model.ts")
+    photo = save_image(make_photo((30, 41), 0), tmp_path / "p.png")
+    assert main(["stylize", str(exported), str(photo), "-o", str(tmp_path / "o"), "-q"]) == 0
+    assert (tmp_path / "o" / "p.png").is_file()
+
+
+def test_a_corrupt_exported_file_is_refused_clearly(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x00garbage")
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(NstFastError, match="not a loadable ONNX model"):
+        load_for_inference(bad, CPU, torch.float32)

@@ -1,0 +1,44 @@
+"""Gatys-style pixel optimization lowers the perceptual loss."""
+
+import pytest
+import torch
+
+from nst_fast.errors import NstFastError
+from nst_fast.losses.network import LossNetwork
+from nst_fast.losses.perceptual import PerceptualLoss
+from nst_fast.optimize import optimize_image
+
+from .conftest import make_photo
+
+
+def criterion() -> PerceptualLoss:
+    torch.manual_seed(0)
+    network = LossNetwork("vgg16", ["relu1_2", "relu2_2"], weights="random")
+    loss = PerceptualLoss(network, "relu2_2", {"relu1_2": 1.0, "relu2_2": 1.0}, 1.0, 5.0, 0.01)
+    loss.set_style(make_photo((40, 40), 7)[None])
+    return loss
+
+
+@pytest.mark.parametrize("optimizer,init", [("lbfgs", "content"), ("adam", "noise")])
+def test_optimization_lowers_the_loss(optimizer, init):
+    loss, content = criterion(), make_photo((32, 32), 1)[None]
+    history = []
+    image, snapshots = optimize_image(
+        loss,
+        content,
+        steps=12,
+        optimizer=optimizer,
+        init=init,
+        snapshots=[5, 12],
+        progress=lambda i, terms, _: history.append(terms["total"]),
+    )
+    assert image.shape == content.shape and image.min() >= 0 and image.max() <= 1
+    assert len(history) == 12 and history[-1] < history[0]
+    assert sorted(snapshots) == [5, 12] and torch.equal(snapshots[12], image)
+
+
+def test_bad_options_are_named():
+    with pytest.raises(NstFastError, match="--optimizer"):
+        optimize_image(criterion(), torch.rand(1, 3, 8, 8), optimizer="sgd")
+    with pytest.raises(NstFastError, match="--init"):
+        optimize_image(criterion(), torch.rand(1, 3, 8, 8), init="zeros")

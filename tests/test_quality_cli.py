@@ -1,0 +1,99 @@
+"""`nst-fast optimize` and `nst-fast evaluate` on tiny images with a random-init VGG."""
+
+import csv
+
+import pytest
+
+from nst_fast.cli import main
+from nst_fast.export import save_model
+from nst_fast.images import read_image, save_image
+from nst_fast.models.transformer import transformer_net
+
+from .conftest import make_photo
+
+
+def test_optimize_writes_the_stylized_photo_and_tensorboard_logs(
+    photo_folder, style_file, tmp_path
+):
+    photo = next(photo_folder.glob("*.png"))
+    out = tmp_path / "out.png"
+    code = main(
+        [
+            "optimize",
+            str(photo),
+            str(style_file),
+            "-o",
+            str(out),
+            "--size",
+            "24",
+            "--steps",
+            "3",
+            "--tensorboard",
+            str(tmp_path / "tb"),
+            "loss.weights=random",
+        ]
+    )
+    assert code == 0
+    assert read_image(out).shape[-2:] == read_image(photo, size=24).shape[-2:]
+    assert list((tmp_path / "tb").glob("events.*"))
+
+
+def test_optimize_names_a_missing_style_before_any_download(photo_folder, tmp_path, capsys):
+    photo = next(photo_folder.glob("*.png"))
+    code = main(["optimize", str(photo), str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o.png")])
+    assert code == 2
+    assert "nope.jpg: no such file" in capsys.readouterr().err
+
+
+def test_evaluate_writes_a_table_and_a_grid(tmp_path):
+    photos = tmp_path / "held_out"
+    for i in range(2):
+        save_image(make_photo((30, 40), i), photos / f"{i}.png")
+    style = save_image(make_photo((32, 32), 5), tmp_path / "style.png")
+    model = tmp_path / "model.pt"
+    save_model(
+        transformer_net(channels=(8, 16, 32), residual_blocks=1),
+        model,
+        style="s",
+        step=1,
+        extra={"style": {"image": str(style), "size": 32}},
+    )
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "evaluate",
+            str(model),
+            "--content",
+            str(photos),
+            "--size",
+            "24",
+            "--iterations",
+            "2,3",
+            "-o",
+            str(out),
+            "loss.weights=random",
+        ]
+    )
+    assert code == 0
+    with open(out / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["network", "gatys L-BFGS 2", "gatys L-BFGS 3"]
+    assert all(float(r["style loss"]) > 0 for r in rows)
+    assert "| network |" in (out / "table.md").read_text()
+    # Two photos, each: photo, network output, and one Gatys output per iteration count.
+    assert read_image(out / "grid.jpg").shape[-1] == 4 * (24 + 4) + 4
+
+
+@pytest.mark.parametrize("bad", [["--iterations", "0"], ["--content", "/nonexistent"]])
+def test_evaluate_refuses_bad_options(tmp_path, bad, capsys):
+    model = tmp_path / "model.pt"
+    save_model(
+        transformer_net(channels=(8, 16), residual_blocks=1),
+        model,
+        style="s",
+        step=1,
+        extra={"style": {"image": "generated:mosaic"}},
+    )
+    args = ["evaluate", str(model), "--content", str(tmp_path), *bad, "loss.weights=random"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith("nst-fast evaluate: error:")

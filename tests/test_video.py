@@ -1,0 +1,68 @@
+"""Videos round-trip through `nst-fast stylize` with their frame count, rate and size."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from nst_fast.cli import main
+from nst_fast.export import save_model
+from nst_fast.models.transformer import transformer_net
+
+av = pytest.importorskip("av")
+from nst_fast.video import count_frames  # noqa: E402
+
+
+def write_clip(path, frames=7, rate=12, size=(32, 48), audio=True):
+    with av.open(str(path), "w") as clip:
+        video = clip.add_stream("libx264", rate=rate)
+        video.height, video.width = size
+        video.pix_fmt = "yuv420p" if size[0] % 2 == size[1] % 2 == 0 else "yuv444p"
+        sound = clip.add_stream("aac", rate=16000) if audio else None
+        rng = np.random.default_rng(0)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(
+                rng.integers(0, 255, (*size, 3), dtype=np.uint8), format="rgb24"
+            )
+            frame.pts = i
+            clip.mux(video.encode(frame))
+        clip.mux(video.encode(None))
+        if sound is not None:
+            for i in range(8):
+                samples = (rng.random((1, 1024)) * 0.1).astype(np.float32)
+                chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 16000, i * 1024
+                clip.mux(sound.encode(chunk))
+            clip.mux(sound.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    torch.manual_seed(0)
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1)
+    return save_model(net, tmp_path_factory.mktemp("m") / "model.pt", style="tiny", step=1)
+
+
+def test_a_tiny_video_round_trips_with_frame_count_rate_size_and_audio(model, tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4")
+    out = tmp_path / "out.mp4"
+    assert main(["stylize", str(model), str(clip), "-o", str(out), "-q", "--batch-size", "3"]) == 0
+    assert count_frames(out) == (7, Fraction(12), (32, 48))
+    with av.open(str(out)) as result:
+        assert [s.type for s in result.streams] == ["video", "audio"]
+
+
+def test_odd_sized_videos_keep_their_size(model, tmp_path):
+    clip = write_clip(tmp_path / "odd.mkv", frames=3, size=(31, 45), audio=False)
+    assert main(["stylize", str(model), str(clip), "-o", str(tmp_path / "o"), "-q"]) == 0
+    assert count_frames(tmp_path / "o" / "odd.mkv") == (3, Fraction(12), (31, 45))
+
+
+def test_an_unreadable_video_is_named_and_the_exit_is_non_zero(model, tmp_path, capsys):
+    (tmp_path / "bad.mp4").write_bytes(b"nothing like a video")
+    assert main(["stylize", str(model), str(tmp_path / "bad.mp4"), "-o", str(tmp_path / "o"),
+                 "-q"]) == 1  # fmt: skip
+    assert "bad.mp4" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "bad.mp4").exists()
