@@ -3,7 +3,7 @@ PYTHON ?= python3
 VGG_WEIGHTS ?= imagenet
 DEMO_DIR ?= outputs/demo
 
-.PHONY: help install demo test lint tensorboard bench clean
+.PHONY: help install demo test lint tensorboard bench bench-quick clean
 
 help:
 	@echo "make install       install nst-fast and its dev tools (pip install -e '.[dev]')"
@@ -11,6 +11,8 @@ help:
 	@echo "make test          run the test suite (offline, CPU)"
 	@echo "make lint          ruff"
 	@echo "make tensorboard   tensorboard --logdir outputs"
+	@echo "make bench         training/stylize/data/memory figures beside the reference"
+	@echo "make bench-quick   a short smoke run of the benchmark"
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -27,6 +29,12 @@ lint:
 
 tensorboard:
 	tensorboard --logdir outputs
+
+bench:
+	$(PYTHON) scripts/benchmark.py
+
+bench-quick:
+	$(PYTHON) scripts/benchmark.py --quick
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -15,7 +15,26 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-NORMS = {"instance": lambda c: nn.InstanceNorm2d(c, affine=True), "batch": nn.BatchNorm2d}
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` (same parameters, same results) computed as a group norm with
+    one group per channel.
+
+    PyTorch's instance norm reshapes (B, C, H, W) to (1, B*C, H, W) for a batch norm, which
+    turns channels_last activations back into NCHW (a copy each way, and convolutions then
+    see mixed layouts) and returns a view that in-place ReLUs must copy again in the
+    backward pass. ``group_norm`` has native channels_last kernels and returns a fresh
+    tensor: on a 2-core CPU the transform network's forward + backward at 256 px ran
+    1.3-2x faster with it (channels_last), and channels_last then pays there.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or self.track_running_stats:
+            return super().forward(x)
+        return nn.functional.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
+NORMS = {"instance": lambda c: InstanceNorm2d(c, affine=True), "batch": nn.BatchNorm2d}
 
 
 @dataclass
