@@ -349,7 +349,6 @@ def stylize_videos(jobs: list[Job], stylizer, args, report: Report) -> None:
 
 
 def stylize_main(argv: list[str]) -> int:
-    from tqdm import tqdm
 
     from nst_fast.device import pick_device
     from nst_fast.formats import load_for_inference

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,7 +72,24 @@ def tiny_overrides(photos: Path, style: Path, run_dir: Path, steps: int = 4) -> 
     ]
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def cli_env() -> dict[str, str]:
+    """The environment for `python -m nst_fast` subprocesses (tests/ importable)."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     return env
+
+
+def nst_fast(*args: str) -> subprocess.CompletedProcess:
+    """Run the `nst-fast` command line in a fresh process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "nst_fast", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=600,
+        cwd=REPO,
+    )

@@ -1,38 +1,20 @@
 """Two-process DistributedDataParallel training on CPU (gloo), through Lightning."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
 from nst_fast.export import load_model
 
-from .conftest import cli_env, tiny_overrides
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def train(*args: str) -> subprocess.CompletedProcess:
-    env = cli_env()
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "nst_fast", "train", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        cwd=REPO,
-    )
+from .conftest import nst_fast, tiny_overrides
 
 
 def test_two_processes_share_the_data_keep_weights_in_sync_and_write_once(
     photo_folder, style_file, tmp_path
 ):
     run_dir, probe = tmp_path / "run", tmp_path / "probe"
-    result = train(
+    result = nst_fast(
+        "train",
         *tiny_overrides(photo_folder, style_file, run_dir, steps=4),
         "trainer=ddp",
         "trainer.accelerator=cpu",
@@ -61,7 +43,9 @@ def test_two_processes_share_the_data_keep_weights_in_sync_and_write_once(
     assert len(list((run_dir / "tensorboard").glob("events.*"))) == 1
 
     # The 2-process checkpoint resumes in a single process.
-    resumed = train(*tiny_overrides(photo_folder, style_file, run_dir, steps=6), "ckpt_path=last")
+    resumed = nst_fast(
+        "train", *tiny_overrides(photo_folder, style_file, run_dir, steps=6), "ckpt_path=last"
+    )
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert load_model(run_dir / "model.pt")[1].step == 6
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)

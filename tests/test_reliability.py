@@ -20,7 +20,7 @@ from nst_fast.export import FORMAT_VERSION, load_model, save_model
 from nst_fast.images import save_image
 from nst_fast.models.transformer import transformer_net
 
-from .conftest import cli_env, make_photo, tiny_overrides
+from .conftest import cli_env, make_photo, nst_fast, tiny_overrides
 
 
 def start_training(*args: str) -> subprocess.Popen:
@@ -60,21 +60,12 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(long_run):
     process.wait()
     last = ckpt_step(run_dir / "checkpoints" / "last.ckpt")
     assert last >= 4
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nst_fast",
-            "train",
-            *overrides[:-1],
-            f"hydra.run.dir={run_dir}",
-            f"trainer.max_steps={last + 2}",
-            "ckpt_path=last",
-        ],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=600,
+    resumed = nst_fast(
+        "train",
+        *overrides[:-1],
+        f"hydra.run.dir={run_dir}",
+        f"trainer.max_steps={last + 2}",
+        "ckpt_path=last",
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert load_model(run_dir / "model.pt")[1].step == last + 2
@@ -97,30 +88,11 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_say_how_to_resume(long_run, si
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(long_run):
     run_dir, overrides = long_run
-    good = subprocess.run(
-        [sys.executable, "-m", "nst_fast", "train", *overrides, "trainer.max_steps=2"],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=600,
-    )
+    good = nst_fast("train", *overrides, "trainer.max_steps=2")
     assert good.returncode == 0, good.stderr[-3000:]
     before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nst_fast",
-            "train",
-            *overrides,
-            "trainer.max_steps=4",
-            "loss.tv_weight=nan",
-            "ckpt_path=last",
-        ],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=600,
+    bad = nst_fast(
+        "train", *overrides, "trainer.max_steps=4", "loss.tv_weight=nan", "ckpt_path=last"
     )
     assert bad.returncode == 2
     assert "the loss became nan at step 2" in bad.stderr and "optim.lr" in bad.stderr
@@ -208,13 +180,7 @@ def test_training_on_a_messy_folder_proceeds_and_reports_the_skipped(
 ):
     folder, _, n_bad = messy_folder
     overrides = tiny_overrides(folder, style_file, tmp_path / "run", steps=6)
-    result = subprocess.run(
-        [sys.executable, "-m", "nst_fast", "train", *overrides, "data.batch_size=8"],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=600,
-    )
+    result = nst_fast("train", *overrides, "data.batch_size=8")
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert f"epoch 0: skipped {n_bad} unreadable photo(s)" in output
@@ -223,20 +189,7 @@ def test_training_on_a_messy_folder_proceeds_and_reports_the_skipped(
 
 @pytest.mark.parametrize("value", ["data.image_size=0", "data.batch_size=0"])
 def test_non_positive_sizes_stop_before_any_work(photo_folder, style_file, tmp_path, value):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nst_fast",
-            "train",
-            *tiny_overrides(photo_folder, style_file, tmp_path / "run"),
-            value,
-        ],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=600,
-    )
+    result = nst_fast("train", *tiny_overrides(photo_folder, style_file, tmp_path / "run"), value)
     assert result.returncode == 2 and value.split("=")[0] in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 

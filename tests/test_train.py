@@ -1,7 +1,6 @@
 """End to end: `nst-fast train` writes checkpoints, TensorBoard events and model.pt."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from nst_fast.export import load_model
 
-from .conftest import cli_env, tiny_overrides
-
-
-def nst_fast(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nst_fast", *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=600,
-    )
+from .conftest import nst_fast, tiny_overrides
 
 
 def events(run_dir: Path) -> EventAccumulator:
