@@ -2,6 +2,7 @@
 
 import errno
 import io
+import json
 import signal
 import struct
 import subprocess
@@ -58,8 +59,9 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(long_run):
     wait_for(run_dir / "checkpoints" / "step=4.ckpt", process)
     process.kill()
     process.wait()
+    # last.ckpt follows each periodic one; the kill may land between the two writes.
     last = ckpt_step(run_dir / "checkpoints" / "last.ckpt")
-    assert last >= 4
+    assert last >= 2
     resumed = nst_fast(
         "train",
         *overrides[:-1],
@@ -245,3 +247,24 @@ def test_model_files_never_run_code(tmp_path):
     with pytest.raises(NstFastError, match="not an nst-fast model"):
         load_model(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_resume_mid_epoch_continues_the_same_data_order(photo_folder, style_file, tmp_path):
+    def run(name: str, steps: int, *extra: str) -> list[str]:
+        probe = tmp_path / f"probe_{name}_{steps}"
+        result = nst_fast(
+            "train",
+            *tiny_overrides(photo_folder, style_file, tmp_path / name, steps=steps),
+            "+callbacks.probe._target_=tests.probes.RecordRank",
+            f"+callbacks.probe.folder={probe}",
+            *extra,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads((probe / "rank0.json").read_text())["seen"]
+
+    # 8 photos, batch 2: 4 steps an epoch; the checkpoint at step 2 is mid-epoch.
+    straight = run("straight", 8)
+    run("interrupted", 2)
+    resumed = run("interrupted", 8, "ckpt_path=last")
+    assert len(straight) == 16 and len(resumed) == 12
+    assert resumed == straight[4:]

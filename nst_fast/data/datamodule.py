@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision.transforms import v2
 
 from nst_fast.data.folder import PhotoFolder, check_photo, collate_skipping
@@ -60,8 +60,10 @@ class PhotoDataModule(pl.LightningDataModule):
         }[self.crop]
         return v2.Compose([*crop, v2.ToDtype(torch.float32, scale=True)])
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+    def train_dataloader(self) -> StatefulDataLoader:
+        # Stateful: checkpoints record the position in the epoch's shuffled order, so a
+        # resumed run continues with exactly the photos the interrupted one had not seen.
+        return StatefulDataLoader(
             self.dataset,
             batch_size=self.batch_size,
             shuffle=self.shuffle,
