@@ -268,3 +268,32 @@ def test_resume_mid_epoch_continues_the_same_data_order(photo_folder, style_file
     resumed = run("interrupted", 8, "ckpt_path=last")
     assert len(straight) == 16 and len(resumed) == 12
     assert resumed == straight[4:]
+
+
+def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(
+    photo_folder, style_file, tmp_path, monkeypatch
+):
+    from nst_fast.config import compose
+    from nst_fast.training.train import train
+
+    run_dir = tmp_path / "run"
+    overrides = [
+        o
+        for o in tiny_overrides(photo_folder, style_file, run_dir, steps=2)
+        if not o.startswith("hydra.")
+    ]
+    train(compose(overrides), run_dir)
+    before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    longer = [o for o in overrides if not o.startswith("trainer.max_steps=")]
+    cfg = compose([*longer, "trainer.max_steps=4", "ckpt_path=last"])
+    with pytest.raises(OSError, match="No space left"):
+        train(cfg, run_dir)
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
+    assert not list((run_dir / "checkpoints").glob("*.tmp")) and not list(
+        (run_dir / "checkpoints").glob("step=4*")
+    )
