@@ -1,0 +1,1 @@
+"""Training data: photo folders, the LightningDataModule, bundled demo material."""

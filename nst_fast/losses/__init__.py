@@ -1,0 +1,1 @@
+"""The loss network (frozen VGG) and the perceptual losses."""

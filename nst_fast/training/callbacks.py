@@ -13,7 +13,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid
 
 from nst_fast.export import save_model
-from nst_fast.images import ImageReadError, read_image, save_image
+from nst_fast.images import read_image, save_image
 from nst_fast.inference import stylize
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,10 @@ class ExportModel(pl.Callback):
 
 
 class StylizeSamples(pl.Callback):
-    """At the end of training, stylize the preview photos at full size into ``folder``."""
+    """At the end of training, stylize the preview photos at full size into ``folder``.
+
+    The DataModule's preview photos are the ones it already decoded successfully.
+    """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -98,12 +101,8 @@ class StylizeSamples(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         net = pl_module.transformer.eval()
         for path in trainer.datamodule.preview_paths():
-            try:
-                photo = read_image(path)
-            except ImageReadError as err:
-                log.warning("not stylized: %s", err)
-                continue
-            save_image(stylize(net, photo.to(pl_module.device)), self.folder / f"{path.stem}.jpg")
+            photo = read_image(path).to(pl_module.device)
+            save_image(stylize(net, photo), self.folder / f"{path.stem}.jpg")
 
 
 class SkippedPhotosReport(pl.Callback):
