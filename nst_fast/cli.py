@@ -506,6 +506,7 @@ def evaluate_main(argv: list[str]) -> int:
     from nst_fast.device import pick_device
     from nst_fast.evaluate import evaluate, load_photos
     from nst_fast.export import load_model
+    from nst_fast.optimize import INITS
     from nst_fast.styles import load_style_image
     from nst_fast.training.module import build_criterion
 
@@ -520,6 +521,11 @@ def evaluate_main(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--limit", type=int, default=None, help="at most this many photos")
     parser.add_argument("--iterations", default="50,100,200,500")
+    parser.add_argument(
+        "--init",
+        default="noise",
+        help="Gatys starts, comma-separated: noise (Johnson et al.'s protocol), content",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. loss.weights=PATH")
     args = parser.parse_intermixed_args(argv)
@@ -530,6 +536,9 @@ def evaluate_main(argv: list[str]) -> int:
         iterations = [0]
     if iterations[0] <= 0:
         raise NstFastError(f"--iterations {args.iterations}: positive numbers, e.g. 50,100,200")
+    inits = tuple(dict.fromkeys(args.init.split(",")))
+    if not set(inits) <= set(INITS):
+        raise NstFastError(f"--init {args.init}: comma-separated choices of {', '.join(INITS)}")
     if not args.content.is_dir():
         raise NstFastError(f"--content {args.content}: no such folder of held-out photos")
     device = pick_device(args.device)
@@ -545,7 +554,7 @@ def evaluate_main(argv: list[str]) -> int:
         raise NstFastError(f"--content {args.content}: no photos found")
     criterion = build_criterion(to_dict(cfg.loss), to_dict(cfg.style)).to(device)
     criterion.set_style(style_image)
-    evaluate(net, criterion, photos, iterations, args.output)
+    evaluate(net, criterion, photos, iterations, args.output, inits)
     print((args.output / "table.md").read_text())
     print(f"table: {args.output / 'table.md'} and table.csv; grid: {args.output / 'grid.jpg'}")
     return 0

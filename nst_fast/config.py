@@ -68,6 +68,9 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     lr: float = 1e-3
+    # 'constant', or 'cosine': decay to 0 over trainer.max_steps (short runs converge
+    # further at a higher starting lr).
+    schedule: str = "constant"
 
 
 @dataclass

@@ -69,6 +69,8 @@ def test_evaluate_writes_a_table_and_a_grid(tmp_path):
             "24",
             "--iterations",
             "2,3",
+            "--init",
+            "noise,content",
             "-o",
             str(out),
             "loss.weights=random",
@@ -77,14 +79,22 @@ def test_evaluate_writes_a_table_and_a_grid(tmp_path):
     assert code == 0
     with open(out / "table.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["network", "gatys L-BFGS 2", "gatys L-BFGS 3"]
+    assert [r["method"] for r in rows] == [
+        "network",
+        "gatys L-BFGS 2 (noise init)",
+        "gatys L-BFGS 3 (noise init)",
+        "gatys L-BFGS 2 (content init)",
+        "gatys L-BFGS 3 (content init)",
+    ]
     assert all(float(r["style loss"]) > 0 for r in rows)
     assert "| network |" in (out / "table.md").read_text()
-    # Two photos, each: photo, network output, and one Gatys output per iteration count.
-    assert read_image(out / "grid.jpg").shape[-1] == 4 * (24 + 4) + 4
+    # Two photos, each: photo, network output, one Gatys output per start and iteration count.
+    assert read_image(out / "grid.jpg").shape[-1] == 6 * (24 + 4) + 4
 
 
-@pytest.mark.parametrize("bad", [["--iterations", "0"], ["--content", "/nonexistent"]])
+@pytest.mark.parametrize(
+    "bad", [["--iterations", "0"], ["--content", "/nonexistent"], ["--init", "zeros"]]
+)
 def test_evaluate_refuses_bad_options(tmp_path, bad, capsys):
     model = tmp_path / "model.pt"
     save_model(

@@ -57,6 +57,26 @@ def test_events_hold_loss_scalars_and_image_grids(trained):
     assert {"style", "preview"} <= set(acc.Tags()["images"])
     # A grid at the start, every 2 steps and at the end: steps 0, 2, 4.
     assert sorted({e.step for e in acc.Images("preview")}) == [0, 2, 4]
+    assert [e.value for e in acc.Scalars("lr-Adam")] == pytest.approx([1e-3] * 4)
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_over_max_steps(trained, tmp_path):
+    photos, style, _, _ = trained
+    run_dir = tmp_path / "run"
+    overrides = [*tiny_overrides(photos, style, run_dir, steps=4), "optim.schedule=cosine"]
+    result = nst_fast("train", *overrides, "optim.lr=0.002")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lrs = [e.value for e in events(run_dir).Scalars("lr-Adam")]
+    assert lrs[0] == pytest.approx(0.002)
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.002 * 0.2
+
+
+def test_unknown_schedule_stops_with_the_choices(trained, tmp_path):
+    photos, style, _, _ = trained
+    overrides = [*tiny_overrides(photos, style, tmp_path / "run"), "optim.schedule=step"]
+    result = nst_fast("train", *overrides)
+    assert result.returncode == 2
+    assert "optim.schedule=step: expected one of constant, cosine" in result.stderr
 
 
 def test_exported_model_loads_without_hydra_and_stylizes(trained):

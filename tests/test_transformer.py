@@ -4,7 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from nst_fast.models.transformer import TransformerConfig, TransformerNet, transformer_net
+from nst_fast.models.transformer import (
+    TransformerConfig,
+    TransformerNet,
+    transformer_net,
+    upsample_conv2d,
+)
 
 
 @pytest.mark.parametrize("size", [(32, 32), (33, 47), (64, 30), (17, 18)])
@@ -44,3 +49,16 @@ def test_batch_norm_is_an_option():
 def test_unknown_norm_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="instance"):
         TransformerNet(TransformerConfig(norm="layer"))
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_upsampling_convolution_equals_upsample_pad_conv_in_value_and_gradient(memory_format):
+    conv = nn.Conv2d(6, 4, 3)
+    x = torch.randn(2, 6, 7, 10).contiguous(memory_format=memory_format).requires_grad_()
+    plain = conv(nn.functional.pad(nn.Upsample(scale_factor=2)(x), (1, 1, 1, 1), mode="reflect"))
+    fused = upsample_conv2d(x, conv)
+    assert fused.shape == plain.shape == (2, 4, 14, 20)
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+    grads = [torch.autograd.grad(y.square().sum(), [x, conv.weight]) for y in (fused, plain)]
+    for g_fused, g_plain in zip(*grads, strict=True):
+        torch.testing.assert_close(g_fused, g_plain, atol=1e-3, rtol=1e-4)

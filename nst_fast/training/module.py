@@ -15,6 +15,7 @@ from nst_fast.styles import load_style_image
 
 # The loss network is rebuilt from the config, never stored in checkpoints.
 LOSS_PREFIX = "criterion."
+SCHEDULES = ("constant", "cosine")
 
 
 class NonFiniteLossError(NstFastError):
@@ -54,10 +55,13 @@ class StyleTransferModule(pl.LightningModule):
         loss: dict,
         style: dict,
         lr: float = 1e-3,
+        schedule: str = "constant",
         channels_last: bool = True,
         compile: bool = False,
     ) -> None:
         super().__init__()
+        if schedule not in SCHEDULES:
+            raise NstFastError(f"optim.schedule={schedule}: expected one of {', '.join(SCHEDULES)}")
         self.save_hyperparameters()
         self.transformer = TransformerNet(TransformerConfig(**model))
         self.criterion = build_criterion(loss, style)
@@ -103,8 +107,14 @@ class StyleTransferModule(pl.LightningModule):
             self.log(f"loss/{name}", losses[name], sync_dist=True)
         return losses["total"]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.transformer.parameters(), lr=self.hparams.lr)
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.transformer.parameters(), lr=self.hparams.lr)
+        if self.hparams.schedule == "constant":
+            return optimizer
+        if self.trainer.max_steps <= 0:
+            raise NstFastError("optim.schedule=cosine needs trainer.max_steps")
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.trainer.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]

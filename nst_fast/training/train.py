@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -42,6 +43,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         style=OmegaConf.to_container(cfg.style, resolve=True),
         lr=cfg.optim.lr,
+        schedule=cfg.optim.schedule,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
     )
@@ -70,6 +72,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
             ),
             StylizeSamples(run_dir / "samples"),
             SkippedPhotosReport(),
+            LearningRateMonitor(logging_interval="step"),
             *(instantiate(node) for node in cfg.callbacks.values()),
         ],
     )
