@@ -54,6 +54,10 @@ class ChannelsLastInstanceNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
+        if self.shared is None and not self.recording and x.dtype == torch.float32:
+            # group_norm's fused channels_last kernel: half the time of the passes below
+            # (1024 px on the 2-core CPU), when no statistics are shared or kept.
+            return F.group_norm(x, c, self.weight, self.bias, self.eps)
         flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
         if self.shared is not None:
             mean, var = self.shared

@@ -42,7 +42,9 @@ def test_the_fast_channels_last_network_matches_the_plain_one(net):
     image = make_photo((45, 61), 2)[None]
     fast = prepare(net, "cpu", torch.float32)
     expected = net(image).clamp(0, 1)
-    assert torch.allclose(forward(fast, image), expected, atol=1e-5)
+    assert torch.allclose(
+        forward(fast, image), expected, atol=1e-4
+    )  # fp32 summation order differs by layout
 
 
 def test_prepare_leaves_the_given_network_untouched(net):

@@ -62,3 +62,9 @@ def test_upsampling_convolution_equals_upsample_pad_conv_in_value_and_gradient(m
     grads = [torch.autograd.grad(y.square().sum(), [x, conv.weight]) for y in (fused, plain)]
     for g_fused, g_plain in zip(*grads, strict=True):
         torch.testing.assert_close(g_fused, g_plain, atol=1e-3, rtol=1e-4)
+
+
+def test_upsampling_convolution_keeps_channels_last():
+    conv = nn.Conv2d(6, 4, 3).to(memory_format=torch.channels_last)
+    x = torch.randn(1, 6, 5, 8).contiguous(memory_format=torch.channels_last)
+    assert upsample_conv2d(x, conv).is_contiguous(memory_format=torch.channels_last)
