@@ -1,6 +1,9 @@
 """`nst-fast optimize` and `nst-fast evaluate` on tiny images with a random-init VGG."""
 
 import csv
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,15 @@ from nst_fast.images import read_image, save_image
 from nst_fast.models.transformer import transformer_net
 
 from .conftest import make_photo
+
+
+def load_script(name: str):
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_optimize_writes_the_stylized_photo_and_tensorboard_logs(
@@ -107,3 +119,32 @@ def test_evaluate_refuses_bad_options(tmp_path, bad, capsys):
     args = ["evaluate", str(model), "--content", str(tmp_path), *bad, "loss.weights=random"]
     assert main(args) == 2
     assert capsys.readouterr().err.startswith("nst-fast evaluate: error:")
+
+
+def test_quality_report_evaluates_each_run_and_writes_a_page_with_its_grids(tmp_path):
+    quality_report = load_script("quality_report").main
+    photos = tmp_path / "held_out"
+    save_image(make_photo((30, 40), 1), photos / "a.png")
+    style = save_image(make_photo((32, 32), 5), tmp_path / "style.png")
+    run = tmp_path / "runs" / "tiny_run"
+    save_model(
+        transformer_net(channels=(8, 16, 32), residual_blocks=1),
+        run / "model.pt",
+        style="tiny",
+        step=7,
+        extra={"style": {"image": str(style), "size": 32}},
+    )
+    out = tmp_path / "docs"
+    argv = [str(run), "-o", str(out), "--content", str(photos), "--size", "24"]
+    assert quality_report([*argv, "--iterations", "2,3", "loss.weights=random"]) == 0
+    page = (out / "README.md").read_text()
+    assert "| tiny_run | tiny | 7 |" in page
+    assert "gatys L-BFGS 3 (noise init)" in page
+    assert "![tiny_run](tiny_run/grid.jpg)" in page
+    assert (out / "tiny_run" / "grid.jpg").is_file()
+
+
+def test_quality_report_names_a_run_without_a_model(tmp_path, capsys):
+    quality_report = load_script("quality_report").main
+    assert quality_report([str(tmp_path), "--content", str(tmp_path)]) == 2
+    assert "no model.pt" in capsys.readouterr().err
