@@ -229,10 +229,11 @@ def stylize_tiled(
 
 
 def bytes_per_pixel(channels: list[int] | tuple[int, ...], dtype: torch.dtype) -> int:
-    """Peak activation memory per input pixel of one forward pass (measured, rounded up).
+    """Peak activation memory per input pixel of one forward pass: an upper bound.
 
-    The peak is at the last upsampling: the upsampled and padded copies of the second
-    level's maps plus the first level's output, all at full resolution.
+    Measured (rounded up) when the last upsampling held upsampled and padded copies of the
+    second level's maps at full resolution; the fused upsampling convolution
+    (``upsample_conv2d``) keeps no such copies and needs less, so this errs towards tiling.
     """
     size = torch.empty((), dtype=dtype).element_size()
     return size * (3 * channels[1] + 2 * channels[0] + 16)
