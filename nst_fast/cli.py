@@ -544,10 +544,13 @@ def evaluate_main(argv: list[str]) -> int:
     device = pick_device(args.device)
     net, info = load_model(args.model)
     net.to(device)
-    style = args.style or info.extra.get("style", {}).get("image")
+    recorded = info.extra.get("style", {})
+    style = args.style or recorded.get("image")
     if style is None:
         raise NstFastError(f"{args.model}: records no style image; pass --style")
-    cfg = compose([*style_override(style), *args.overrides])
+    # The style as trained: the same image size and per-style weights.
+    as_trained = [] if args.style else recorded_style_overrides(recorded)
+    cfg = compose([*style_override(style), *as_trained, *args.overrides])
     style_image = load_style_image(cfg.style.image, cfg.style.size)[None].to(device)
     photos = load_photos(args.content, args.size, args.limit)
     if not photos:
@@ -567,6 +570,12 @@ def style_override(style: str) -> list[str]:
     if (config_dir() / "style" / f"{style}.yaml").is_file():
         return [f"style={style}"]
     return [f"style.image={style}", f"style.name={Path(style).stem}"]
+
+
+def recorded_style_overrides(style: dict) -> list[str]:
+    """Overrides that restore a model's recorded style settings (size, per-style weights)."""
+    keys = ("size", "content_weight", "style_weight", "tv_weight")
+    return [f"style.{k}={'null' if style[k] is None else style[k]}" for k in keys if k in style]
 
 
 def to_dict(node) -> dict:

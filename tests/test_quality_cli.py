@@ -148,3 +148,21 @@ def test_quality_report_names_a_run_without_a_model(tmp_path, capsys):
     quality_report = load_script("quality_report").main
     assert quality_report([str(tmp_path), "--content", str(tmp_path)]) == 2
     assert "no model.pt" in capsys.readouterr().err
+
+
+def test_evaluate_scores_with_the_style_settings_the_model_was_trained_with(tmp_path):
+    photos = tmp_path / "held_out"
+    save_image(make_photo((30, 40), 1), photos / "a.png")
+    style = save_image(make_photo((32, 32), 5), tmp_path / "style.png")
+    model = tmp_path / "model.pt"
+    recorded = {"image": str(style), "size": 20, "style_weight": 0.0, "tv_weight": 0.0}
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1)
+    save_model(net, model, style="s", step=1, extra={"style": recorded})
+    out = tmp_path / "eval"
+    argv = ["evaluate", str(model), "--content", str(photos), "--size", "24", "-o", str(out)]
+    assert main([*argv, "--iterations", "1", "loss.weights=random"]) == 0
+    with open(out / "table.csv") as f:
+        network = next(csv.DictReader(f))
+    # Style and TV weighted 0 as recorded: the total is the content term alone.
+    assert float(network["total loss"]) == pytest.approx(float(network["content loss"]))
+    assert float(network["style loss"]) > 0
