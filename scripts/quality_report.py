@@ -3,15 +3,16 @@
 
     python scripts/quality_report.py RUN_DIR [RUN_DIR ...] -o docs/quality \\
         [--content PHOTOS] [--size 128] [--limit 3] [--iterations 50,100,200,500] \\
-        [--init noise] [loss.weights=PATH ...]
+        [--init noise] [--reuse] [loss.weights=PATH ...]
 
 Each RUN_DIR is a training run directory (its ``model.pt``, and its TensorBoard events for
 the step count and training time). For each run, ``nst-fast evaluate`` writes
 ``OUT/<run name>/table.md``, ``table.csv`` and ``grid.jpg``; this script then writes
 ``OUT/README.md``: one summary row per run (network loss beside L-BFGS after each
 iteration count, and the fewest iterations whose loss the network matches) and the grids.
-Held-out photos default to the scikit-image photos bundled with nst-fast, which no run
-trains on unless told to.
+``--reuse`` keeps an evaluation already written and newer than its model (they take
+minutes each). Held-out photos default to the scikit-image photos bundled with nst-fast,
+which no run trains on unless told to.
 """
 
 from __future__ import annotations
@@ -60,16 +61,24 @@ def evaluate_run(run_dir: Path, out_dir: Path, args: argparse.Namespace) -> RunS
     model = run_dir / "model.pt"
     if not model.is_file():
         raise NstFastError(f"{run_dir}: no model.pt; is it a finished training run?")
+    table = out_dir / "table.csv"
+    if args.reuse and table.is_file() and table.stat().st_mtime > model.stat().st_mtime:
+        print(f"{run_dir.name}: reusing {table}")
+    else:
+        evaluate(model, out_dir, args)
+    _, info = load_model(model)
+    with open(table, newline="") as f:
+        rows = {row["method"]: row for row in csv.DictReader(f)}
+    return RunSummary(run_dir.name, info.style, info.step, training_minutes(run_dir), rows)
+
+
+def evaluate(model: Path, out_dir: Path, args: argparse.Namespace) -> None:
     argv = ["evaluate", str(model), "--content", str(args.content), "-o", str(out_dir)]
     argv += ["--size", str(args.size), "--iterations", args.iterations, "--init", args.init]
     if args.limit:
         argv += ["--limit", str(args.limit)]
     if nst_fast([*argv, *args.overrides]) != 0:
         raise NstFastError(f"evaluating {model} failed (see above)")
-    _, info = load_model(model)
-    with open(out_dir / "table.csv", newline="") as f:
-        rows = {row["method"]: row for row in csv.DictReader(f)}
-    return RunSummary(run_dir.name, info.style, info.step, training_minutes(run_dir), rows)
 
 
 def row_total(summary: RunSummary, method: str) -> str:
@@ -125,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=3)
     parser.add_argument("--iterations", default="50,100,200,500")
     parser.add_argument("--init", default="noise")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep evaluations newer than their model.pt"
+    )
     args = parser.parse_intermixed_args(argv)
     args.overrides = [a for a in args.runs if "=" in a]  # e.g. loss.weights=PATH
     args.runs = [Path(a) for a in args.runs if "=" not in a]

@@ -142,6 +142,10 @@ def test_quality_report_evaluates_each_run_and_writes_a_page_with_its_grids(tmp_
     assert "gatys L-BFGS 3 (noise init)" in page
     assert "![tiny_run](tiny_run/grid.jpg)" in page
     assert (out / "tiny_run" / "grid.jpg").is_file()
+    # A second report reuses the finished evaluation instead of redoing minutes of L-BFGS.
+    table = (out / "tiny_run" / "table.csv").read_text()
+    assert quality_report([*argv, "--reuse", "loss.weights=random"]) == 0
+    assert (out / "tiny_run" / "table.csv").read_text() == table
 
 
 def test_quality_report_names_a_run_without_a_model(tmp_path, capsys):
