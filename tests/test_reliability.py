@@ -297,3 +297,18 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(
     assert not list((run_dir / "checkpoints").glob("*.tmp")) and not list(
         (run_dir / "checkpoints").glob("step=4*")
     )
+
+
+def test_written_files_get_ordinary_permissions_not_the_temp_files_private_ones(tmp_path):
+    from nst_fast.files import NEW_FILE_MODE, atomic_write
+
+    new = tmp_path / "new.txt"
+    with atomic_write(new) as tmp:
+        tmp.write_text("a")
+    assert new.stat().st_mode & 0o777 == NEW_FILE_MODE
+    shared = tmp_path / "shared.txt"
+    shared.write_text("old")
+    shared.chmod(0o664)
+    with atomic_write(shared) as tmp:
+        tmp.write_text("b")
+    assert shared.stat().st_mode & 0o777 == 0o664
