@@ -50,6 +50,7 @@ class ModelConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     residual_blocks: int = 5
     norm: str = "instance"
+    output: str = "linear"
 
 
 @dataclass

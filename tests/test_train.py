@@ -71,12 +71,19 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_over_max_steps(trained
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.002 * 0.2
 
 
-def test_unknown_schedule_stops_with_the_choices(trained, tmp_path):
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.schedule=step", "optim.schedule=step: expected one of constant, cosine"),
+        ("model.output=sigmoid", "model.output='sigmoid': expected one of"),
+    ],
+)
+def test_unknown_choices_stop_with_one_line_naming_the_option(trained, tmp_path, override, message):
     photos, style, _, _ = trained
-    overrides = [*tiny_overrides(photos, style, tmp_path / "run"), "optim.schedule=step"]
-    result = nst_fast("train", *overrides)
+    result = nst_fast("train", *tiny_overrides(photos, style, tmp_path / "run"), override)
     assert result.returncode == 2
-    assert "optim.schedule=step: expected one of constant, cosine" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_exported_model_loads_without_hydra_and_stylizes(trained):

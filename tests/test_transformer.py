@@ -68,3 +68,21 @@ def test_upsampling_convolution_keeps_channels_last():
     conv = nn.Conv2d(6, 4, 3).to(memory_format=torch.channels_last)
     x = torch.randn(1, 6, 5, 8).contiguous(memory_format=torch.channels_last)
     assert upsample_conv2d(x, conv).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_tanh_output_stays_inside_the_image_range_and_survives_export(tmp_path):
+    from nst_fast.export import load_model, save_model
+
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1, output="tanh")
+    with torch.no_grad():
+        net.decoder[-1][-1].bias.fill_(50.0)  # a last layer far out of range
+        y = net(torch.rand(1, 3, 20, 24))
+    assert y.min() >= 0 and y.max() <= 1
+    save_model(net, tmp_path / "model.pt", style="s", step=1)
+    loaded, info = load_model(tmp_path / "model.pt")
+    assert info.arch["output"] == "tanh" and loaded.config.output == "tanh"
+
+
+def test_unknown_output_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="tanh"):
+        TransformerNet(TransformerConfig(output="sigmoid"))

@@ -36,6 +36,7 @@ class InstanceNorm2d(nn.InstanceNorm2d):
 
 
 NORMS = {"instance": lambda c: InstanceNorm2d(c, affine=True), "batch": nn.BatchNorm2d}
+OUTPUTS = ("linear", "tanh")
 
 
 @dataclass
@@ -45,6 +46,9 @@ class TransformerConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     residual_blocks: int = 5
     norm: str = "instance"
+    # "linear": the last convolution as it is (pytorch/examples); "tanh": squashed into
+    # (0, 1) like Johnson et al.'s scaled tanh.
+    output: str = "linear"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,7 +158,8 @@ class ResidualBlock(nn.Module):
 
 
 class TransformerNet(nn.Module):
-    """Maps an RGB image in [0, 1] to its stylized version (unclamped, about [0, 1]).
+    """Maps an RGB image in [0, 1] to its stylized version: about [0, 1] ("linear", unclamped)
+    or squashed into [0, 1] ("tanh").
 
     Height and width are any size; inside, the image is padded to a multiple of
     2**(len(channels) - 1) by reflection and the output cropped back, so the output
@@ -166,6 +171,8 @@ class TransformerNet(nn.Module):
         self.config = config = config or TransformerConfig()
         if config.norm not in NORMS:
             raise ValueError(f"model.norm={config.norm!r}: expected one of {sorted(NORMS)}")
+        if config.output not in OUTPUTS:
+            raise ValueError(f"model.output={config.output!r}: expected one of {OUTPUTS}")
         ch = list(config.channels)
         if len(ch) < 2:
             raise ValueError("model.channels needs at least two widths, e.g. [32, 64, 128]")
@@ -186,11 +193,16 @@ class TransformerNet(nn.Module):
         if pad_h or pad_w:
             x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
         y = self.decoder(self.residuals(self.encoder(x)))
+        if self.config.output == "tanh":
+            y = 0.5 * (torch.tanh(y) + 1)
         return y[..., :h, :w]
 
 
 def transformer_net(
-    channels: Sequence[int] = (32, 64, 128), residual_blocks: int = 5, norm: str = "instance"
+    channels: Sequence[int] = (32, 64, 128),
+    residual_blocks: int = 5,
+    norm: str = "instance",
+    output: str = "linear",
 ) -> TransformerNet:
     """Build the Johnson transform network (torchvision-style builder)."""
-    return TransformerNet(TransformerConfig(list(channels), residual_blocks, norm))
+    return TransformerNet(TransformerConfig(list(channels), residual_blocks, norm, output))

@@ -63,7 +63,10 @@ class StyleTransferModule(pl.LightningModule):
         if schedule not in SCHEDULES:
             raise NstFastError(f"optim.schedule={schedule}: expected one of {', '.join(SCHEDULES)}")
         self.save_hyperparameters()
-        self.transformer = TransformerNet(TransformerConfig(**model))
+        try:
+            self.transformer = TransformerNet(TransformerConfig(**model))
+        except ValueError as err:  # a bad model.* choice: one line, not a traceback
+            raise NstFastError(str(err)) from err
         self.criterion = build_criterion(loss, style)
         self.register_buffer(
             "style_image", load_style_image(style["image"], style.get("size")), persistent=False
