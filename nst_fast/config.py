@@ -15,6 +15,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nst_fast.device import training_precision
 from nst_fast.errors import NstFastError
+from nst_fast.models.transformer import TransformerConfig
 
 
 @dataclass
@@ -46,14 +47,6 @@ class LossConfig:
 
 
 @dataclass
-class ModelConfig:
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
-    residual_blocks: int = 5
-    norm: str = "instance"
-    output: str = "linear"
-
-
-@dataclass
 class DataConfig:
     root: str = MISSING
     image_size: int = 256
@@ -78,7 +71,8 @@ class OptimConfig:
 class Config:
     style: StyleConfig = MISSING
     loss: LossConfig = MISSING
-    model: ModelConfig = MISSING
+    # The network's own config dataclass is the schema of the model/ group.
+    model: TransformerConfig = MISSING
     data: DataConfig = MISSING
     # Keyword arguments of pytorch_lightning.Trainer, passed through as they are.
     trainer: dict[str, Any] = field(default_factory=dict)
