@@ -91,7 +91,12 @@ def test_exported_model_loads_without_hydra_and_stylizes(trained):
     assert info.style == "tiny" and info.step == 4
     assert info.extra["loss"]["content_layer"] == "relu2_2"
     assert info.extra["style"]["image"].endswith("style.png")
-    assert info.arch == {"channels": [8, 16, 32], "residual_blocks": 1, "norm": "instance"}
+    assert info.arch == {
+        "channels": [8, 16, 32],
+        "residual_blocks": 1,
+        "norm": "instance",
+        "output": "linear",
+    }
     assert net(torch.rand(1, 3, 21, 19)).shape == (1, 3, 21, 19)
     payload = torch.load(trained[2] / "model.pt", weights_only=True)
     assert not any(k.startswith("criterion") for k in payload["state_dict"])
