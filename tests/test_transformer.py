@@ -86,3 +86,8 @@ def test_tanh_output_stays_inside_the_image_range_and_survives_export(tmp_path):
 def test_unknown_output_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="tanh"):
         TransformerNet(TransformerConfig(output="sigmoid"))
+
+
+def test_upsampling_convolution_keeps_a_contiguous_input_contiguous():
+    conv = nn.Conv2d(6, 4, 3)
+    assert upsample_conv2d(torch.randn(1, 6, 5, 8), conv).is_contiguous()

@@ -109,19 +109,14 @@ def upsample_conv2d(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     y = nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, bias)
     b, _, h, w = x.shape
     out_channels = conv.out_channels
-    phases = ((0, 0), (0, 1), (1, 0), (1, 1))
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        # Interleave in (B, H, W, C) order so the output stays channels_last.
-        y = y.permute(0, 2, 3, 1).unflatten(3, (2, 2, out_channels))  # (B, h+1, w+1, 2, 2, C)
-        out = y.new_empty(b, h, 2, w, 2, out_channels)
-        for a, c in phases:
-            out[:, :, a, :, c] = y[:, a : a + h, c : c + w, a, c]
-        return out.view(b, 2 * h, 2 * w, out_channels).permute(0, 3, 1, 2)
-    y = y.unflatten(1, (2, 2, out_channels))  # (B, row phase, col phase, C, h+1, w+1)
-    out = y.new_empty(b, out_channels, h, 2, w, 2)
-    for a, c in phases:
-        out[:, :, :, a, :, c] = y[:, a, c, :, a : a + h, c : c + w]
-    return out.view(b, out_channels, 2 * h, 2 * w)
+    # Interleave in (B, H, W, C) order, which keeps channels_last activations as they are.
+    y = y.permute(0, 2, 3, 1).unflatten(3, (2, 2, out_channels))  # (B, h+1, w+1, 2, 2, C)
+    out = y.new_empty(b, h, 2, w, 2, out_channels)
+    for a, c in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        out[:, :, a, :, c] = y[:, a : a + h, c : c + w, a, c]
+    out = out.view(b, 2 * h, 2 * w, out_channels).permute(0, 3, 1, 2)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return out if channels_last else out.contiguous()
 
 
 class UpsampleConvBlock(ConvBlock):
