@@ -776,22 +776,19 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             need = rows[0].project or 1.0
-            rows.append(
-                Row(
-                    f"data pipeline, full-size JPEGs ({args.data_workers} workers)",
-                    full["img_per_s"],
-                    unit="img/s",
-                    notes=[f"{full['img_per_s'] / need:.0f}x the training step's need ({label})"],
+            for name, figures, source in (
+                (f"full-size JPEGs ({args.data_workers} workers)", full, f" ({label})"),
+                (f"prepare_data.py copy ({args.data_workers} w.)", small, ""),
+            ):
+                speed = figures["img_per_s"]
+                rows.append(
+                    Row(
+                        f"data pipeline, {name}",
+                        speed,
+                        unit="img/s",
+                        notes=[f"{speed / need:.0f}x the training step's need{source}"],
+                    )
                 )
-            )
-            rows.append(
-                Row(
-                    f"data pipeline, prepare_data.py copy ({args.data_workers} w.)",
-                    small["img_per_s"],
-                    unit="img/s",
-                    notes=[f"{small['img_per_s'] / need:.0f}x the training step's need"],
-                )
-            )
             results["setups"][setup.name]["data"] = {"full": full, "prepared": small}
 
         if not args.no_memory:
