@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from nst_fast import __version__
+from nst_fast.device import keep_freed_memory
 from nst_fast.errors import NstFastError
 
 USAGE = f"""nst-fast {__version__}: fast neural style transfer
@@ -593,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nst-fast {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    keep_freed_memory()
     try:
         if command == "train":
             from nst_fast.training.train import run_from_cli

@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import torch
 
 from nst_fast.errors import NstFastError
+
+# glibc mallopt() parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of returning it to the OS.
+
+    Each step allocates and frees the same large activations (a 64-channel map of four
+    256 px images is 64 MiB). glibc serves blocks that size with fresh ``mmap`` pages and
+    unmaps them on free, so every step the kernel zero-fills them again on first touch:
+    on the 2-core CPU a training step at 256 px, batch 4 took 5.9-7.8 s that way and
+    4.8 s with memory kept; stylizing a 1024 px photo 2.84 s and 1.90 s. The cost is
+    memory: peak RSS 2356 MiB instead of about 2200 for that training step (flat over
+    the steps), 1257 MiB instead of 964 for that photo, and nothing is handed back to
+    the OS before exit; so only the command-line entry points call this, never the
+    library on import.
+
+    Returns whether the allocator was tuned (False off glibc, e.g. macOS, Windows, musl).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 -- only glibc has it (and its mallopt)
+    except (OSError, AttributeError):
+        return False
+    # Memory above the trim threshold is kept, and no block gets its own mmap.
+    return bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**30)) and bool(libc.mallopt(_M_MMAP_MAX, 0))
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 
 from omegaconf import OmegaConf  # noqa: E402
 
+from nst_fast.device import keep_freed_memory  # noqa: E402
 from nst_fast.inference import stylize  # noqa: E402
 from nst_fast.losses.network import LossNetwork  # noqa: E402
 from nst_fast.losses.perceptual import PerceptualLoss  # noqa: E402
@@ -624,6 +625,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory figures")
     p.add_argument("--no-profile", action="store_true", help="skip the profiler table")
     p.add_argument("--profile-rows", type=int, default=20)
+    p.add_argument(
+        "--free-memory",
+        action="store_true",
+        help="let malloc return freed memory to the OS, as before keep_freed_memory()",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -642,8 +648,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(child_main(json.loads(args.child))))
+        spec = json.loads(args.child)
+        # The reference runs as shipped; the project as its command line runs it.
+        if not spec["what"].startswith("peer") and not spec.get("free_memory"):
+            keep_freed_memory()
+        print(json.dumps(child_main(spec)))
         return 0
+    allocator = "glibc default" if args.free_memory else "freed memory kept"
+    if not args.free_memory and not keep_freed_memory():
+        allocator = "system default (not glibc)"
     started = time.perf_counter()
     weights = vgg_weights()
     peer_ok = PEER_BENCH.exists() and not args.no_peer
@@ -656,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available():
         print(f"  gpu       {torch.cuda.get_device_name()}")
     print(f"  software  torch {torch.__version__}, Python {platform.python_version()}")
+    print(f"  allocator {allocator} (the reference: as shipped)")
     print(
         "  VGG16     "
         + (f"{weights}" if weights != "random" else "random init (no ../shared/weights)")
@@ -793,6 +807,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.no_memory:
             spec = {"device": dev, "setup": setup_spec(setup), "weights": weights}
+            spec["free_memory"] = args.free_memory
             mem = run_child({**spec, "what": "train", "batch": args.batches[0], "size": args.size})
             unit = "MiB"
             kind = "max allocated" if dev == "cuda" else "peak RSS"

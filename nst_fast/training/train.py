@@ -20,6 +20,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_fast.config import config_dir, register
 from nst_fast.data.datamodule import PhotoDataModule
+from nst_fast.device import keep_freed_memory
 from nst_fast.errors import NstFastError
 from nst_fast.training.callbacks import (
     ExportModel,
@@ -95,6 +96,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
+    keep_freed_memory()  # again here: DDP ranks start this file, not the CLI
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("ckpt_path=", "hydra."))]

@@ -1,0 +1,49 @@
+"""Device, precision and allocator choices."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nst_fast.device import inference_dtype, pick_device
+
+# Allocates, touches and frees a 64 MiB tensor a dozen times, as a training loop does with
+# its large activations; prints the page faults of the last two rounds.
+REUSE_PROBE = """
+import resource, sys, torch
+from nst_fast.device import keep_freed_memory
+tuned = sys.argv[1] == "keep" and keep_freed_memory()
+for _ in range(10):
+    torch.ones(16 * 2**20)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(2):
+    torch.ones(16 * 2**20)
+print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def faults_of_a_reallocation(mode: str) -> tuple[str, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", REUSE_PROBE, mode], capture_output=True, text=True, check=True
+    )
+    tuned, faults = out.stdout.split()
+    return tuned, int(faults)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+def test_kept_memory_is_reused_without_page_faults():
+    tuned, kept = faults_of_a_reallocation("keep")
+    if tuned != "True":
+        pytest.skip("not glibc")
+    _, default = faults_of_a_reallocation("default")
+    pages = 2 * 64 * 2**20 // 4096
+    assert default > pages // 2  # glibc unmapped the block: every page faults again
+    assert kept < pages // 10
+
+
+def test_cpu_runs_in_fp32_and_auto_picks_what_is_there():
+    assert inference_dtype(torch.device("cpu")) == torch.float32
+    assert pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert pick_device("auto").type in ("cpu", "mps")
