@@ -7,6 +7,7 @@ from torch import nn
 from nst_fast.models.transformer import (
     TransformerConfig,
     TransformerNet,
+    conv2d,
     transformer_net,
     upsample_conv2d,
 )
@@ -62,6 +63,30 @@ def test_upsampling_convolution_equals_upsample_pad_conv_in_value_and_gradient(m
     grads = [torch.autograd.grad(y.square().sum(), [x, conv.weight]) for y in (fused, plain)]
     for g_fused, g_plain in zip(*grads, strict=True):
         torch.testing.assert_close(g_fused, g_plain, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_cpu_training_convolution_has_conv2d_values_and_gradients(stride):
+    x = torch.randn(2, 6, 11, 9).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(4, 6, 3, 3).contiguous(memory_format=torch.channels_last)
+    bias = torch.randn(4)
+    results = []
+    for conv in (conv2d, nn.functional.conv2d):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        y = conv(*leaves, stride)
+        results.append((y, *torch.autograd.grad(y.square().sum(), leaves)))
+    assert results[0][0].is_contiguous(memory_format=torch.channels_last)
+    for ours, reference in zip(*results, strict=True):
+        torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_upsampling_convolution_trains_after_running_in_inference_mode():
+    conv = nn.Conv2d(6, 4, 3)
+    x = torch.randn(1, 6, 3, 13)  # a size no other test uses: nothing cached before
+    with torch.inference_mode():
+        upsample_conv2d(x, conv)  # previews and sanity checks run like this mid-training
+    upsample_conv2d(x, conv).sum().backward()
+    assert conv.weight.grad is not None
 
 
 def test_upsampling_convolution_keeps_channels_last():
