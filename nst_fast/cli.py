@@ -51,7 +51,9 @@ def stylize_parser() -> argparse.ArgumentParser:
         prog="nst-fast stylize",
         description="Stylize photos and videos in one forward pass of a style network.",
     )
-    parser.add_argument("model", type=Path, help="model.pt, or an exported .ts / .onnx file")
+    parser.add_argument(
+        "model", type=Path, help="model.pt, a training checkpoint (.ckpt), or a .ts / .onnx file"
+    )
     parser.add_argument(
         "inputs", nargs="+", help="image files, folders (recursively), globs, or videos"
     )
@@ -392,24 +394,33 @@ def stylize_main(argv: list[str]) -> int:
 
 def export_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="nst-fast export", description="Write a model.pt as TorchScript or ONNX."
+        prog="nst-fast export",
+        description="Write a model.pt, or a training checkpoint, as TorchScript, ONNX or model.pt.",
     )
-    parser.add_argument("model", type=Path, help="an exported model.pt")
-    parser.add_argument("--format", required=True, choices=("torchscript", "onnx"))
-    parser.add_argument("-o", "--output", type=Path, help="default: MODEL with .ts / .onnx")
+    parser.add_argument(
+        "model", type=Path, help="an exported model.pt, or a checkpoint RUN/checkpoints/*.ckpt"
+    )
+    parser.add_argument("--format", required=True, choices=("pt", "torchscript", "onnx"))
+    parser.add_argument("-o", "--output", type=Path, help="default: MODEL with .pt / .ts / .onnx")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     return parser
 
 
 def export_main(argv: list[str]) -> int:
     from nst_fast import formats
-    from nst_fast.export import load_model
+    from nst_fast.export import load_network, save_model
 
     args = export_parser().parse_args(argv)
-    target = args.output or args.model.with_suffix(formats.SUFFIXES[args.format])
+    suffix = ".pt" if args.format == "pt" else formats.SUFFIXES[args.format]
+    target = args.output or args.model.with_suffix(suffix)
     if target.exists() and not args.overwrite:
         raise NstFastError(f"{target} exists; --overwrite replaces it, -o names another file")
-    net, info = load_model(args.model)
+    net, info = load_network(args.model)
+    if args.format == "pt":
+        save_model(net, target, style=info.style, step=info.step, extra=info.extra)
+        print(target)
+        print(f"style {info.style}, step {info.step}")
+        return 0
     write = {"torchscript": formats.export_torchscript, "onnx": formats.export_onnx}
     write[args.format](net, info, target)
     print(target)
@@ -506,7 +517,7 @@ def evaluate_main(argv: list[str]) -> int:
     from nst_fast.config import compose
     from nst_fast.device import pick_device
     from nst_fast.evaluate import evaluate, load_photos
-    from nst_fast.export import load_model
+    from nst_fast.export import load_network
     from nst_fast.optimize import INITS
     from nst_fast.styles import load_style_image
     from nst_fast.training.module import build_criterion
@@ -515,7 +526,7 @@ def evaluate_main(argv: list[str]) -> int:
         prog="nst-fast evaluate",
         description="Loss of a trained network beside Gatys L-BFGS on held-out photos.",
     )
-    parser.add_argument("model", type=Path)
+    parser.add_argument("model", type=Path, help="model.pt or a training checkpoint (.ckpt)")
     parser.add_argument("--content", type=Path, required=True, help="folder of held-out photos")
     parser.add_argument("--style", help="style name or image (default: the model's own)")
     parser.add_argument("-o", "--output", type=Path, default=Path("evaluation"))
@@ -543,7 +554,7 @@ def evaluate_main(argv: list[str]) -> int:
     if not args.content.is_dir():
         raise NstFastError(f"--content {args.content}: no such folder of held-out photos")
     device = pick_device(args.device)
-    net, info = load_model(args.model)
+    net, info = load_network(args.model)
     net.to(device)
     recorded = info.extra.get("style", {})
     style = args.style or recorded.get("image")

@@ -94,3 +94,42 @@ def load_model(
         extra=payload.get("extra", {}),
     )
     return net, info
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[TransformerNet, ModelInfo]:
+    """The transform network of a training checkpoint (``RUN/checkpoints/*.ckpt``), with
+    the metadata a model.pt of that step would carry."""
+    path = Path(path)
+    if not path.is_file():
+        raise NstFastError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
+        arch, style = hparams["model"], hparams["style"]
+    except Exception as err:
+        raise NstFastError(
+            f"{path}: not an nst-fast training checkpoint ({str(err).splitlines()[0]})"
+        ) from err
+    prefix = "transformer."
+    net = TransformerNet(TransformerConfig(**arch))
+    net.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    net.eval()
+    info = ModelInfo(
+        style=style["name"],
+        step=int(ckpt.get("global_step", 0)),
+        arch=net.config.to_dict(),
+        nst_fast_version=__version__,
+        extra={"style": style, "loss": hparams["loss"]},
+    )
+    return net, info
+
+
+def load_network(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[TransformerNet, ModelInfo]:
+    """A model.pt, or a training checkpoint when the file ends in .ckpt."""
+    if Path(path).suffix == ".ckpt":
+        return load_checkpoint(path, map_location)
+    return load_model(path, map_location)

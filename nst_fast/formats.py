@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from nst_fast.errors import NstFastError
-from nst_fast.export import ModelInfo, load_model
+from nst_fast.export import ModelInfo, load_network
 from nst_fast.files import atomic_write
 from nst_fast.inference import Backend, forward, prepare
 from nst_fast.models.transformer import TransformerNet
@@ -151,7 +151,7 @@ def load_for_inference(
 
 
 def _load_native(path: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-    net, info = load_model(path)
+    net, info = load_network(path)
     fast = prepare(net, device, dtype)
     return LoadedModel(
         run=lambda batch: forward(fast, batch),

@@ -165,3 +165,35 @@ def test_unknown_loss_layer_stops_with_the_valid_names(trained, tmp_path):
     assert result.returncode == 2
     assert "unknown loss layer relu7_1 for vgg16" in result.stderr
     assert "relu2_2" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_checkpoint_exports_to_the_model_of_its_step_and_stylizes(trained, tmp_path, capsys):
+    from nst_fast.cli import main
+
+    photos, _, run_dir, _ = trained
+    checkpoint, target = run_dir / "checkpoints" / "step=4.ckpt", tmp_path / "step4.pt"
+    assert main(["export", str(checkpoint), "--format", "pt", "-o", str(target)]) == 0
+    assert "style tiny, step 4" in capsys.readouterr().out
+    (net, info), (final, final_info) = load_model(target), load_model(run_dir / "model.pt")
+    assert (info.style, info.step, info.arch, info.extra) == (
+        final_info.style,
+        final_info.step,
+        final_info.arch,
+        final_info.extra,
+    )
+    for name, value in final.state_dict().items():
+        assert torch.equal(net.state_dict()[name], value), name
+    # stylize reads checkpoints directly too
+    out = tmp_path / "out"
+    assert main(["stylize", str(checkpoint), str(photos / "0.jpg"), "-o", str(out), "-q"]) == 0
+    assert (out / "0.jpg").is_file()
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_in_one_line(tmp_path, capsys):
+    from nst_fast.cli import main
+
+    bogus = tmp_path / "step=1.ckpt"
+    torch.save({"state_dict": {}}, bogus)
+    assert main(["export", str(bogus), "--format", "pt"]) == 2
+    err = capsys.readouterr().err
+    assert "not an nst-fast training checkpoint" in err and len(err.strip().splitlines()) == 1
