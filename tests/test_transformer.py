@@ -116,3 +116,19 @@ def test_unknown_output_is_refused_with_the_choices():
 def test_upsampling_convolution_keeps_a_contiguous_input_contiguous():
     conv = nn.Conv2d(6, 4, 3)
     assert upsample_conv2d(torch.randn(1, 6, 5, 8), conv).is_contiguous()
+
+
+def test_the_network_compiles_whole_and_trains_channels_last():
+    torch.manual_seed(0)
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1)
+    net = net.to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(net, fullgraph=True)  # fullgraph: no graph breaks allowed
+    grads = []
+    for model in (net, compiled):
+        net.zero_grad()
+        y = model(x)
+        y.square().sum().backward()
+        grads.append((y.detach(), net.decoder[0][2].weight.grad.clone()))
+    torch.testing.assert_close(grads[1][0], grads[0][0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grads[1][1], grads[0][1], atol=1e-3, rtol=1e-3)

@@ -181,20 +181,26 @@ def upsample_conv2d(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return out if channels_last else out.contiguous()
 
 
-@functools.lru_cache(maxsize=8)
-def _interleave_index(b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+def _phase_rows(b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
     """Rows of the phase convolution's (B, h+1, w+1, 2, 2) grid in output order: output
-    pixel (2i + a, 2j + c) is phase (a, c) at low-res position (i + a, j + c).
+    pixel (2i + a, 2j + c) is phase (a, c) at low-res position (i + a, j + c)."""
+    n, i, a, j, c = (
+        torch.arange(size, device=device).view([-1 if d == k else 1 for d in range(5)])
+        for k, size in enumerate((b, h, 2, w, 2))
+    )
+    return ((((n * (h + 1) + i + a) * (w + 1) + j + c) * 2 + a) * 2 + c).flatten()
 
-    Made outside inference mode: the cached index also serves training, where autograd
-    keeps it for the backward pass (inference tensors cannot be kept).
-    """
+
+_cached_phase_rows = functools.lru_cache(maxsize=8)(_phase_rows)
+
+
+def _interleave_index(b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    if torch.compiler.is_compiling():
+        return _phase_rows(b, h, w, device)  # traced into the graph, no cache lookups
+    # Made outside inference mode: a cached index also serves training, where autograd
+    # keeps it for the backward pass (inference tensors cannot be kept).
     with torch.inference_mode(False):
-        n, i, a, j, c = (
-            torch.arange(size, device=device).view([-1 if d == k else 1 for d in range(5)])
-            for k, size in enumerate((b, h, 2, w, 2))
-        )
-        return ((((n * (h + 1) + i + a) * (w + 1) + j + c) * 2 + a) * 2 + c).flatten()
+        return _cached_phase_rows(b, h, w, device)
 
 
 class UpsampleConvBlock(ConvBlock):
@@ -208,9 +214,12 @@ class UpsampleConvBlock(ConvBlock):
         super().__init__(in_channels, out_channels, 3, norm=norm, upsample=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.onnx.is_in_onnx_export():
+        if torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
             # ONNX runtimes fuse Resize + Conv well but run the phase interleave's
             # scatter ops slowly (onnxruntime CPU, 1024 px: 4.99 s fused, 2.87 s plain).
+            # torch.compile (2.14) fails on the backward of the replicate pad of
+            # channels_last maps (a wrong stride in its meta kernel), and fuses the
+            # upsampling into the padding copy itself.
             return super().forward(x)
         x = upsample_conv2d(x, self[2])
         for layer in list(self)[3:]:
