@@ -82,18 +82,26 @@ def load_model(
             f"{payload.get('nst_fast_version')}); this nst-fast {__version__} reads version "
             f"{FORMAT_VERSION}"
         )
-    net = TransformerNet(TransformerConfig(**payload["arch"]))
+    # Models written before the output choice existed have a linear output.
+    arch = {"output": "linear", **payload["arch"]}
+    net = TransformerNet(TransformerConfig(**arch))
     net.load_state_dict(payload["state_dict"])
     net.eval()
     info = ModelInfo(
         style=payload["style"],
         step=payload["step"],
-        arch=payload["arch"],
+        arch=arch,
         nst_fast_version=payload["nst_fast_version"],
         format_version=version,
         extra=payload.get("extra", {}),
     )
     return net, info
+
+
+def checkpoint_arch(hparams: dict) -> dict:
+    """The network's architecture recorded in a training checkpoint's hyper-parameters;
+    checkpoints from before the output choice existed have a linear output."""
+    return {"output": "linear", **hparams["model"]}
 
 
 def load_checkpoint(
@@ -107,7 +115,7 @@ def load_checkpoint(
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
-        arch, style = hparams["model"], hparams["style"]
+        arch, style = checkpoint_arch(hparams), hparams["style"]
     except Exception as err:
         raise NstFastError(
             f"{path}: not an nst-fast training checkpoint ({str(err).splitlines()[0]})"

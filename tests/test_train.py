@@ -1,5 +1,6 @@
 """End to end: `nst-fast train` writes checkpoints, TensorBoard events and model.pt."""
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def test_exported_model_loads_without_hydra_and_stylizes(trained):
         "channels": [8, 16, 32],
         "residual_blocks": 1,
         "norm": "instance",
-        "output": "linear",
+        "output": "tanh",
     }
     assert net(torch.rand(1, 3, 21, 19)).shape == (1, 3, 21, 19)
     payload = torch.load(trained[2] / "model.pt", weights_only=True)
@@ -117,6 +118,17 @@ def test_resume_continues_the_step_count(trained):
     assert info.step == 6
     steps = [e.step for e in events(run_dir).Scalars("loss/total")]
     assert steps[-1] == 5 and 4 in steps
+
+
+def test_resuming_into_a_different_network_is_refused_with_the_setting_to_add(trained, tmp_path):
+    photos, style, run_dir, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    overrides = tiny_overrides(photos, style, copy, steps=8)
+    result = nst_fast("train", *overrides, "ckpt_path=last", "model.output=linear")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "trained with model.output=tanh; add that to the command" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_multirun_trains_each_style_into_its_own_directory(trained, tmp_path):

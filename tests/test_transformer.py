@@ -108,6 +108,20 @@ def test_tanh_output_stays_inside_the_image_range_and_survives_export(tmp_path):
     assert info.arch["output"] == "tanh" and loaded.config.output == "tanh"
 
 
+def test_models_saved_before_the_output_choice_load_with_a_linear_output(tmp_path):
+    from nst_fast.export import load_model, save_model
+
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1, output="linear")
+    path = save_model(net, tmp_path / "model.pt", style="s", step=1)
+    payload = torch.load(path, weights_only=True)
+    del payload["arch"]["output"]  # as written by nst-fast before the option
+    torch.save(payload, path)
+    loaded, info = load_model(path)
+    assert loaded.config.output == "linear" and info.arch["output"] == "linear"
+    x = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(loaded(x), net.eval()(x))
+
+
 def test_unknown_output_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="tanh"):
         TransformerNet(TransformerConfig(output="sigmoid"))

@@ -110,9 +110,9 @@ class TransformerConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     residual_blocks: int = 5
     norm: str = "instance"
-    # "linear": the last convolution as it is (pytorch/examples); "tanh": squashed into
-    # (0, 1) like Johnson et al.'s scaled tanh.
-    output: str = "linear"
+    # "tanh": squashed into (0, 1) like Johnson et al.'s scaled tanh; "linear": the last
+    # convolution as it is (pytorch/examples, and every model.pt that records no output).
+    output: str = "tanh"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -284,7 +284,7 @@ def transformer_net(
     channels: Sequence[int] = (32, 64, 128),
     residual_blocks: int = 5,
     norm: str = "instance",
-    output: str = "linear",
+    output: str = "tanh",
 ) -> TransformerNet:
     """Build the Johnson transform network (torchvision-style builder)."""
     return TransformerNet(TransformerConfig(list(channels), residual_blocks, norm, output))

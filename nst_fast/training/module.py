@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from nst_fast.errors import NstFastError
+from nst_fast.export import checkpoint_arch
 from nst_fast.losses.network import LossNetwork
 from nst_fast.losses.perceptual import PerceptualLoss
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
@@ -118,6 +119,20 @@ class StyleTransferModule(pl.LightningModule):
             raise NstFastError("optim.schedule=cosine needs trainer.max_steps")
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The config is composed anew when a run resumes: a changed model.* (or a changed
+        # default) would load the weights into a different network, silently or not.
+        saved = checkpoint_arch(checkpoint.get("hyper_parameters", {"model": {}}))
+        current = self.transformer.config.to_dict()
+        changed = [
+            f"model.{k}={v}".replace(" ", "") for k, v in saved.items() if current.get(k) != v
+        ]
+        if changed:
+            raise NstFastError(
+                f"this checkpoint was trained with {' '.join(changed)}; add "
+                f"{'that' if len(changed) == 1 else 'those'} to the command to resume it"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
