@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """nst-fast's performance figures beside the reference implementation's, in one run.
 
-    python scripts/benchmark.py            # the full run (about 6 minutes on 2 CPU cores)
+    python scripts/benchmark.py            # the full run (about 5 minutes on 2 CPU cores)
     python scripts/benchmark.py --quick    # a smoke run (about 1-2 minutes)
 
 Prints one table (figure, project, reference, project/reference, fraction of the
