@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import sys
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +46,7 @@ class RunSummary:
 
 
 def training_minutes(run_dir: Path) -> float | None:
-    """Wall time between the first and last logged loss, from the run's TensorBoard events."""
+    """Training time from the run's TensorBoard events (see ``active_minutes``)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not (run_dir / "tensorboard").is_dir():
@@ -53,8 +55,23 @@ def training_minutes(run_dir: Path) -> float | None:
     events.Reload()
     if "loss/total" not in events.Tags()["scalars"]:
         return None
-    scalars = events.Scalars("loss/total")
-    return (scalars[-1].wall_time - scalars[0].wall_time) / 60
+    return active_minutes([(e.step, e.wall_time) for e in events.Scalars("loss/total")])
+
+
+def active_minutes(points: list[tuple[int, float]]) -> float | None:
+    """Minutes spent training, from (step, wall time) pairs of the logged loss.
+
+    The sum of the intervals between logged steps in wall-time order, where an interval
+    slower per step than 3x the median (the run stopped, paused, or resumed from an
+    earlier checkpoint) counts at the median rate instead: wall clock alone would count
+    the pauses.
+    """
+    points = sorted(points, key=lambda p: p[1])
+    spans = [(s1 - s0, t1 - t0) for (s0, t0), (s1, t1) in pairwise(points) if s1 > s0]
+    if not spans:
+        return None
+    median = statistics.median(t / n for n, t in spans)
+    return sum(t if t <= 3 * median * n else median * n for n, t in spans) / 60
 
 
 def evaluate_run(run_dir: Path, out_dir: Path, args: argparse.Namespace) -> RunSummary:

@@ -170,3 +170,15 @@ def test_evaluate_scores_with_the_style_settings_the_model_was_trained_with(tmp_
     # Style and TV weighted 0 as recorded: the total is the content term alone.
     assert float(network["total loss"]) == pytest.approx(float(network["content loss"]))
     assert float(network["style loss"]) > 0
+
+
+def test_quality_report_counts_training_time_without_pauses_or_a_resumed_stretch():
+    active_minutes = load_script("quality_report").active_minutes
+    # 60 s per 10 steps; paused 30 minutes after step 20; killed after step 40 and
+    # resumed from the step-30 checkpoint, logging steps 30-40 again.
+    points = [(0, 0), (10, 60), (20, 120), (30, 1920), (40, 1980)]
+    points += [(30, 2100), (40, 2160), (50, 2220)]
+    # Counted: 0-40 at 60 s per 10 steps (the pause at the median rate), the restart
+    # 40 -> 30 not at all, then 30-50 again: 60 steps' worth, 6 minutes.
+    assert active_minutes(points) == pytest.approx(6.0)
+    assert active_minutes([(5, 10.0)]) is None
