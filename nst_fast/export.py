@@ -82,8 +82,7 @@ def load_model(
             f"{payload.get('nst_fast_version')}); this nst-fast {__version__} reads version "
             f"{FORMAT_VERSION}"
         )
-    # Models written before the output choice existed have a linear output.
-    arch = {"output": "linear", **payload["arch"]}
+    arch = recorded_arch(payload["arch"])
     net = TransformerNet(TransformerConfig(**arch))
     net.load_state_dict(payload["state_dict"])
     net.eval()
@@ -98,10 +97,15 @@ def load_model(
     return net, info
 
 
+def recorded_arch(arch: dict) -> dict:
+    """An architecture as a model.pt or checkpoint records it; files written before the
+    output choice existed have a linear output."""
+    return {"output": "linear", **arch}
+
+
 def checkpoint_arch(hparams: dict) -> dict:
-    """The network's architecture recorded in a training checkpoint's hyper-parameters;
-    checkpoints from before the output choice existed have a linear output."""
-    return {"output": "linear", **hparams["model"]}
+    """The network's architecture recorded in a training checkpoint's hyper-parameters."""
+    return recorded_arch(hparams["model"])
 
 
 def load_checkpoint(

@@ -49,7 +49,7 @@ class _CpuConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride):  # type: ignore[override]
         ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.has_bias = stride, bias is not None
+        ctx.stride = stride
         return nn.functional.conv2d(x, weight, bias, stride)
 
     @staticmethod
@@ -181,26 +181,20 @@ def upsample_conv2d(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return out if channels_last else out.contiguous()
 
 
-def _phase_rows(b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
-    """Rows of the phase convolution's (B, h+1, w+1, 2, 2) grid in output order: output
-    pixel (2i + a, 2j + c) is phase (a, c) at low-res position (i + a, j + c)."""
-    n, i, a, j, c = (
-        torch.arange(size, device=device).view([-1 if d == k else 1 for d in range(5)])
-        for k, size in enumerate((b, h, 2, w, 2))
-    )
-    return ((((n * (h + 1) + i + a) * (w + 1) + j + c) * 2 + a) * 2 + c).flatten()
-
-
-_cached_phase_rows = functools.lru_cache(maxsize=8)(_phase_rows)
-
-
+@functools.lru_cache(maxsize=8)
 def _interleave_index(b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
-    if torch.compiler.is_compiling():
-        return _phase_rows(b, h, w, device)  # traced into the graph, no cache lookups
-    # Made outside inference mode: a cached index also serves training, where autograd
-    # keeps it for the backward pass (inference tensors cannot be kept).
+    """Rows of the phase convolution's (B, h+1, w+1, 2, 2) grid in output order: output
+    pixel (2i + a, 2j + c) is phase (a, c) at low-res position (i + a, j + c).
+
+    Made outside inference mode: a cached index also serves training, where autograd
+    keeps it for the backward pass (inference tensors cannot be kept).
+    """
     with torch.inference_mode(False):
-        return _cached_phase_rows(b, h, w, device)
+        n, i, a, j, c = (
+            torch.arange(size, device=device).view([-1 if d == k else 1 for d in range(5)])
+            for k, size in enumerate((b, h, 2, w, 2))
+        )
+        return ((((n * (h + 1) + i + a) * (w + 1) + j + c) * 2 + a) * 2 + c).flatten()
 
 
 class UpsampleConvBlock(ConvBlock):
