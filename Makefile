@@ -18,7 +18,7 @@ install:
 	$(PYTHON) -m pip install -e ".[dev]"
 
 demo:
-	nst-fast train experiment=demo loss.weights=$(VGG_WEIGHTS) hydra.run.dir=$(DEMO_DIR)
+	$(PYTHON) -m nst_fast train experiment=demo loss.weights=$(VGG_WEIGHTS) hydra.run.dir=$(DEMO_DIR)
 
 test:
 	$(PYTHON) -m pytest -q
