@@ -42,3 +42,26 @@ def test_bad_options_are_named():
         optimize_image(criterion(), torch.rand(1, 3, 8, 8), optimizer="sgd")
     with pytest.raises(NstFastError, match="--init"):
         optimize_image(criterion(), torch.rand(1, 3, 8, 8), init="zeros")
+
+
+def test_an_overshooting_optimizer_returns_the_best_image_it_saw():
+    # Adam at lr 5 throws the image to the box's corners: every later iterate is worse
+    # than the photo it started from, so the photo itself is what comes back.
+    loss, content = criterion(), make_photo((32, 32), 1)[None]
+    history = []
+    image, snapshots = optimize_image(
+        loss,
+        content,
+        steps=6,
+        optimizer="adam",
+        init="content",
+        lr=5.0,
+        snapshots=[3],
+        progress=lambda i, terms, _: history.append(terms["total"]),
+    )
+    with torch.no_grad():
+        returned = loss(image, content)["total"].item()
+        at_three = loss(snapshots[3], content)["total"].item()
+    assert max(history[1:]) > history[0]  # the run itself got worse
+    assert returned <= min(history) * (1 + 1e-5)
+    assert at_three <= min(history[:3]) * (1 + 1e-5)
