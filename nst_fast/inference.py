@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,6 +119,26 @@ def forward(net: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return out.clone()
 
 
+# One prepared copy per network, while its weights stay as they were.
+_PREPARED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def prepared(net: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """``prepare(net, device, dtype)``, reused across calls until a weight of ``net`` is
+    replaced or changed in place (an optimizer step, ``load_state_dict``, ``.to()``)."""
+    tensors = [*net.parameters(), *net.buffers()]
+    versions = tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors)
+    key = (str(device), dtype, versions)
+    hit = _PREPARED.get(net)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    fast = prepare(net, device, dtype)
+    _PREPARED[net] = (key, fast)
+    return fast
+
+
 @torch.inference_mode()
 def stylize(net: nn.Module, images: torch.Tensor, half: bool = True) -> torch.Tensor:
     """Stylize a (3, H, W) image or a (B, 3, H, W) batch in [0, 1]; returns fp32 on the CPU.
@@ -125,7 +146,7 @@ def stylize(net: nn.Module, images: torch.Tensor, half: bool = True) -> torch.Te
     Runs on the network's device, in half precision on GPUs (``half``), channels_last.
     """
     device = next(net.parameters()).device
-    fast = prepare(net, device, inference_dtype(device, half))
+    fast = prepared(net, device, inference_dtype(device, half))
     batch = images.unsqueeze(0) if images.dim() == 3 else images
     out = forward(fast, batch)
     return out[0] if images.dim() == 3 else out

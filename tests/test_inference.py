@@ -107,3 +107,20 @@ def test_strength_blends_between_the_photo_and_the_stylization():
     assert torch.equal(blend(stylized, content, 1.0), stylized)
     assert torch.equal(blend(stylized, content, 0.0), content)
     assert torch.allclose(blend(stylized, content, 0.25), torch.full((3, 4, 4), 0.25))
+
+
+def test_stylize_prepares_a_network_once_until_its_weights_change():
+    from nst_fast.inference import prepared
+
+    torch.manual_seed(0)
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1).eval()
+    image = make_photo((24, 24), 4)
+    first = stylize(net, image)
+    assert prepared(net, torch.device("cpu"), torch.float32) is prepared(
+        net, torch.device("cpu"), torch.float32
+    )
+    cached = prepared(net, torch.device("cpu"), torch.float32)
+    with torch.no_grad():  # as an optimizer step does: in place
+        net.decoder[-1][1].bias.add_(0.5)
+    assert prepared(net, torch.device("cpu"), torch.float32) is not cached
+    assert not torch.allclose(stylize(net, image), first)
