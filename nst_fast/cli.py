@@ -442,9 +442,6 @@ def check_export(target: Path, net, fmt: str) -> str:
     return f"checked: max |{fmt} - pytorch| = {diff:.2e} on 1x67x93 and 2x128x96 inputs"
 
 
-# --- dispatch -------------------------------------------------------------------------
-
-
 # --- optimize and evaluate (Gatys baseline) ----------------------------------------
 
 

@@ -39,6 +39,12 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**30)) and bool(libc.mallopt(_M_MMAP_MAX, 0))
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out channels_last (and not also plain contiguous, as 1x1 maps
+    and single channels are): the layout its consumers should keep."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' picks cuda, then mps, then cpu; any other name is checked and used as is."""
     if name == "auto":

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from nst_fast.device import is_channels_last
 from nst_fast.losses.network import LossNetwork
 
 
@@ -30,7 +31,7 @@ class _Gram(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         b, c, h, w = x.shape
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        channels_last = is_channels_last(x)
         if channels_last:
             f = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
         else:

@@ -17,6 +17,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from nst_fast.device import is_channels_last
+
 
 class InstanceNorm2d(nn.InstanceNorm2d):
     """``nn.InstanceNorm2d`` (same parameters, same results) computed as a group norm with
@@ -184,7 +186,7 @@ def upsample_conv2d(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     rows = y.permute(0, 2, 3, 1).reshape(-1, conv.out_channels)
     out = rows.index_select(0, _interleave_index(b, h, w, y.device))
     out = out.view(b, 2 * h, 2 * w, conv.out_channels).permute(0, 3, 1, 2)
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    channels_last = is_channels_last(x)
     return out if channels_last else out.contiguous()
 
 

@@ -7,6 +7,7 @@ import logging
 import shlex
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -38,6 +39,8 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
     """Train one style network into ``run_dir``; returns the exported model's path."""
     run_dir = Path(run_dir)
     pl.seed_everything(cfg.seed, workers=True)
+    # The frozen VGG loss network is in eval mode on purpose; Lightning warns of it.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     datamodule = PhotoDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
     module = StyleTransferModule(
         model=OmegaConf.to_container(cfg.model, resolve=True),
