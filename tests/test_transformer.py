@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from nst_fast.models.transformer import (
+    InstanceNorm2d,
     TransformerConfig,
     TransformerNet,
     conv2d,
@@ -76,6 +77,27 @@ def test_cpu_training_convolution_has_conv2d_values_and_gradients(stride):
         y = conv(*leaves, stride)
         results.append((y, *torch.autograd.grad(y.square().sum(), leaves)))
     assert results[0][0].is_contiguous(memory_format=torch.channels_last)
+    for ours, reference in zip(*results, strict=True):
+        torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+def test_instance_norm_has_torchs_values_and_gradients_in_either_layout(memory_format):
+    torch.manual_seed(0)
+    x = (torch.randn(3, 5, 7, 6) * 4 + 2).contiguous(memory_format=memory_format)
+    norm = InstanceNorm2d(5, affine=True)
+    nn.init.uniform_(norm.weight, 0.5, 1.5)
+    nn.init.uniform_(norm.bias, -1, 1)
+    upstream = torch.randn(3, 5, 7, 6)
+    results = []
+    for fn in (norm, lambda t: nn.functional.instance_norm(t, weight=norm.weight, bias=norm.bias)):
+        leaf = x.clone().requires_grad_()
+        y = fn(leaf)
+        results.append(
+            (y, *torch.autograd.grad((y * upstream).sum(), [leaf, norm.weight, norm.bias]))
+        )
+    if memory_format == torch.channels_last:
+        assert results[0][1].is_contiguous(memory_format=torch.channels_last)
     for ours, reference in zip(*results, strict=True):
         torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
 
