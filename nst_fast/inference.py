@@ -114,9 +114,11 @@ def forward(net: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     param = next(net.parameters())
     x = batch.to(param.device, param.dtype).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        out = net(x).float().clamp_(0, 1).cpu().contiguous()
-    # A plain tensor, not an inference tensor: callers may modify it in place.
-    return out.clone()
+        y = net(x).float().cpu()
+    # Made outside inference mode, a plain tensor callers may modify in place; clamping
+    # into it also converts the layout to NCHW in the same pass.
+    out = torch.empty(y.shape, dtype=torch.float32)
+    return torch.clamp(y, 0, 1, out=out)
 
 
 # One prepared copy per network, while its weights stay as they were.
