@@ -29,27 +29,14 @@ class Row:
     """Mean loss terms of one method over the evaluated photos."""
 
     method: str
-    content: list[float] = field(default_factory=list)
-    style: list[float] = field(default_factory=list)
-    total: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, terms: dict[str, torch.Tensor], seconds: float) -> None:
-        self.content.append(float(terms["content"]))
-        self.style.append(float(terms["style"]))
-        self.total.append(float(terms["total"]))
-        self.seconds.append(seconds)
+        for name, value in [*terms.items(), ("seconds", seconds)]:
+            self.values.setdefault(name, []).append(float(value))
 
     def means(self) -> dict[str, float]:
-        def mean(values: list[float]) -> float:
-            return sum(values) / len(values)
-
-        return {
-            "content": mean(self.content),
-            "style": mean(self.style),
-            "total": mean(self.total),
-            "seconds": mean(self.seconds),
-        }
+        return {name: sum(v) / len(v) for name, v in self.values.items()}
 
 
 def load_photos(folder: Path, size: int, limit: int | None) -> list[tuple[str, torch.Tensor]]:
@@ -122,9 +109,11 @@ def gatys_snapshots(
 
 def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
+    layers = [name for name in rows[0].values if name.startswith("style/")]
     header = ["method", "content loss", "style loss", "total loss", "seconds/photo"]
+    header += [f"style {name.removeprefix('style/')}" for name in layers]
     lines = [
-        f"Mean over {n_photos} held-out photo(s).",
+        f"Mean over {n_photos} held-out photo(s). Per-layer style terms are unweighted.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),
@@ -134,8 +123,9 @@ def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
         writer.writerow(header)
         for row in rows:
             m = row.means()
-            values = [f"{m['content']:.4g}", f"{m['style']:.4g}", f"{m['total']:.4g}"]
+            values = [f"{m[k]:.4g}" for k in ("content", "style", "total")]
             values.append(f"{m['seconds']:.3g}")
+            values += [f"{m[name]:.4g}" for name in layers]
             writer.writerow([row.method, *values])
             lines.append("| " + " | ".join([row.method, *values]) + " |")
     with atomic_write(out_dir / "table.md") as tmp:

@@ -165,6 +165,15 @@ def test_perceptual_loss_combines_weighted_terms_and_has_gradients():
     assert output.grad is not None and output.grad.abs().sum() > 0
 
 
+def test_each_style_layers_unweighted_term_is_reported_beside_their_weighted_sum():
+    loss = make_loss()  # relu1_2 weighted 1.0, relu2_2 0.5
+    loss.set_style(torch.rand(1, 3, 40, 40))
+    terms = loss(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    assert {"style/relu1_2", "style/relu2_2"} <= set(terms)
+    expected = terms["style/relu1_2"] + 0.5 * terms["style/relu2_2"]
+    assert torch.allclose(terms["style"], expected)
+
+
 def test_normalized_loss_does_not_depend_on_the_activation_scale():
     plain, scaled = make_loss(), make_loss()
     # Scale every activation by 100: the first conv's weights, and every bias, since

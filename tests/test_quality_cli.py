@@ -99,6 +99,9 @@ def test_evaluate_writes_a_table_and_a_grid(tmp_path):
         "gatys L-BFGS 3 (content init)",
     ]
     assert all(float(r["style loss"]) > 0 for r in rows)
+    # The default loss's four style layers, each unweighted, in their own columns.
+    layers = ["style relu1_2", "style relu2_2", "style relu3_3", "style relu4_3"]
+    assert all(float(r[name]) >= 0 for r in rows for name in layers)
     assert "| network |" in (out / "table.md").read_text()
     # Two photos, each: photo, network output, one Gatys output per start and iteration count.
     assert read_image(out / "grid.jpg").shape[-1] == 6 * (24 + 4) + 4

@@ -54,6 +54,7 @@ def test_events_hold_loss_scalars_and_image_grids(trained):
     acc = events(trained[2])
     scalars = set(acc.Tags()["scalars"])
     assert {"loss/total", "loss/content", "loss/style", "loss/tv"} <= scalars
+    assert {"loss/style/relu1_2", "loss/style/relu4_3"} <= scalars  # each style layer
     assert len(acc.Scalars("loss/total")) == 4
     assert {"style", "preview"} <= set(acc.Tags()["images"])
     # A grid at the start, every 2 steps and at the end: steps 0, 2, 4.

@@ -114,19 +114,22 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad():
             target = self.network(content, upto=self.content_layer)[self.content_layer]
         content_loss = squared_error(out_features[self.content_layer], target, self.normalize)
-        style_loss = sum(
-            weight
-            * squared_error(
+        per_layer = {
+            name: squared_error(
                 gram_matrix(out_features[name]),
                 self.style_grams[name].to(output.device),
                 self.normalize,
             )
-            for name, weight in self.style_layers.items()
-        )
+            for name in self.style_layers
+        }
+        style_loss = sum(self.style_layers[name] * term for name, term in per_layer.items())
         tv_loss = total_variation(output.float())
         total = (
             self.content_weight * content_loss
             + self.style_weight * style_loss
             + self.tv_weight * tv_loss
         )
-        return {"total": total, "content": content_loss, "style": style_loss, "tv": tv_loss}
+        terms = {"total": total, "content": content_loss, "style": style_loss, "tv": tv_loss}
+        # Each layer's unweighted term: which scale of texture a network lags on.
+        terms.update({f"style/{name}": term for name, term in per_layer.items()})
+        return terms

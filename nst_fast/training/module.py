@@ -99,7 +99,7 @@ class StyleTransferModule(pl.LightningModule):
         losses = self.criterion(output, images)
         if not torch.isfinite(losses["total"]):
             # Stop before the optimizer step writes NaNs into the weights.
-            terms = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items() if k != "total")
+            terms = ", ".join(f"{k} {losses[k].item():.4g}" for k in ("content", "style", "tv"))
             raise NonFiniteLossError(
                 f"the loss became {losses['total'].item()} at step {self.global_step} ({terms}); "
                 "lower optim.lr or the loss weights, then resume from the last good "
@@ -107,8 +107,9 @@ class StyleTransferModule(pl.LightningModule):
             )
         # sync_dist: with several processes the logged values are the mean over ranks.
         self.log("loss/total", losses["total"], prog_bar=True, sync_dist=True)
-        for name in ("content", "style", "tv"):
-            self.log(f"loss/{name}", losses[name], sync_dist=True)
+        for name, value in losses.items():  # content, style, tv, and style per layer
+            if name != "total":
+                self.log(f"loss/{name}", value, sync_dist=True)
         return losses["total"]
 
     def configure_optimizers(self) -> Any:
