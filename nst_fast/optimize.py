@@ -91,16 +91,14 @@ def optimize_image(
 
 
 class _Best:
-    """The lowest-loss image offered so far, with its loss terms."""
+    """The lowest-loss image offered so far."""
 
     def __init__(self) -> None:
         self.loss = float("inf")
-        self.terms: dict[str, float] = {}
         self.image = torch.empty(0)
 
     def offer(self, terms: dict[str, torch.Tensor], image: torch.Tensor) -> None:
         loss = terms["total"].item()
         if loss < self.loss:
             self.loss = loss
-            self.terms = {k: v.item() for k, v in terms.items()}
             self.image = image.detach().clone()
