@@ -61,11 +61,14 @@ class ChannelsLastInstanceNorm(nn.Module):
             # (1024 px on the 2-core CPU), when no statistics are shared or kept.
             return F.group_norm(x, c, self.weight, self.bias, self.eps)
         flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        mean, var = self.statistics(lambda: _mean_var(flat))
-        scale = torch.rsqrt(var + self.eps) * self.weight.float()
-        shift = self.bias.float() - mean * scale
+        scale, shift = self.affine(*self.statistics(lambda: _mean_var(flat)))
         out = torch.addcmul(shift.to(x.dtype), flat, scale.to(x.dtype))
         return out.view(b, h, w, c).permute(0, 3, 1, 2)
+
+    def affine(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) in fp32 such that the norm is ``x * scale + shift``."""
+        scale = torch.rsqrt(var + self.eps) * self.weight.float()
+        return scale, self.bias.float() - mean * scale
 
     def statistics(
         self, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]

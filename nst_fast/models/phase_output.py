@@ -30,7 +30,8 @@ class PhaseOutput(nn.Module):
     """``output_conv(relu(norm(upsample_conv(x))))`` on a space-to-depth map.
 
     The upsampling block's norm is a ``nst_fast.inference.ChannelsLastInstanceNorm``,
-    whose ``statistics`` lets tiles share the whole image's statistics.
+    whose ``statistics`` lets tiles share the whole image's statistics and whose
+    ``affine`` turns them into the per-channel scale and shift.
     """
 
     def __init__(self, upsample: UpsampleConvBlock, output: nn.Sequential) -> None:
@@ -57,6 +58,7 @@ class PhaseOutput(nn.Module):
         return (
             len(layers) == 5
             and hasattr(layers[3], "statistics")
+            and hasattr(layers[3], "affine")
             and isinstance(layers[4], nn.ReLU)
             and len(out_layers) == 2
             and isinstance(out_layers[0], nn.ReflectionPad2d)
@@ -73,9 +75,7 @@ class PhaseOutput(nn.Module):
             nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), self.up_weight, self.up_bias
         )  # (B, 4C, h+1, w+1), phase-major channels
         y = y.contiguous(memory_format=torch.channels_last)
-        mean, var = self.norm.statistics(lambda: phase_statistics(y, h, w))
-        scale = torch.rsqrt(var + self.norm.eps) * self.norm.weight.float()
-        shift = self.norm.bias.float() - mean * scale  # (B, 1, C)
+        scale, shift = self.norm.affine(*self.norm.statistics(lambda: phase_statistics(y, h, w)))
         rows = y.permute(0, 2, 3, 1).reshape(-1, c)  # one row per pixel and phase
         padded = rows.index_select(0, _padded_index(b, h, w, y.device))
         flat = padded.view(b, -1, 4 * c)  # (B, (h+4)*(w+4), 4C)
