@@ -35,15 +35,20 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self.track_running_stats:
             return super().forward(x)
-        if (
-            x.device.type == "cpu"
-            and torch.is_grad_enabled()
-            and is_channels_last(x)
-            and not torch.compiler.is_compiling()
-            and not torch.onnx.is_in_onnx_export()
-        ):
+        if _eager_cpu_training(x) and is_channels_last(x):
             return _CpuInstanceNorm.apply(x, self.weight, self.bias, self.eps)
         return nn.functional.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
+def _eager_cpu_training(x: torch.Tensor) -> bool:
+    """Whether the CPU training kernels below may run: autograd on, on the CPU, and not
+    being traced by torch.compile or the ONNX exporter (which want plain ATen ops)."""
+    return (
+        x.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and not torch.onnx.is_in_onnx_export()
+    )
 
 
 class _CpuInstanceNorm(torch.autograd.Function):
@@ -131,13 +136,10 @@ def conv2d(
     """Unpadded ``F.conv2d``; when training channels_last on a CPU, with NCHW weight
     gradients (see ``_CpuConv2d``)."""
     if (
-        x.device.type == "cpu"
-        and torch.is_grad_enabled()
+        _eager_cpu_training(x)
         and weight.requires_grad
         and x.dim() == 4
         and x.is_contiguous(memory_format=torch.channels_last)
-        and not torch.compiler.is_compiling()
-        and not torch.onnx.is_in_onnx_export()
     ):
         return _CpuConv2d.apply(x, weight, bias, (stride, stride))
     return nn.functional.conv2d(x, weight, bias, stride)
