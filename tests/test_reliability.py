@@ -31,7 +31,15 @@ def start_training(*args: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env=cli_env(),
+        preexec_fn=default_sigint,
     )
+
+
+def default_sigint() -> None:
+    # A test run started in the background (`cmd &` in a script, nohup) hands SIGINT on
+    # ignored, and Python then installs no KeyboardInterrupt handler: start the trainer
+    # as a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
@@ -81,7 +89,11 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_say_how_to_resume(long_run, si
     wait_for(run_dir / "checkpoints" / "step=2.ckpt", process)
     time.sleep(1.0)
     process.send_signal(sig)
-    output, _ = process.communicate(timeout=120)
+    try:
+        output, _ = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()  # a failed run must not go on training beside the other tests
+        raise
     assert process.returncode == code, output[-3000:]
     assert "resume with: nst-fast train" in output and "ckpt_path=last" in output
     assert "Traceback" not in output
