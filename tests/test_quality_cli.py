@@ -12,7 +12,7 @@ from nst_fast.export import save_model
 from nst_fast.images import read_image, save_image
 from nst_fast.models.transformer import transformer_net
 
-from .conftest import make_photo
+from .conftest import make_photo, tiny_overrides
 
 
 def load_script(name: str):
@@ -185,3 +185,46 @@ def test_quality_report_counts_training_time_without_pauses_or_a_resumed_stretch
     # 40 -> 30 not at all, then 30-50 again: 60 steps' worth, 6 minutes.
     assert active_minutes(points) == pytest.approx(6.0)
     assert active_minutes([(5, 10.0)]) is None
+
+
+def probe_overrides(photos: Path, style: Path, run_dir: Path) -> list[str]:
+    return [o for o in tiny_overrides(photos, style, run_dir) if not o.startswith("hydra.")]
+
+
+def test_quality_probe_prints_the_held_out_curve_and_the_lbfgs_bar(
+    photo_folder, style_file, tmp_path, capsys
+):
+    probe = load_script("quality_probe").main
+    options = ["--steps", "2", "--every", "1", "--pretrain", "1", "--warmup", "1"]
+    held_out = ["--held-out", str(photo_folder), "--size", "32", "--limit", "1", "--lbfgs", "2"]
+    assert probe([*options, *held_out, *probe_overrides(photo_folder, style_file, tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain 1 steps" in out
+    assert "step 1, " in out and "step 2, " in out
+    assert "held-out total" in out and "style/relu4_3" in out
+    assert "L-BFGS 2 (noise init): total" in out
+    # Without --lbfgs: the curve alone.
+    assert (
+        probe(
+            ["--steps", "1", *held_out[:-2], *probe_overrides(photo_folder, style_file, tmp_path)]
+        )
+        == 0
+    )
+    assert "L-BFGS" not in capsys.readouterr().out
+
+
+def test_quality_probe_names_a_bad_option(photo_folder, style_file, tmp_path, capsys):
+    probe = load_script("quality_probe").main
+    overrides = probe_overrides(photo_folder, style_file, tmp_path)
+    assert probe(["--lbfgs", "fifty", *overrides]) == 2
+    assert "--lbfgs fifty" in capsys.readouterr().err
+    assert probe(["--held-out", str(tmp_path / "none"), *overrides]) == 2
+    assert "none" in capsys.readouterr().err
+
+
+def test_quality_probe_warms_the_learning_rate_up_then_follows_the_schedule():
+    lr_factor = load_script("quality_probe").lr_factor
+    assert [lr_factor(s, 10, 4, "constant") for s in (1, 2, 4, 9)] == [0.25, 0.5, 1.0, 1.0]
+    assert lr_factor(4, 10, 4, "cosine") == 1.0
+    assert lr_factor(7, 10, 4, "cosine") == pytest.approx(0.5)
+    assert lr_factor(10, 10, 4, "cosine") == pytest.approx(0.0)

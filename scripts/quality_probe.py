@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Held-out loss curve of a short training run, for trying recipes before a long one.
+
+    python scripts/quality_probe.py [--steps 600] [--every 200] [--warmup N] \\
+        [--pretrain N] [--held-out PHOTOS] [--size 128] [--limit 3] [--lbfgs 50,100] \\
+        [OVERRIDES ...]
+
+OVERRIDES are the training config's (``data.root=... style=wave optim.lr=4e-3
+optim.schedule=cosine model.channels=[32,64,256] loss.normalize=false ...``). The loop is
+a plain one over the project's own data module, transform network and loss, so a recipe
+that is not (yet) a config option can be tried in a few lines: ``--warmup`` ramps the
+learning rate linearly over the first N steps; ``--pretrain`` first trains the network
+for N steps to reproduce its input (pixel MSE, no loss network). Every ``--every`` steps
+it prints the mean training loss since the last report and the held-out loss per term;
+``--lbfgs`` adds Gatys L-BFGS (white-noise start) on the same held-out photos, the bar.
+The README's "Quality, measured" figures for recipes came from this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Iterator
+from itertools import cycle
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+from nst_fast.cli import to_dict  # noqa: E402
+from nst_fast.config import compose  # noqa: E402
+from nst_fast.data.datamodule import PhotoDataModule  # noqa: E402
+from nst_fast.data.samples import sample_photos_dir  # noqa: E402
+from nst_fast.errors import NstFastError  # noqa: E402
+from nst_fast.evaluate import load_photos  # noqa: E402
+from nst_fast.models.transformer import TransformerConfig, TransformerNet  # noqa: E402
+from nst_fast.optimize import optimize_image  # noqa: E402
+from nst_fast.styles import load_style_image  # noqa: E402
+from nst_fast.training.module import build_criterion  # noqa: E402
+
+Terms = dict[str, float]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--every", type=int, default=200, help="report interval in steps")
+    parser.add_argument("--warmup", type=int, default=0, help="linear lr warm-up steps")
+    parser.add_argument("--pretrain", type=int, default=0, help="identity pre-training steps")
+    parser.add_argument(
+        "--held-out", type=Path, help="photos never trained on (default: the bundled sample photos)"
+    )
+    parser.add_argument("--size", type=int, default=128, help="held-out photo size")
+    parser.add_argument("--limit", type=int, default=3, help="held-out photos used")
+    parser.add_argument("--lbfgs", default="", help="L-BFGS iteration counts, e.g. 50,100")
+    parser.add_argument("overrides", nargs="*", help="training config overrides")
+    args = parser.parse_args(argv)
+    for name in ("steps", "every"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive")
+    return args
+
+
+def batches(data: PhotoDataModule, channels_last: bool) -> Iterator[torch.Tensor]:
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    for batch in cycle(data.train_dataloader()):
+        if batch["image"].numel():
+            yield batch["image"].contiguous(memory_format=layout)
+
+
+def mean_terms(criterion, net: TransformerNet, photos: list[torch.Tensor]) -> Terms:
+    """Each loss term averaged over the photos, each scored alone (as ``evaluate`` does)."""
+    net.eval()
+    with torch.no_grad():
+        terms = [criterion(net(p[None]), p[None]) for p in photos]
+    net.train()
+    return {k: sum(t[k].item() for t in terms) / len(terms) for k in terms[0]}
+
+
+def lbfgs_terms(criterion, photos: list[torch.Tensor], counts: list[int]) -> dict[int, Terms]:
+    per_count: dict[int, list[dict]] = {n: [] for n in counts}
+    for photo in photos:
+        _, images = optimize_image(
+            criterion, photo[None], steps=max(counts), init="noise", snapshots=counts
+        )
+        with torch.no_grad():
+            for n in counts:
+                per_count[n].append(criterion(images[n], photo[None]))
+    return {
+        n: {k: sum(t[k].item() for t in terms) / len(terms) for k in terms[0]}
+        for n, terms in per_count.items()
+    }
+
+
+def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
+    factor = min(1.0, step / warmup) if warmup else 1.0
+    if schedule == "cosine" and step > warmup:
+        factor *= 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+    return factor
+
+
+def show(terms: Terms) -> str:
+    return " ".join(f"{k} {v:.4g}" for k, v in terms.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = compose(args.overrides)
+        torch.manual_seed(cfg.seed)
+        criterion = build_criterion(to_dict(cfg.loss), to_dict(cfg.style))
+        criterion.set_style(load_style_image(cfg.style.image, cfg.style.size)[None])
+        data = PhotoDataModule(**to_dict(cfg.data))
+        held_out = args.held_out or sample_photos_dir()
+        photos = [p for _, p in load_photos(held_out, args.size, args.limit)]
+        if not photos:
+            raise NstFastError(f"--held-out {held_out}: no photos there")
+        counts = sorted({int(n) for n in args.lbfgs.split(",") if n.strip()})
+    except ValueError as err:
+        print(f"quality_probe: --lbfgs {args.lbfgs}: {err}", file=sys.stderr)
+        return 2
+    except NstFastError as err:
+        print(f"quality_probe: {err}", file=sys.stderr)
+        return 2
+    net = TransformerNet(TransformerConfig(**to_dict(cfg.model)))
+    if cfg.channels_last:
+        net.to(memory_format=torch.channels_last)
+        criterion.to(memory_format=torch.channels_last)
+    stream = batches(data, cfg.channels_last)
+    start = time.perf_counter()
+    if args.pretrain:
+        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr)
+        for _ in range(args.pretrain):
+            images = next(stream)
+            loss = (net(images) - images).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        print(
+            f"pretrain {args.pretrain} steps, {time.perf_counter() - start:.0f} s, "
+            f"pixel mse {loss.item():.4g}; held-out {show(mean_terms(criterion, net, photos))}"
+        )
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr)
+    running: list[float] = []
+    schedule = cfg.optim.schedule
+    for step in range(1, args.steps + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.optim.lr * lr_factor(step, args.steps, args.warmup, schedule)
+        images = next(stream)
+        loss = criterion(net(images), images)["total"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        running.append(loss.item())
+        if step % args.every == 0 or step == args.steps:
+            train = sum(running) / len(running)
+            print(
+                f"step {step}, {time.perf_counter() - start:.0f} s, train {train:.4g}; "
+                f"held-out {show(mean_terms(criterion, net, photos))}",
+                flush=True,
+            )
+            running.clear()
+    for n, terms in (lbfgs_terms(criterion, photos, counts) if counts else {}).items():
+        print(f"L-BFGS {n} (noise init): {show(terms)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
