@@ -23,7 +23,6 @@ import math
 import sys
 import time
 from collections.abc import Iterator
-from itertools import cycle
 from pathlib import Path
 
 import torch
@@ -37,9 +36,8 @@ from nst_fast.config import compose  # noqa: E402
 from nst_fast.data.datamodule import PhotoDataModule  # noqa: E402
 from nst_fast.data.samples import sample_photos_dir  # noqa: E402
 from nst_fast.errors import NstFastError  # noqa: E402
-from nst_fast.evaluate import load_photos  # noqa: E402
+from nst_fast.evaluate import Row, gatys_snapshots, load_photos  # noqa: E402
 from nst_fast.models.transformer import TransformerConfig, TransformerNet  # noqa: E402
-from nst_fast.optimize import optimize_image  # noqa: E402
 from nst_fast.styles import load_style_image  # noqa: E402
 from nst_fast.training.module import build_criterion  # noqa: E402
 
@@ -67,34 +65,38 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def batches(data: PhotoDataModule, channels_last: bool) -> Iterator[torch.Tensor]:
+    """Training batches without end, each epoch with its own shuffle and random crops
+    (``itertools.cycle`` would replay the first epoch's batches)."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    for batch in cycle(data.train_dataloader()):
-        if batch["image"].numel():
-            yield batch["image"].contiguous(memory_format=layout)
+    loader = data.train_dataloader()
+    while True:
+        for batch in loader:
+            if batch["image"].numel():
+                yield batch["image"].contiguous(memory_format=layout)
 
 
 def mean_terms(criterion, net: TransformerNet, photos: list[torch.Tensor]) -> Terms:
     """Each loss term averaged over the photos, each scored alone (as ``evaluate`` does)."""
+    row = Row("network")
     net.eval()
     with torch.no_grad():
-        terms = [criterion(net(p[None]), p[None]) for p in photos]
+        for photo in photos:
+            start = time.perf_counter()
+            output = net(photo[None])
+            row.add(criterion(output, photo[None]), time.perf_counter() - start)
     net.train()
-    return {k: sum(t[k].item() for t in terms) / len(terms) for k in terms[0]}
+    return row.means()
 
 
 def lbfgs_terms(criterion, photos: list[torch.Tensor], counts: list[int]) -> dict[int, Terms]:
-    per_count: dict[int, list[dict]] = {n: [] for n in counts}
+    """Gatys L-BFGS from white noise, one run per photo, scored after each of ``counts``."""
+    rows = {n: Row(f"L-BFGS {n}") for n in counts}
     for photo in photos:
-        _, images = optimize_image(
-            criterion, photo[None], steps=max(counts), init="noise", snapshots=counts
-        )
+        snapshots = gatys_snapshots(criterion, photo[None], counts, "noise")
         with torch.no_grad():
-            for n in counts:
-                per_count[n].append(criterion(images[n], photo[None]))
-    return {
-        n: {k: sum(t[k].item() for t in terms) / len(terms) for k in terms[0]}
-        for n, terms in per_count.items()
-    }
+            for n, (image, seconds) in snapshots.items():
+                rows[n].add(criterion(image, photo[None]), seconds)
+    return {n: row.means() for n, row in rows.items()}
 
 
 def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
