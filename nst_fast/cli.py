@@ -533,7 +533,8 @@ def evaluate_main(argv: list[str]) -> int:
     parser.add_argument(
         "--init",
         default="noise",
-        help="Gatys starts, comma-separated: noise (Johnson et al.'s protocol), content",
+        help="Gatys starts, comma-separated: noise (uniform, as Johnson et al.), mean "
+        "(neural-style's -init random: mean colour + faint noise), content",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. loss.weights=PATH")

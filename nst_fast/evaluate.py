@@ -59,8 +59,9 @@ def evaluate(
     """Loss of the network and of Gatys L-BFGS after each of ``iterations`` per photo.
 
     One L-BFGS run per photo and start in ``inits``: "noise" is Johnson et al.'s
-    protocol (white noise, projected L-BFGS), "content" starts from the photo, a much
-    stronger baseline at few iterations. Each count gets the run's best image so far.
+    comparison (white noise, projected L-BFGS), "mean" the start of their baseline's code
+    (mean colour, faint noise), "content" the photo, a much stronger baseline at few
+    iterations. Each count gets the run's best image so far.
     Writes ``table.md``, ``table.csv`` and ``grid.jpg`` (photo, network, Gatys outputs)
     into ``out_dir`` and returns the rows.
     """

@@ -12,10 +12,13 @@ from collections.abc import Callable, Iterable
 import torch
 
 from nst_fast.errors import NstFastError
+from nst_fast.losses.network import IMAGENET_MEAN
 from nst_fast.losses.perceptual import PerceptualLoss
 
 OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("content", "noise")
+# content: the photo; noise: each pixel uniform in [0, 1]; mean: jcjohnson/neural-style's
+# "-init random", the loss network's mean colour plus noise of std 0.001 on its 0-255 scale.
+INITS = ("content", "noise", "mean")
 
 # Called after every iteration with (iteration, loss terms, current image).
 Progress = Callable[[int, dict[str, float], torch.Tensor], None]
@@ -45,9 +48,7 @@ def optimize_image(
         raise NstFastError(f"--init {init}: expected one of {', '.join(INITS)}")
     if steps <= 0:
         raise NstFastError(f"--steps {steps}: must be positive")
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    start = content if init == "content" else torch.rand(content.shape, generator=generator)
-    image = start.detach().clone().to(content.device).requires_grad_(True)
+    image = start_image(content, init, seed).to(content.device).requires_grad_(True)
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS([image], lr=lr or 1.0, max_iter=1, history_size=50)
     else:
@@ -88,6 +89,17 @@ def optimize_image(
         if progress is not None:
             progress(iteration, {k: v.item() for k, v in terms.items()}, image.detach())
     return best.image, kept
+
+
+def start_image(content: torch.Tensor, init: str, seed: int = 0) -> torch.Tensor:
+    """The image optimization starts from (one of ``INITS``), on the CPU."""
+    if init == "content":
+        return content.detach().cpu().clone()
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    if init == "noise":
+        return torch.rand(content.shape, generator=generator)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    return mean + torch.randn(content.shape, generator=generator) * (0.001 / 255)
 
 
 class _Best:

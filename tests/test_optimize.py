@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from nst_fast.errors import NstFastError
-from nst_fast.losses.network import LossNetwork
+from nst_fast.losses.network import IMAGENET_MEAN, LossNetwork
 from nst_fast.losses.perceptual import PerceptualLoss
-from nst_fast.optimize import optimize_image
+from nst_fast.optimize import optimize_image, start_image
 
 from .conftest import make_photo
 
@@ -19,7 +19,9 @@ def criterion() -> PerceptualLoss:
     return loss
 
 
-@pytest.mark.parametrize("optimizer,init", [("lbfgs", "content"), ("adam", "noise")])
+@pytest.mark.parametrize(
+    "optimizer,init", [("lbfgs", "content"), ("adam", "noise"), ("lbfgs", "mean")]
+)
 def test_optimization_lowers_the_loss(optimizer, init):
     loss, content = criterion(), make_photo((32, 32), 1)[None]
     history = []
@@ -35,6 +37,17 @@ def test_optimization_lowers_the_loss(optimizer, init):
     assert image.shape == content.shape and image.min() >= 0 and image.max() <= 1
     assert len(history) == 12 and history[-1] < history[0]
     assert sorted(snapshots) == [5, 12] and torch.equal(snapshots[12], image)
+
+
+def test_starts_are_the_photo_uniform_noise_or_the_faintly_noisy_mean_colour():
+    photo = make_photo((16, 16), 1)[None]
+    assert torch.equal(start_image(photo, "content"), photo)
+    noise = start_image(photo, "noise")
+    assert noise.min() >= 0 and noise.max() <= 1 and noise.std() > 0.25
+    mean = start_image(photo, "mean")
+    offset = mean - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    assert 0 < offset.std() < 1e-5  # neural-style's std 0.001 on the 0-255 scale
+    assert torch.equal(start_image(photo, "mean", seed=3), start_image(photo, "mean", seed=3))
 
 
 def test_bad_options_are_named():
