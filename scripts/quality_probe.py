@@ -2,15 +2,17 @@
 """Held-out loss curve of a short training run, for trying recipes before a long one.
 
     python scripts/quality_probe.py [--steps 600] [--every 200] [--warmup N] \\
-        [--pretrain N] [--held-out PHOTOS] [--size 128] [--limit 3] [--lbfgs 50,100] \\
-        [OVERRIDES ...]
+        [--pretrain N] [--noise K] [--held-out PHOTOS] [--size 128] [--limit 3] \\
+        [--lbfgs 50,100] [OVERRIDES ...]
 
 OVERRIDES are the training config's (``data.root=... style=wave optim.lr=4e-3
 optim.schedule=cosine model.channels=[32,64,256] loss.normalize=false ...``). The loop is
 a plain one over the project's own data module, transform network and loss, so a recipe
 that is not (yet) a config option can be tried in a few lines: ``--warmup`` ramps the
 learning rate linearly over the first N steps; ``--pretrain`` first trains the network
-for N steps to reproduce its input (pixel MSE, no loss network). Every ``--every`` steps
+for N steps to reproduce its input (pixel MSE, no loss network); ``--noise`` feeds the
+network K channels of uniform noise beside the photo (Ulyanov et al.'s texture networks:
+a source of variation to paint strokes from in flat regions). Every ``--every`` steps
 it prints the mean training loss since the last report and the held-out loss per term;
 ``--lbfgs`` adds Gatys L-BFGS (white-noise start) on the same held-out photos, the bar.
 The README's "Quality, measured" figures for recipes came from this script.
@@ -37,7 +39,7 @@ from nst_fast.data.datamodule import PhotoDataModule  # noqa: E402
 from nst_fast.data.samples import sample_photos_dir  # noqa: E402
 from nst_fast.errors import NstFastError  # noqa: E402
 from nst_fast.evaluate import Row, gatys_snapshots, load_photos  # noqa: E402
-from nst_fast.models.transformer import TransformerConfig, TransformerNet  # noqa: E402
+from nst_fast.models.transformer import ConvBlock, TransformerConfig, TransformerNet  # noqa: E402
 from nst_fast.styles import load_style_image  # noqa: E402
 from nst_fast.training.module import build_criterion  # noqa: E402
 
@@ -50,6 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--every", type=int, default=200, help="report interval in steps")
     parser.add_argument("--warmup", type=int, default=0, help="linear lr warm-up steps")
     parser.add_argument("--pretrain", type=int, default=0, help="identity pre-training steps")
+    parser.add_argument("--noise", type=int, default=0, help="noise channels beside the photo")
     parser.add_argument(
         "--held-out", type=Path, help="photos never trained on (default: the bundled sample photos)"
     )
@@ -61,7 +64,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name in ("steps", "every"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive")
+    for name in ("warmup", "pretrain", "noise"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must not be negative")
     return args
+
+
+class NoiseInputNet(TransformerNet):
+    """The transform network with ``noise`` uniform-noise channels appended to its input
+    (fresh noise every call)."""
+
+    def __init__(self, config: TransformerConfig, noise: int) -> None:
+        super().__init__(config)
+        self.noise = noise
+        self.encoder[0] = ConvBlock(3 + noise, config.channels[0], 9, norm=config.norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.rand(x.shape[0], self.noise, *x.shape[-2:], device=x.device)
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else None
+        x = torch.cat([x, noise], 1)
+        return super().forward(x if layout is None else x.contiguous(memory_format=layout))
 
 
 def batches(data: PhotoDataModule, channels_last: bool) -> Iterator[torch.Tensor]:
@@ -129,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     except NstFastError as err:
         print(f"quality_probe: {err}", file=sys.stderr)
         return 2
-    net = TransformerNet(TransformerConfig(**to_dict(cfg.model)))
+    config = TransformerConfig(**to_dict(cfg.model))
+    net = NoiseInputNet(config, args.noise) if args.noise else TransformerNet(config)
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
         criterion.to(memory_format=torch.channels_last)

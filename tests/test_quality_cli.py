@@ -195,7 +195,7 @@ def test_quality_probe_prints_the_held_out_curve_and_the_lbfgs_bar(
     photo_folder, style_file, tmp_path, capsys
 ):
     probe = load_script("quality_probe").main
-    options = ["--steps", "2", "--every", "1", "--pretrain", "1", "--warmup", "1"]
+    options = ["--steps", "2", "--every", "1", "--pretrain", "1", "--warmup", "1", "--noise", "2"]
     held_out = ["--held-out", str(photo_folder), "--size", "32", "--limit", "1", "--lbfgs", "2"]
     assert probe([*options, *held_out, *probe_overrides(photo_folder, style_file, tmp_path)]) == 0
     out = capsys.readouterr().out
