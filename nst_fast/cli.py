@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -17,6 +18,10 @@ from tqdm import tqdm
 from nst_fast import __version__
 from nst_fast.device import keep_freed_memory
 from nst_fast.errors import NstFastError
+
+if TYPE_CHECKING:
+    from nst_fast.export import ModelInfo
+    from nst_fast.losses.perceptual import PerceptualLoss
 
 USAGE = f"""nst-fast {__version__}: fast neural style transfer
 
@@ -511,13 +516,10 @@ def optimize_main(argv: list[str]) -> int:
 
 
 def evaluate_main(argv: list[str]) -> int:
-    from nst_fast.config import compose
     from nst_fast.device import pick_device
     from nst_fast.evaluate import evaluate, load_photos
     from nst_fast.export import load_network
     from nst_fast.optimize import INITS
-    from nst_fast.styles import load_style_image
-    from nst_fast.training.module import build_criterion
 
     parser = argparse.ArgumentParser(
         prog="nst-fast evaluate",
@@ -554,23 +556,39 @@ def evaluate_main(argv: list[str]) -> int:
     device = pick_device(args.device)
     net, info = load_network(args.model)
     net.to(device)
-    recorded = info.extra.get("style", {})
-    style = args.style or recorded.get("image")
-    if style is None:
-        raise NstFastError(f"{args.model}: records no style image; pass --style")
-    # The style as trained: the same image size and per-style weights.
-    as_trained = [] if args.style else recorded_style_overrides(recorded)
-    cfg = compose([*style_override(style), *as_trained, *args.overrides])
-    style_image = load_style_image(cfg.style.image, cfg.style.size)[None].to(device)
     photos = load_photos(args.content, args.size, args.limit)
     if not photos:
         raise NstFastError(f"--content {args.content}: no photos found")
-    criterion = build_criterion(to_dict(cfg.loss), to_dict(cfg.style)).to(device)
-    criterion.set_style(style_image)
+    criterion = criterion_as_trained(args.model, info, args.style, args.overrides, device)
     evaluate(net, criterion, photos, iterations, args.output, inits)
     print((args.output / "table.md").read_text())
     print(f"table: {args.output / 'table.md'} and table.csv; grid: {args.output / 'grid.jpg'}")
     return 0
+
+
+def criterion_as_trained(
+    model: Path,
+    info: ModelInfo,
+    style: str | None,
+    overrides: list[str],
+    device: torch.device | str = "cpu",
+) -> PerceptualLoss:
+    """The loss ``model`` was trained with (its recorded style image, size and per-style
+    weights), or against ``style`` instead, with config ``overrides`` on top; on
+    ``device``, its style targets set."""
+    from nst_fast.config import compose
+    from nst_fast.styles import load_style_image
+    from nst_fast.training.module import build_criterion
+
+    recorded = info.extra.get("style", {})
+    if style is None and recorded.get("image") is None:
+        raise NstFastError(f"{model}: records no style image; pass --style")
+    # The style as trained: the same image size and per-style weights.
+    as_trained = [] if style else recorded_style_overrides(recorded)
+    cfg = compose([*style_override(style or recorded["image"]), *as_trained, *overrides])
+    criterion = build_criterion(to_dict(cfg.loss), to_dict(cfg.style)).to(device)
+    criterion.set_style(load_style_image(cfg.style.image, cfg.style.size)[None].to(device))
+    return criterion
 
 
 def style_override(style: str) -> list[str]:

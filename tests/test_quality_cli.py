@@ -228,3 +228,47 @@ def test_quality_probe_warms_the_learning_rate_up_then_follows_the_schedule():
     assert lr_factor(4, 10, 4, "cosine") == 1.0
     assert lr_factor(7, 10, 4, "cosine") == pytest.approx(0.5)
     assert lr_factor(10, 10, 4, "cosine") == pytest.approx(0.0)
+
+
+def test_style_gap_prints_gram_size_and_direction_for_the_network_and_lbfgs(tmp_path, capsys):
+    photos = tmp_path / "held_out"
+    for i in range(2):
+        save_image(make_photo((30, 40), i), photos / f"{i}.png")
+    style = save_image(make_photo((32, 32), 5), tmp_path / "style.png")
+    model = tmp_path / "model.pt"
+    save_model(
+        transformer_net(channels=(8, 16, 32), residual_blocks=1),
+        model,
+        style="s",
+        step=1,
+        extra={"style": {"image": str(style), "size": 32}},
+    )
+    gap = load_script("style_gap")
+    args = [str(model), "--content", str(photos), "--size", "24", "loss.weights=random"]
+    assert gap.main([*args, "--lbfgs", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["network", "L-BFGS"]
+    for line in lines:
+        words = line.split()
+        cosines = [float(words[i + 1]) for i, word in enumerate(words) if word == "cos"]
+        assert len(cosines) == 4 and all(-1 <= c <= 1 for c in cosines)
+    assert gap.main([*args, "--lbfgs", "0"]) == 0
+    assert "L-BFGS" not in capsys.readouterr().out
+    assert gap.main([str(model), "--content", str(tmp_path / "none"), "loss.weights=random"]) == 2
+    assert "none: no photos" in capsys.readouterr().err
+
+
+def test_a_gram_matrix_agrees_with_itself_and_not_with_a_scaled_image():
+    gap = load_script("style_gap")
+    from nst_fast.losses.network import LossNetwork
+    from nst_fast.losses.perceptual import PerceptualLoss
+
+    network = LossNetwork("vgg16", ["relu1_2", "relu2_2"], weights="random")
+    criterion = PerceptualLoss(network, "relu2_2", {"relu1_2": 1.0, "relu2_2": 1.0}, 1, 1, 0)
+    style = make_photo((32, 32), 3)[None]
+    criterion.set_style(style)
+    for size, cosine in gap.gram_agreement(criterion, style).values():
+        assert size == pytest.approx(1.0) and cosine == pytest.approx(1.0)
+    # Half the contrast around mid-grey: weaker features, a smaller Gram matrix.
+    for size, _ in gap.gram_agreement(criterion, 0.5 + (style - 0.5) * 0.5).values():
+        assert size < 1.0
