@@ -57,7 +57,8 @@ def test_optimize_names_a_missing_style_before_any_download(photo_folder, tmp_pa
     assert "nope.jpg: no such file" in capsys.readouterr().err
 
 
-def test_evaluate_writes_a_table_and_a_grid(tmp_path):
+def tiny_model_and_photos(tmp_path: Path) -> tuple[Path, Path]:
+    """An untrained tiny model.pt that records a generated style, and two held-out photos."""
     photos = tmp_path / "held_out"
     for i in range(2):
         save_image(make_photo((30, 40), i), photos / f"{i}.png")
@@ -70,6 +71,11 @@ def test_evaluate_writes_a_table_and_a_grid(tmp_path):
         step=1,
         extra={"style": {"image": str(style), "size": 32}},
     )
+    return model, photos
+
+
+def test_evaluate_writes_a_table_and_a_grid(tmp_path):
+    model, photos = tiny_model_and_photos(tmp_path)
     out = tmp_path / "eval"
     code = main(
         [
@@ -231,18 +237,7 @@ def test_quality_probe_warms_the_learning_rate_up_then_follows_the_schedule():
 
 
 def test_style_gap_prints_gram_size_and_direction_for_the_network_and_lbfgs(tmp_path, capsys):
-    photos = tmp_path / "held_out"
-    for i in range(2):
-        save_image(make_photo((30, 40), i), photos / f"{i}.png")
-    style = save_image(make_photo((32, 32), 5), tmp_path / "style.png")
-    model = tmp_path / "model.pt"
-    save_model(
-        transformer_net(channels=(8, 16, 32), residual_blocks=1),
-        model,
-        style="s",
-        step=1,
-        extra={"style": {"image": str(style), "size": 32}},
-    )
+    model, photos = tiny_model_and_photos(tmp_path)
     gap = load_script("style_gap")
     args = [str(model), "--content", str(photos), "--size", "24", "loss.weights=random"]
     assert gap.main([*args, "--lbfgs", "2"]) == 0
