@@ -48,7 +48,7 @@ def optimize_image(
         raise NstFastError(f"--init {init}: expected one of {', '.join(INITS)}")
     if steps <= 0:
         raise NstFastError(f"--steps {steps}: must be positive")
-    image = start_image(content, init, seed).to(content.device).requires_grad_(True)
+    image = start_image(content, init, seed).requires_grad_(True)
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS([image], lr=lr or 1.0, max_iter=1, history_size=50)
     else:
@@ -92,14 +92,17 @@ def optimize_image(
 
 
 def start_image(content: torch.Tensor, init: str, seed: int = 0) -> torch.Tensor:
-    """The image optimization starts from (one of ``INITS``), on the CPU."""
+    """The image optimization starts from (one of ``INITS``), on the photo's device; the
+    noise is drawn on the CPU, so a seed gives the same start on every device."""
     if init == "content":
-        return content.detach().cpu().clone()
+        return content.detach().clone()
     generator = torch.Generator(device="cpu").manual_seed(seed)
     if init == "noise":
-        return torch.rand(content.shape, generator=generator)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    return mean + torch.randn(content.shape, generator=generator) * (0.001 / 255)
+        start = torch.rand(content.shape, generator=generator)
+    else:
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        start = mean + torch.randn(content.shape, generator=generator) * (0.001 / 255)
+    return start.to(content.device)
 
 
 class _Best:
