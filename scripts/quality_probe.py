@@ -37,6 +37,7 @@ from nst_fast.cli import to_dict  # noqa: E402
 from nst_fast.config import compose  # noqa: E402
 from nst_fast.data.datamodule import PhotoDataModule  # noqa: E402
 from nst_fast.data.samples import sample_photos_dir  # noqa: E402
+from nst_fast.device import is_channels_last  # noqa: E402
 from nst_fast.errors import NstFastError  # noqa: E402
 from nst_fast.evaluate import Row, gatys_snapshots, load_photos  # noqa: E402
 from nst_fast.models.transformer import ConvBlock, TransformerConfig, TransformerNet  # noqa: E402
@@ -81,9 +82,11 @@ class NoiseInputNet(TransformerNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         noise = torch.rand(x.shape[0], self.noise, *x.shape[-2:], device=x.device)
-        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else None
+        channels_last = is_channels_last(x)  # torch.cat would hand back NCHW
         x = torch.cat([x, noise], 1)
-        return super().forward(x if layout is None else x.contiguous(memory_format=layout))
+        return super().forward(
+            x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        )
 
 
 def batches(data: PhotoDataModule, channels_last: bool) -> Iterator[torch.Tensor]:

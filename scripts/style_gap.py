@@ -50,9 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 @torch.no_grad()
-def gram_agreement(
-    criterion: PerceptualLoss, image: torch.Tensor
-) -> dict[str, tuple[float, float]]:
+def gram_agreement(criterion: PerceptualLoss, image: torch.Tensor) -> Agreement:
     """Per style layer: (|G| / |G_s|, cosine(G, G_s)) of one (1, 3, H, W) image."""
     features = criterion.network(image)
     result = {}
