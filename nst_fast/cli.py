@@ -531,7 +531,12 @@ def evaluate_main(argv: list[str]) -> int:
     parser.add_argument("-o", "--output", type=Path, default=Path("evaluation"))
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--limit", type=int, default=None, help="at most this many photos")
-    parser.add_argument("--iterations", default="50,100,200,500")
+    parser.add_argument(
+        "--iterations",
+        default="50,100,200,500",
+        help="L-BFGS counts to compare with, or 'none': the network alone (e.g. each "
+        "checkpoint of a run, against a bar measured once)",
+    )
     parser.add_argument(
         "--init",
         default="noise",
@@ -545,9 +550,11 @@ def evaluate_main(argv: list[str]) -> int:
     try:
         iterations = sorted({int(n) for n in args.iterations.split(",")})
     except ValueError:
-        iterations = [0]
-    if iterations[0] <= 0:
-        raise NstFastError(f"--iterations {args.iterations}: positive numbers, e.g. 50,100,200")
+        iterations = [] if args.iterations == "none" else [0]
+    if iterations and iterations[0] <= 0:
+        raise NstFastError(
+            f"--iterations {args.iterations}: positive numbers, e.g. 50,100,200, or none"
+        )
     inits = tuple(dict.fromkeys(args.init.split(",")))
     if not set(inits) <= set(INITS):
         raise NstFastError(f"--init {args.init}: comma-separated choices of {', '.join(INITS)}")

@@ -56,7 +56,8 @@ def evaluate(
     out_dir: Path,
     inits: tuple[str, ...] = ("noise",),
 ) -> list[Row]:
-    """Loss of the network and of Gatys L-BFGS after each of ``iterations`` per photo.
+    """Loss of the network and of Gatys L-BFGS after each of ``iterations`` per photo
+    (none: the network alone).
 
     One L-BFGS run per photo and start in ``inits``: "noise" is Johnson et al.'s
     comparison (white noise, projected L-BFGS), "mean" the start of their baseline's code
@@ -67,6 +68,7 @@ def evaluate(
     """
     device = next(net.parameters()).device
     runs = [(init, n) for init in inits for n in iterations]
+    inits = inits if iterations else ()
     rows = [Row("network")] + [Row(f"gatys L-BFGS {n} ({init} init)") for init, n in runs]
     tiles = []
     for _, photo in photos:

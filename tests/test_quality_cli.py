@@ -113,8 +113,25 @@ def test_evaluate_writes_a_table_and_a_grid(tmp_path):
     assert read_image(out / "grid.jpg").shape[-1] == 6 * (24 + 4) + 4
 
 
+def test_evaluate_with_iterations_none_scores_the_network_alone(tmp_path):
+    model, photos = tiny_model_and_photos(tmp_path)
+    out = tmp_path / "eval"
+    argv = ["evaluate", str(model), "--content", str(photos), "--size", "24", "-o", str(out)]
+    assert main([*argv, "--iterations", "none", "loss.weights=random"]) == 0
+    with open(out / "table.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["network"]
+    # Two photos, each: photo and network output.
+    assert read_image(out / "grid.jpg").shape[-1] == 2 * (24 + 4) + 4
+
+
 @pytest.mark.parametrize(
-    "bad", [["--iterations", "0"], ["--content", "/nonexistent"], ["--init", "zeros"]]
+    "bad",
+    [
+        ["--iterations", "0"],
+        ["--iterations", "some"],
+        ["--content", "/nonexistent"],
+        ["--init", "zeros"],
+    ],
 )
 def test_evaluate_refuses_bad_options(tmp_path, bad, capsys):
     model = tmp_path / "model.pt"
