@@ -68,7 +68,7 @@ def evaluate(
     """
     device = next(net.parameters()).device
     runs = [(init, n) for init in inits for n in iterations]
-    inits = inits if iterations else ()
+    inits = inits if iterations else ()  # no counts: no L-BFGS runs to make
     rows = [Row("network")] + [Row(f"gatys L-BFGS {n} ({init} init)") for init, n in runs]
     tiles = []
     for _, photo in photos:
