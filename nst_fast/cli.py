@@ -547,14 +547,7 @@ def evaluate_main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. loss.weights=PATH")
     args = parser.parse_intermixed_args(argv)
 
-    try:
-        iterations = sorted({int(n) for n in args.iterations.split(",")})
-    except ValueError:
-        iterations = [] if args.iterations == "none" else [0]
-    if iterations and iterations[0] <= 0:
-        raise NstFastError(
-            f"--iterations {args.iterations}: positive numbers, e.g. 50,100,200, or none"
-        )
+    iterations = parse_iterations(args.iterations)
     inits = tuple(dict.fromkeys(args.init.split(",")))
     if not set(inits) <= set(INITS):
         raise NstFastError(f"--init {args.init}: comma-separated choices of {', '.join(INITS)}")
@@ -571,6 +564,19 @@ def evaluate_main(argv: list[str]) -> int:
     print((args.output / "table.md").read_text())
     print(f"table: {args.output / 'table.md'} and table.csv; grid: {args.output / 'grid.jpg'}")
     return 0
+
+
+def parse_iterations(text: str) -> list[int]:
+    """``--iterations``: sorted positive counts, or none (``[]``: the network alone)."""
+    if text == "none":
+        return []
+    try:
+        iterations = sorted({int(n) for n in text.split(",")})
+    except ValueError:
+        iterations = [0]
+    if iterations[0] <= 0:
+        raise NstFastError(f"--iterations {text}: positive numbers, e.g. 50,100,200, or none")
+    return iterations
 
 
 def criterion_as_trained(

@@ -68,7 +68,7 @@ def evaluate(
     """
     device = next(net.parameters()).device
     runs = [(init, n) for init in inits for n in iterations]
-    inits = inits if iterations else ()  # no counts: no L-BFGS runs to make
+    starts = dict.fromkeys(init for init, _ in runs)  # none without iteration counts
     rows = [Row("network")] + [Row(f"gatys L-BFGS {n} ({init} init)") for init, n in runs]
     tiles = []
     for _, photo in photos:
@@ -79,7 +79,7 @@ def evaluate(
         with torch.no_grad():
             rows[0].add(criterion(output, content), elapsed)
         tiles += [photo, output[0].cpu()]
-        snapshots = {init: gatys_snapshots(criterion, content, iterations, init) for init in inits}
+        snapshots = {init: gatys_snapshots(criterion, content, iterations, init) for init in starts}
         for row, (init, n) in zip(rows[1:], runs, strict=True):
             image, seconds = snapshots[init][n]
             with torch.no_grad():
