@@ -121,6 +121,36 @@ def test_resume_continues_the_step_count(trained):
     assert steps[-1] == 5 and 4 in steps
 
 
+def test_a_run_ending_between_periodic_checkpoints_saves_its_last_step(trained, tmp_path):
+    photos, style, _, _ = trained
+
+    def checkpoints(run_dir: Path) -> list[str]:
+        return sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+
+    def last_step(run_dir: Path) -> int:
+        return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+
+    # Checkpoints every 2 steps, the run ends at step 3: resuming later must start at 3.
+    first = tmp_path / "first"
+    assert nst_fast("train", *tiny_overrides(photos, style, first, steps=3)).returncode == 0
+    assert checkpoints(first) == ["last.ckpt", "step=2.ckpt", "step=3.ckpt"]
+    assert last_step(first) == 3
+    # Resumed in a moved run directory: last.ckpt is overwritten, no last-v1.ckpt beside it
+    # (ckpt_path=last would go on finding the old one).
+    moved = tmp_path / "moved"
+    shutil.move(first, moved)
+    result = nst_fast("train", *tiny_overrides(photos, style, moved, steps=5), "ckpt_path=last")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert checkpoints(moved) == [
+        "last.ckpt",
+        "step=2.ckpt",
+        "step=3.ckpt",
+        "step=4.ckpt",
+        "step=5.ckpt",
+    ]
+    assert last_step(moved) == 5
+
+
 def test_resuming_into_a_different_network_is_refused_with_the_setting_to_add(trained, tmp_path):
     photos, style, run_dir, _ = trained
     copy = tmp_path / "run"

@@ -131,15 +131,27 @@ class SkippedPhotosReport(pl.Callback):
 
 
 class ResumableCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that also saves when the run is interrupted (SIGINT, SIGTERM).
+    """ModelCheckpoint that also saves at the last step and when the run is interrupted.
 
     Only interruptions: after a failure such as a NaN loss the last good checkpoint must
     stay the last one.
     """
 
     def __init__(self, *args, resume_hint: str = "", **kwargs) -> None:
-        super().__init__(*args, save_on_exception=True, **kwargs)
+        # No last-v1.ckpt beside last.ckpt when a moved run directory is resumed:
+        # ckpt_path=last would go on finding the old one.
+        super().__init__(*args, save_on_exception=True, enable_version_counter=False, **kwargs)
         self.resume_hint = resume_hint
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # Lightning writes last.ckpt at the end only if no periodic checkpoint was ever
+        # written: a run whose max_steps is not a multiple of checkpoint_every_n_steps
+        # would resume from its last periodic step and train the steps after it again.
+        if not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+        super().on_train_end(trainer, pl_module)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
