@@ -3,6 +3,7 @@
 import errno
 import io
 import json
+import os
 import signal
 import struct
 import subprocess
@@ -32,6 +33,7 @@ def start_training(*args: str) -> subprocess.Popen:
         text=True,
         env=cli_env(),
         preexec_fn=default_sigint,
+        start_new_session=True,  # its own process group, for os.killpg
     )
 
 
@@ -93,6 +95,26 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_say_how_to_resume(long_run, si
         output, _ = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         process.kill()  # a failed run must not go on training beside the other tests
+        raise
+    assert process.returncode == code, output[-3000:]
+    assert "resume with: nst-fast train" in output and "ckpt_path=last" in output
+    assert "Traceback" not in output
+    assert ckpt_step(run_dir / "checkpoints" / "last.ckpt") >= 2
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 1)])
+def test_a_signal_to_the_whole_process_group_still_saves_a_checkpoint(long_run, sig, code):
+    # SLURM's scancel and pre-emption, systemd and Ctrl-C signal every process of the
+    # run, the data loader's workers included; the run must still stop as above.
+    run_dir, overrides = long_run
+    process = start_training(*overrides, "data.num_workers=1")
+    wait_for(run_dir / "checkpoints" / "step=2.ckpt", process)
+    time.sleep(1.0)
+    os.killpg(process.pid, sig)
+    try:
+        output, _ = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
         raise
     assert process.returncode == code, output[-3000:]
     assert "resume with: nst-fast train" in output and "ckpt_path=last" in output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,6 +15,17 @@ from nst_fast.errors import NstFastError
 from nst_fast.images import ImageReadError, read_image, read_image_uint8
 
 CROPS = ("center", "random", "random_resized")
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """DataLoader worker_init_fn: leave SIGTERM to the main process.
+
+    Schedulers (SLURM's pre-emption and scancel, systemd) signal every process of a run.
+    A worker killed by it makes the main process fail with "DataLoader worker is killed
+    by signal" before Lightning's handler can save the checkpoint; the main process stops
+    its workers itself once that is done.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class PhotoDataModule(pl.LightningDataModule):
@@ -71,6 +83,7 @@ class PhotoDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_skipping,
+            worker_init_fn=ignore_sigterm,
             drop_last=len(self.dataset) >= self.batch_size,
         )
 
