@@ -3,7 +3,7 @@
 
     python scripts/quality_probe.py [--steps 600] [--every 200] [--warmup N] \\
         [--pretrain N] [--noise K] [--held-out PHOTOS] [--size 128] [--limit 3] \\
-        [--lbfgs 50,100] [OVERRIDES ...]
+        [--lbfgs 50,100] [--save DIR] [OVERRIDES ...]
 
 OVERRIDES are the training config's (``data.root=... style=wave optim.lr=4e-3
 optim.schedule=cosine model.channels=[32,64,256] loss.normalize=false ...``). The loop is
@@ -14,7 +14,8 @@ for N steps to reproduce its input (pixel MSE, no loss network); ``--noise`` fee
 network K channels of uniform noise beside the photo (Ulyanov et al.'s texture networks:
 a source of variation to paint strokes from in flat regions). Every ``--every`` steps
 it prints the mean training loss since the last report and the held-out loss per term;
-``--lbfgs`` adds Gatys L-BFGS (white-noise start) on the same held-out photos, the bar.
+``--lbfgs`` adds Gatys L-BFGS (white-noise start) on the same held-out photos, the bar;
+``--save`` writes the network's held-out pictures at each report (``step=N_K.jpg``).
 The README's "Quality, measured" figures for recipes came from this script.
 """
 
@@ -40,6 +41,7 @@ from nst_fast.data.samples import sample_photos_dir  # noqa: E402
 from nst_fast.device import is_channels_last  # noqa: E402
 from nst_fast.errors import NstFastError  # noqa: E402
 from nst_fast.evaluate import Row, gatys_snapshots, load_photos  # noqa: E402
+from nst_fast.images import save_image  # noqa: E402
 from nst_fast.models.transformer import ConvBlock, TransformerConfig, TransformerNet  # noqa: E402
 from nst_fast.styles import load_style_image  # noqa: E402
 from nst_fast.training.module import build_criterion  # noqa: E402
@@ -60,6 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128, help="held-out photo size")
     parser.add_argument("--limit", type=int, default=3, help="held-out photos used")
     parser.add_argument("--lbfgs", default="", help="L-BFGS iteration counts, e.g. 50,100")
+    parser.add_argument("--save", type=Path, help="folder for the held-out pictures per report")
     parser.add_argument("overrides", nargs="*", help="training config overrides")
     args = parser.parse_args(argv)
     for name in ("steps", "every"):
@@ -100,15 +103,20 @@ def batches(data: PhotoDataModule, channels_last: bool) -> Iterator[torch.Tensor
                 yield batch["image"].contiguous(memory_format=layout)
 
 
-def mean_terms(criterion, net: TransformerNet, photos: list[torch.Tensor]) -> Terms:
-    """Each loss term averaged over the photos, each scored alone (as ``evaluate`` does)."""
+def mean_terms(
+    criterion, net: TransformerNet, photos: list[torch.Tensor], save: Path | None = None
+) -> Terms:
+    """Each loss term averaged over the photos, each scored alone (as ``evaluate`` does);
+    ``save``: the outputs' path prefix (``_K.jpg`` is appended)."""
     row = Row("network")
     net.eval()
     with torch.no_grad():
-        for photo in photos:
+        for k, photo in enumerate(photos):
             start = time.perf_counter()
             output = net(photo[None])
             row.add(criterion(output, photo[None]), time.perf_counter() - start)
+            if save is not None:
+                save_image(output[0], save.with_name(f"{save.name}_{k}.jpg"))
     net.train()
     return row.means()
 
@@ -187,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         running.append(loss.item())
         if step % args.every == 0 or step == args.steps:
             train = sum(running) / len(running)
+            save = args.save / f"step={step}" if args.save else None
             print(
                 f"step {step}, {time.perf_counter() - start:.0f} s, train {train:.4g}; "
-                f"held-out {show(mean_terms(criterion, net, photos))}",
+                f"held-out {show(mean_terms(criterion, net, photos, save))}",
                 flush=True,
             )
             running.clear()
