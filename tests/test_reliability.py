@@ -85,36 +85,24 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(long_run):
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 1)])
-def test_sigterm_and_sigint_save_a_checkpoint_and_say_how_to_resume(long_run, sig, code):
+@pytest.mark.parametrize("to", ["main process", "process group"])
+def test_sigterm_and_sigint_save_a_checkpoint_and_say_how_to_resume(long_run, sig, code, to):
     run_dir, overrides = long_run
+    if to == "process group":
+        # SLURM's scancel and pre-emption, systemd and Ctrl-C signal every process of
+        # the run, the data loader's workers included.
+        overrides = [*overrides, "data.num_workers=1"]
     process = start_training(*overrides)
     wait_for(run_dir / "checkpoints" / "step=2.ckpt", process)
     time.sleep(1.0)
-    process.send_signal(sig)
+    if to == "process group":
+        os.killpg(process.pid, sig)
+    else:
+        process.send_signal(sig)
     try:
         output, _ = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
-        process.kill()  # a failed run must not go on training beside the other tests
-        raise
-    assert process.returncode == code, output[-3000:]
-    assert "resume with: nst-fast train" in output and "ckpt_path=last" in output
-    assert "Traceback" not in output
-    assert ckpt_step(run_dir / "checkpoints" / "last.ckpt") >= 2
-
-
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 1)])
-def test_a_signal_to_the_whole_process_group_still_saves_a_checkpoint(long_run, sig, code):
-    # SLURM's scancel and pre-emption, systemd and Ctrl-C signal every process of the
-    # run, the data loader's workers included; the run must still stop as above.
-    run_dir, overrides = long_run
-    process = start_training(*overrides, "data.num_workers=1")
-    wait_for(run_dir / "checkpoints" / "step=2.ckpt", process)
-    time.sleep(1.0)
-    os.killpg(process.pid, sig)
-    try:
-        output, _ = process.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)  # it must not go on beside the other tests
         raise
     assert process.returncode == code, output[-3000:]
     assert "resume with: nst-fast train" in output and "ckpt_path=last" in output
