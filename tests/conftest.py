@@ -48,6 +48,11 @@ def style_file(tmp_path: Path) -> Path:
     return save_image(make_photo((64, 80), 123), tmp_path / "style.png")
 
 
+def ckpt_step(path: Path) -> int:
+    """The training step a Lightning checkpoint was saved at."""
+    return torch.load(path, weights_only=False, map_location="cpu")["global_step"]
+
+
 def tiny_overrides(photos: Path, style: Path, run_dir: Path, steps: int = 4) -> list[str]:
     """Overrides for a seconds-long CPU run with a random-init VGG."""
     return [

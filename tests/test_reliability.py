@@ -22,7 +22,7 @@ from nst_fast.export import FORMAT_VERSION, load_model, save_model
 from nst_fast.images import save_image
 from nst_fast.models.transformer import transformer_net
 
-from .conftest import cli_env, make_photo, nst_fast, tiny_overrides
+from .conftest import ckpt_step, cli_env, make_photo, nst_fast, tiny_overrides
 
 
 def start_training(*args: str) -> subprocess.Popen:
@@ -50,10 +50,6 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> Non
         assert process.poll() is None, process.communicate()[0][-3000:]
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.2)
-
-
-def ckpt_step(path: Path) -> int:
-    return torch.load(path, weights_only=False, map_location="cpu")["global_step"]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from nst_fast.export import load_model
 
-from .conftest import nst_fast, tiny_overrides
+from .conftest import ckpt_step, nst_fast, tiny_overrides
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -127,14 +127,11 @@ def test_a_run_ending_between_periodic_checkpoints_saves_its_last_step(trained, 
     def checkpoints(run_dir: Path) -> list[str]:
         return sorted(p.name for p in (run_dir / "checkpoints").iterdir())
 
-    def last_step(run_dir: Path) -> int:
-        return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
-
     # Checkpoints every 2 steps, the run ends at step 3: resuming later must start at 3.
     first = tmp_path / "first"
     assert nst_fast("train", *tiny_overrides(photos, style, first, steps=3)).returncode == 0
     assert checkpoints(first) == ["last.ckpt", "step=2.ckpt", "step=3.ckpt"]
-    assert last_step(first) == 3
+    assert ckpt_step(first / "checkpoints" / "last.ckpt") == 3
     # Resumed in a moved run directory: last.ckpt is overwritten, no last-v1.ckpt beside it
     # (ckpt_path=last would go on finding the old one).
     moved = tmp_path / "moved"
@@ -148,7 +145,7 @@ def test_a_run_ending_between_periodic_checkpoints_saves_its_last_step(trained, 
         "step=4.ckpt",
         "step=5.ckpt",
     ]
-    assert last_step(moved) == 5
+    assert ckpt_step(moved / "checkpoints" / "last.ckpt") == 5
 
 
 def test_resuming_into_a_different_network_is_refused_with_the_setting_to_add(trained, tmp_path):
