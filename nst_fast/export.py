@@ -99,8 +99,9 @@ def load_model(
 
 def recorded_arch(arch: dict) -> dict:
     """An architecture as a model.pt or checkpoint records it; files written before the
-    output choice existed have a linear output."""
-    return {"output": "linear", **arch}
+    output choice existed have a linear output, and before the norm scope, norms
+    everywhere."""
+    return {"output": "linear", "norm_scope": "all", **arch}
 
 
 def checkpoint_arch(hparams: dict) -> dict:

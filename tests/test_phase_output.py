@@ -9,14 +9,21 @@ from nst_fast.models.phase_output import PhaseOutput, phase_statistics, space_to
 from nst_fast.models.transformer import phase_kernel, transformer_net
 
 
-@pytest.fixture(scope="module")
-def net():
+def small_net(norm_scope: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    net = transformer_net(channels=(8, 16, 32), residual_blocks=1, output="linear").eval()
+    net = transformer_net(
+        channels=(8, 16, 32), residual_blocks=1, output="linear", norm_scope=norm_scope
+    ).eval()
     for norm in (m for m in net.modules() if isinstance(m, torch.nn.InstanceNorm2d)):
         norm.weight.data.uniform_(0.5, 1.5)  # not the identity affine of a fresh network
         norm.bias.data.uniform_(-0.5, 0.5)
     return net
+
+
+@pytest.fixture(scope="module", params=["all", "encoder"])
+def net(request):
+    """Normalized after every convolution, or only in the encoder (no norm to fold)."""
+    return small_net(request.param)
 
 
 def test_prepare_puts_the_phase_output_in_place_of_the_last_two_layers_on_cpu(net):
@@ -71,8 +78,8 @@ def test_phase_statistics_are_those_of_the_interleaved_map():
     assert torch.allclose(var[:, 0], expected_var, rtol=1e-4)
 
 
-def test_tiles_share_the_phase_outputs_statistics_too(net):
-    fast = prepare(net, "cpu", torch.float32)
+def test_tiles_share_the_phase_outputs_statistics_too():
+    fast = prepare(small_net("all"), "cpu", torch.float32)
     norm = fast.decoder[-1].norm
     assert isinstance(norm, ChannelsLastInstanceNorm)
     norm.shared = (torch.zeros(1, 1, 8), torch.ones(1, 1, 8))

@@ -53,6 +53,32 @@ def test_unknown_norm_is_refused_with_the_choices():
         TransformerNet(TransformerConfig(norm="layer"))
 
 
+def test_norm_scope_encoder_keeps_norms_only_before_the_residual_blocks():
+    # No per-channel statistics after the encoder: nothing to plant a spike in (StyleGAN2's
+    # "droplets"; docs/quality/findings.md, "The blown-out glow").
+    net = TransformerNet(TransformerConfig(norm_scope="encoder"))
+    norms = [n for n, m in net.named_modules() if isinstance(m, nn.InstanceNorm2d)]
+    assert norms == ["encoder.0.2", "encoder.1.2", "encoder.2.2"]
+    assert net(torch.rand(1, 3, 32, 40)).shape == (1, 3, 32, 40)
+
+
+def test_unknown_norm_scope_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="encoder"):
+        TransformerNet(TransformerConfig(norm_scope="decoder"))
+
+
+def test_models_saved_before_the_norm_scope_load_with_norms_everywhere(tmp_path):
+    from nst_fast.export import load_model, save_model
+
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1, norm_scope="all")
+    path = save_model(net, tmp_path / "model.pt", style="s", step=1)
+    payload = torch.load(path, weights_only=True)
+    del payload["arch"]["norm_scope"]  # as written by nst-fast before the option
+    torch.save(payload, path)
+    loaded, info = load_model(path)
+    assert loaded.config.norm_scope == "all" and info.arch["norm_scope"] == "all"
+
+
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_upsampling_convolution_equals_upsample_pad_conv_in_value_and_gradient(memory_format):
     conv = nn.Conv2d(6, 4, 3)

@@ -1,10 +1,11 @@
 """The transform network's last two layers, rewritten for fast CPU inference.
 
 The decoder ends with: nearest x2 upsampling and a 3x3 convolution (computed as four
-phase convolutions at low resolution, see ``upsample_conv2d``), instance norm, ReLU,
-then a 9x9 convolution down to 3 channels at full resolution. oneDNN runs that last
-convolution at about a third of the CPU's peak (3 output channels leave its vector
-registers mostly empty): 277 ms of a 1.8 s forward pass at 1024 px on the 2-core CPU.
+phase convolutions at low resolution, see ``upsample_conv2d``), instance norm (unless
+``model.norm_scope=encoder``), ReLU, then a 9x9 convolution down to 3 channels at full
+resolution. oneDNN runs that last convolution at about a third of the CPU's peak (3
+output channels leave its vector registers mostly empty): 277 ms of a 1.8 s forward pass
+at 1024 px on the 2-core CPU.
 
 ``PhaseOutput`` never builds the full-resolution map. It keeps the four phases as
 channels of a half-resolution "space-to-depth" map (4 x 32 channels) and computes the
@@ -29,16 +30,18 @@ from nst_fast.models.transformer import UpsampleConvBlock, phase_kernel
 class PhaseOutput(nn.Module):
     """``output_conv(relu(norm(upsample_conv(x))))`` on a space-to-depth map.
 
-    The upsampling block's norm is a ``nst_fast.inference.ChannelsLastInstanceNorm``,
-    whose ``statistics`` lets tiles share the whole image's statistics and whose
-    ``affine`` turns them into the per-channel scale and shift.
+    The upsampling block's norm, where it has one (``model.norm_scope=all``), is a
+    ``nst_fast.inference.ChannelsLastInstanceNorm``, whose ``statistics`` lets tiles
+    share the whole image's statistics and whose ``affine`` turns them into the
+    per-channel scale and shift.
     """
 
     def __init__(self, upsample: UpsampleConvBlock, output: nn.Sequential) -> None:
         super().__init__()
         if not self.supports(upsample, output):
-            raise ValueError("PhaseOutput takes an instance-norm UpsampleConvBlock and a 9x9 conv")
-        conv, self.norm, out_conv = upsample[2], upsample[3], output[1]
+            raise ValueError("PhaseOutput takes an UpsampleConvBlock and a 9x9 conv")
+        conv, out_conv = upsample[2], output[1]
+        self.norm = upsample[3] if len(upsample) == 5 else None
         self.channels, self.out_channels = conv.out_channels, out_conv.out_channels
         kernel, bias = phase_kernel(conv)
         self.up_weight = nn.Parameter(kernel, requires_grad=False)
@@ -50,16 +53,16 @@ class PhaseOutput(nn.Module):
 
     @staticmethod
     def supports(upsample: nn.Module, output: nn.Module) -> bool:
-        """An upsampling block normalized by a ``statistics``-sharing instance norm, then
-        a stride-1 9x9 convolution to at most 4 channels."""
+        """An upsampling block, un-normalized or normalized by a ``statistics``-sharing
+        instance norm, then a stride-1 9x9 convolution to at most 4 channels."""
         if not (isinstance(upsample, UpsampleConvBlock) and isinstance(output, nn.Sequential)):
             return False
         layers, out_layers = list(upsample), list(output)
+        norms = layers[3:-1]
         return (
-            len(layers) == 5
-            and hasattr(layers[3], "statistics")
-            and hasattr(layers[3], "affine")
-            and isinstance(layers[4], nn.ReLU)
+            len(layers) in (4, 5)
+            and all(hasattr(n, "statistics") and hasattr(n, "affine") for n in norms)
+            and isinstance(layers[-1], nn.ReLU)
             and len(out_layers) == 2
             and isinstance(out_layers[0], nn.ReflectionPad2d)
             and isinstance(out_layers[1], nn.Conv2d)
@@ -75,12 +78,15 @@ class PhaseOutput(nn.Module):
             nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), self.up_weight, self.up_bias
         )  # (B, 4C, h+1, w+1), phase-major channels
         y = y.contiguous(memory_format=torch.channels_last)
-        scale, shift = self.norm.affine(*self.norm.statistics(lambda: phase_statistics(y, h, w)))
         rows = y.permute(0, 2, 3, 1).reshape(-1, c)  # one row per pixel and phase
         padded = rows.index_select(0, _padded_index(b, h, w, y.device))
         flat = padded.view(b, -1, 4 * c)  # (B, (h+4)*(w+4), 4C)
-        flat.mul_(scale.repeat(1, 1, 4).to(flat.dtype))
-        flat.add_(shift.repeat(1, 1, 4).to(flat.dtype)).clamp_min_(0)
+        if self.norm is not None:
+            statistics = self.norm.statistics(lambda: phase_statistics(y, h, w))
+            scale, shift = self.norm.affine(*statistics)
+            flat.mul_(scale.repeat(1, 1, 4).to(flat.dtype))
+            flat.add_(shift.repeat(1, 1, 4).to(flat.dtype))
+        flat.clamp_min_(0)
         z = flat.view(b, h + 4, w + 4, 4 * c).permute(0, 3, 1, 2)
         out = nn.functional.conv2d(z, self.out_weight, self.out_bias)  # (B, 16, h, w)
         # Channel (2r + s) * 4 + o is colour o of output pixel (2i + r, 2j + s). One copy

@@ -154,6 +154,7 @@ class Conv2d(nn.Conv2d):
 
 NORMS = {"instance": lambda c: InstanceNorm2d(c, affine=True), "batch": nn.BatchNorm2d}
 OUTPUTS = ("linear", "tanh")
+NORM_SCOPES = ("all", "encoder")
 
 
 @dataclass
@@ -166,6 +167,9 @@ class TransformerConfig:
     # "tanh": squashed into (0, 1) like Johnson et al.'s scaled tanh; "linear": the last
     # convolution as it is (pytorch/examples, and every model.pt that records no output).
     output: str = "tanh"
+    # "all": a norm after every convolution but the last (Johnson et al., Ulyanov et al.);
+    # "encoder": only in the downsampling encoder.
+    norm_scope: str = "all"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -282,7 +286,7 @@ class UpsampleConvBlock(ConvBlock):
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int, norm: str) -> None:
+    def __init__(self, channels: int, norm: str | None) -> None:
         super().__init__()
         self.body = nn.Sequential(
             ConvBlock(channels, channels, 3, norm=norm),
@@ -309,12 +313,18 @@ class TransformerNet(nn.Module):
             raise ValueError(f"model.norm={config.norm!r}: expected one of {sorted(NORMS)}")
         if config.output not in OUTPUTS:
             raise ValueError(f"model.output={config.output!r}: expected one of {OUTPUTS}")
+        if config.norm_scope not in NORM_SCOPES:
+            raise ValueError(
+                f"model.norm_scope={config.norm_scope!r}: expected one of {NORM_SCOPES}"
+            )
         ch = list(config.channels)
         if len(ch) < 2:
             raise ValueError("model.channels needs at least two widths, e.g. [32, 64, 128]")
         norm = config.norm
         down = [ConvBlock(3, ch[0], 9, norm=norm)]
         down += [ConvBlock(a, b, 3, stride=2, norm=norm) for a, b in pairwise(ch)]
+        if config.norm_scope == "encoder":
+            norm = None
         up = [UpsampleConvBlock(a, b, norm=norm) for a, b in pairwise(ch[::-1])]
         self.encoder = nn.Sequential(*down)
         self.residuals = nn.Sequential(
@@ -339,6 +349,8 @@ def transformer_net(
     residual_blocks: int = 5,
     norm: str = "instance",
     output: str = "tanh",
+    norm_scope: str = "all",
 ) -> TransformerNet:
     """Build the Johnson transform network (torchvision-style builder)."""
-    return TransformerNet(TransformerConfig(list(channels), residual_blocks, norm, output))
+    config = TransformerConfig(list(channels), residual_blocks, norm, output, norm_scope)
+    return TransformerNet(config)
