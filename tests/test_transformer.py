@@ -67,15 +67,20 @@ def test_unknown_norm_scope_is_refused_with_the_choices():
         TransformerNet(TransformerConfig(norm_scope="decoder"))
 
 
-def test_models_saved_before_the_norm_scope_load_with_norms_everywhere(tmp_path):
+def load_as_written_before(net: TransformerNet, option: str, folder):
+    """``net`` saved, and loaded back, as nst-fast wrote it before ``option`` existed."""
     from nst_fast.export import load_model, save_model
 
-    net = transformer_net(channels=(8, 16, 32), residual_blocks=1, norm_scope="all")
-    path = save_model(net, tmp_path / "model.pt", style="s", step=1)
+    path = save_model(net, folder / "model.pt", style="s", step=1)
     payload = torch.load(path, weights_only=True)
-    del payload["arch"]["norm_scope"]  # as written by nst-fast before the option
+    del payload["arch"][option]
     torch.save(payload, path)
-    loaded, info = load_model(path)
+    return load_model(path)
+
+
+def test_models_saved_before_the_norm_scope_load_with_norms_everywhere(tmp_path):
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1, norm_scope="all")
+    loaded, info = load_as_written_before(net, "norm_scope", tmp_path)
     assert loaded.config.norm_scope == "all" and info.arch["norm_scope"] == "all"
 
 
@@ -157,14 +162,8 @@ def test_tanh_output_stays_inside_the_image_range_and_survives_export(tmp_path):
 
 
 def test_models_saved_before_the_output_choice_load_with_a_linear_output(tmp_path):
-    from nst_fast.export import load_model, save_model
-
     net = transformer_net(channels=(8, 16, 32), residual_blocks=1, output="linear")
-    path = save_model(net, tmp_path / "model.pt", style="s", step=1)
-    payload = torch.load(path, weights_only=True)
-    del payload["arch"]["output"]  # as written by nst-fast before the option
-    torch.save(payload, path)
-    loaded, info = load_model(path)
+    loaded, info = load_as_written_before(net, "output", tmp_path)
     assert loaded.config.output == "linear" and info.arch["output"] == "linear"
     x = torch.rand(1, 3, 16, 16)
     torch.testing.assert_close(loaded(x), net.eval()(x))
