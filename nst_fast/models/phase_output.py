@@ -41,7 +41,7 @@ class PhaseOutput(nn.Module):
         if not self.supports(upsample, output):
             raise ValueError("PhaseOutput takes an UpsampleConvBlock and a 9x9 conv")
         conv, out_conv = upsample[2], output[1]
-        self.norm = upsample[3] if len(upsample) == 5 else None
+        self.norm = _block_norm(upsample)
         self.channels, self.out_channels = conv.out_channels, out_conv.out_channels
         kernel, bias = phase_kernel(conv)
         self.up_weight = nn.Parameter(kernel, requires_grad=False)
@@ -58,10 +58,10 @@ class PhaseOutput(nn.Module):
         if not (isinstance(upsample, UpsampleConvBlock) and isinstance(output, nn.Sequential)):
             return False
         layers, out_layers = list(upsample), list(output)
-        norms = layers[3:-1]
+        norm = _block_norm(upsample)
         return (
             len(layers) in (4, 5)
-            and all(hasattr(n, "statistics") and hasattr(n, "affine") for n in norms)
+            and (norm is None or (hasattr(norm, "statistics") and hasattr(norm, "affine")))
             and isinstance(layers[-1], nn.ReLU)
             and len(out_layers) == 2
             and isinstance(out_layers[0], nn.ReflectionPad2d)
@@ -95,6 +95,12 @@ class PhaseOutput(nn.Module):
         out = out.permute(0, 2, 3, 1).reshape(b, h, w, 2, 2, 4)[..., : self.out_channels]
         out = out.permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, self.out_channels)
         return out.permute(0, 3, 1, 2)
+
+
+def _block_norm(upsample: UpsampleConvBlock) -> nn.Module | None:
+    """The norm between an upsampling block's convolution and its ReLU, if it has one."""
+    between = list(upsample)[3:-1]
+    return between[0] if between else None
 
 
 def space_to_depth_kernel(

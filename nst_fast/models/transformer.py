@@ -323,12 +323,11 @@ class TransformerNet(nn.Module):
         norm = config.norm
         down = [ConvBlock(3, ch[0], 9, norm=norm)]
         down += [ConvBlock(a, b, 3, stride=2, norm=norm) for a, b in pairwise(ch)]
-        if config.norm_scope == "encoder":
-            norm = None
-        up = [UpsampleConvBlock(a, b, norm=norm) for a, b in pairwise(ch[::-1])]
+        later_norm = None if config.norm_scope == "encoder" else norm
+        up = [UpsampleConvBlock(a, b, norm=later_norm) for a, b in pairwise(ch[::-1])]
         self.encoder = nn.Sequential(*down)
         self.residuals = nn.Sequential(
-            *(ResidualBlock(ch[-1], norm) for _ in range(config.residual_blocks))
+            *(ResidualBlock(ch[-1], later_norm) for _ in range(config.residual_blocks))
         )
         self.decoder = nn.Sequential(*up, ConvBlock(ch[0], 3, 9, norm=None, relu=False))
         self.multiple = 2 ** (len(ch) - 1)
