@@ -20,9 +20,9 @@ def small_net(norm_scope: str) -> torch.nn.Module:
     return net
 
 
-@pytest.fixture(scope="module", params=["all", "encoder"])
+@pytest.fixture(scope="module", params=["all", "residual", "encoder"])
 def net(request):
-    """Normalized after every convolution, or only in the encoder (no norm to fold)."""
+    """Normalized after every convolution, up to the decoder, or only in the encoder."""
     return small_net(request.param)
 
 

@@ -62,6 +62,14 @@ def test_norm_scope_encoder_keeps_norms_only_before_the_residual_blocks():
     assert net(torch.rand(1, 3, 32, 40)).shape == (1, 3, 32, 40)
 
 
+def test_norm_scope_residual_leaves_only_the_upsampling_decoder_unnormalized():
+    net = TransformerNet(TransformerConfig(residual_blocks=2, norm_scope="residual"))
+    norms = [n for n, m in net.named_modules() if isinstance(m, nn.InstanceNorm2d)]
+    assert [n for n in norms if n.startswith("decoder")] == []
+    assert len(norms) == 3 + 2 * 2  # encoder, then two per residual block
+    assert net(torch.rand(1, 3, 32, 40)).shape == (1, 3, 32, 40)
+
+
 def test_unknown_norm_scope_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="encoder"):
         TransformerNet(TransformerConfig(norm_scope="decoder"))

@@ -154,7 +154,7 @@ class Conv2d(nn.Conv2d):
 
 NORMS = {"instance": lambda c: InstanceNorm2d(c, affine=True), "batch": nn.BatchNorm2d}
 OUTPUTS = ("linear", "tanh")
-NORM_SCOPES = ("all", "encoder")
+NORM_SCOPES = ("all", "residual", "encoder")
 
 
 @dataclass
@@ -168,6 +168,7 @@ class TransformerConfig:
     # convolution as it is (pytorch/examples, and every model.pt that records no output).
     output: str = "tanh"
     # "all": a norm after every convolution but the last (Johnson et al., Ulyanov et al.);
+    # "residual": in the encoder and the residual blocks, none in the upsampling decoder;
     # "encoder": only in the downsampling encoder.
     norm_scope: str = "all"
 
@@ -323,11 +324,12 @@ class TransformerNet(nn.Module):
         norm = config.norm
         down = [ConvBlock(3, ch[0], 9, norm=norm)]
         down += [ConvBlock(a, b, 3, stride=2, norm=norm) for a, b in pairwise(ch)]
-        later_norm = None if config.norm_scope == "encoder" else norm
-        up = [UpsampleConvBlock(a, b, norm=later_norm) for a, b in pairwise(ch[::-1])]
+        residual_norm = None if config.norm_scope == "encoder" else norm
+        decoder_norm = norm if config.norm_scope == "all" else None
+        up = [UpsampleConvBlock(a, b, norm=decoder_norm) for a, b in pairwise(ch[::-1])]
         self.encoder = nn.Sequential(*down)
         self.residuals = nn.Sequential(
-            *(ResidualBlock(ch[-1], later_norm) for _ in range(config.residual_blocks))
+            *(ResidualBlock(ch[-1], residual_norm) for _ in range(config.residual_blocks))
         )
         self.decoder = nn.Sequential(*up, ConvBlock(ch[0], 3, 9, norm=None, relu=False))
         self.multiple = 2 ** (len(ch) - 1)
