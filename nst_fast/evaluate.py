@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as nnf
 from torchvision.transforms.v2 import functional as F
 from torchvision.utils import make_grid
 
@@ -37,6 +38,26 @@ class Row:
 
     def means(self) -> dict[str, float]:
         return {name: sum(v) / len(v) for name, v in self.values.items()}
+
+
+def grid_strength(image: torch.Tensor, period: int = 4) -> float:
+    """How much of an image's fine detail repeats with the pixel's position mod ``period``.
+
+    The standard deviation of the high-pass image's mean at each of the period x period
+    pixel phases, over the high-pass image's own standard deviation. A grid (the
+    checkerboard of a network that downsamples and upsamples twice, period 4) adds the
+    same offset to every pixel of a phase, which the mean keeps; natural detail averages
+    out, to a floor of about period / sqrt(pixels) for random detail (0.016 at 256 x 256).
+    Photos and Gatys outputs at 256 px score 0.004-0.017; a grid that shows at 1:1, 0.05
+    and more (docs/quality/findings.md, "A period-4 grid").
+    """
+    gray = image.float().mean(dim=-3, keepdim=True).reshape(-1, 1, *image.shape[-2:])
+    blurred = nnf.avg_pool2d(nnf.pad(gray, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
+    h, w = (size // period * period for size in gray.shape[-2:])
+    detail = (gray - blurred)[..., :h, :w]
+    n = detail.shape[0]
+    phases = detail.reshape(n, h // period, period, w // period, period).mean(dim=(1, 3))
+    return float(phases.std() / detail.std().clamp_min(1e-12))
 
 
 def load_photos(folder: Path, size: int, limit: int | None) -> list[tuple[str, torch.Tensor]]:
@@ -77,17 +98,24 @@ def evaluate(
         output = stylize(net, content, half=False).to(device)
         elapsed = time.perf_counter() - start
         with torch.no_grad():
-            rows[0].add(criterion(output, content), elapsed)
+            rows[0].add(scores(criterion, output, content), elapsed)
         tiles += [photo, output[0].cpu()]
         snapshots = {init: gatys_snapshots(criterion, content, iterations, init) for init in starts}
         for row, (init, n) in zip(rows[1:], runs, strict=True):
             image, seconds = snapshots[init][n]
             with torch.no_grad():
-                row.add(criterion(image, content), seconds)
+                row.add(scores(criterion, image, content), seconds)
             tiles.append(image[0].cpu())
     write_table(rows, out_dir, len(photos))
     save_image(make_grid(tiles, nrow=2 + len(runs), padding=4), out_dir / "grid.jpg")
     return rows
+
+
+def scores(
+    criterion: PerceptualLoss, image: torch.Tensor, content: torch.Tensor
+) -> dict[str, torch.Tensor | float]:
+    """The loss terms and the grid strength of one stylized image."""
+    return {**criterion(image, content), "grid": grid_strength(image)}
 
 
 def gatys_snapshots(
@@ -113,10 +141,11 @@ def gatys_snapshots(
 def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     layers = [name for name in rows[0].values if name.startswith("style/")]
-    header = ["method", "content loss", "style loss", "total loss", "seconds/photo"]
+    header = ["method", "content loss", "style loss", "total loss", "seconds/photo", "grid"]
     header += [f"style {name.removeprefix('style/')}" for name in layers]
     lines = [
-        f"Mean over {n_photos} held-out photo(s). Per-layer style terms are unweighted.",
+        f"Mean over {n_photos} held-out photo(s). Per-layer style terms are unweighted. "
+        "grid: period-4 grid strength (photos about 0.01, a visible grid 0.05 and more).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),
@@ -127,7 +156,7 @@ def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
         for row in rows:
             m = row.means()
             values = [f"{m[k]:.4g}" for k in ("content", "style", "total")]
-            values.append(f"{m['seconds']:.3g}")
+            values += [f"{m['seconds']:.3g}", f"{m['grid']:.3f}"]
             values += [f"{m[name]:.4g}" for name in layers]
             writer.writerow([row.method, *values])
             lines.append("| " + " | ".join([row.method, *values]) + " |")

@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from nst_fast.cli import main
+from nst_fast.evaluate import grid_strength
 from nst_fast.export import save_model
 from nst_fast.images import read_image, save_image
 from nst_fast.models.transformer import transformer_net
@@ -108,9 +110,22 @@ def test_evaluate_writes_a_table_and_a_grid(tmp_path):
     # The default loss's four style layers, each unweighted, in their own columns.
     layers = ["style relu1_2", "style relu2_2", "style relu3_3", "style relu4_3"]
     assert all(float(r[name]) >= 0 for r in rows for name in layers)
+    assert all(0 <= float(r["grid"]) <= 1 for r in rows)
     assert "| network |" in (out / "table.md").read_text()
     # Two photos, each: photo, network output, one Gatys output per start and iteration count.
     assert read_image(out / "grid.jpg").shape[-1] == 6 * (24 + 4) + 4
+
+
+def test_grid_strength_finds_a_faint_period_4_grid_that_random_detail_lacks():
+    g = torch.Generator().manual_seed(0)
+    photo = make_photo((256, 256), 0) + 0.05 * torch.randn(3, 256, 256, generator=g)
+    grid = torch.zeros(256, 256)
+    grid[::4] = grid[:, ::4] = 1  # one-pixel lines every 4 pixels, as a 2x2 x 2x2 decoder draws
+    # Random detail scores about period / sqrt(pixels): 4 / 256.
+    assert grid_strength(photo) < 0.025
+    assert grid_strength(photo + 0.02 * grid) > 0.1
+    # A batch of one scores as the image does.
+    assert grid_strength(photo[None]) == pytest.approx(grid_strength(photo))
 
 
 def test_evaluate_with_iterations_none_scores_the_network_alone(tmp_path):
