@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as nnf
 from torchvision.transforms.v2 import functional as F
 from torchvision.utils import make_grid
 
 from nst_fast.files import atomic_write
 from nst_fast.images import list_images, read_image, save_image
 from nst_fast.inference import stylize
-from nst_fast.losses.perceptual import PerceptualLoss
+from nst_fast.losses.perceptual import PerceptualLoss, grid_offsets
 from nst_fast.models.transformer import TransformerNet
 from nst_fast.optimize import optimize_image
 
@@ -43,20 +42,13 @@ class Row:
 def grid_strength(image: torch.Tensor, period: int = 4) -> float:
     """How much of an image's fine detail repeats with the pixel's position mod ``period``.
 
-    The standard deviation of the high-pass image's mean at each of the period x period
-    pixel phases, over the high-pass image's own standard deviation. A grid (the
-    checkerboard of a network that downsamples and upsamples twice, period 4) adds the
-    same offset to every pixel of a phase, which the mean keeps; natural detail averages
-    out, to a floor of about period / sqrt(pixels) for random detail (0.016 at 256 x 256).
-    Photos and Gatys outputs at 256 px score 0.004-0.017; a grid that shows at 1:1, 0.05
-    and more (docs/quality/findings.md, "A period-4 grid").
+    The standard deviation of the grey detail's mean at each of the period x period pixel
+    phases (``grid_offsets``) over the detail's own. Random detail scores about period /
+    sqrt(pixels) (0.016 at 256 x 256); photos and Gatys outputs at 256 px 0.004-0.017; a
+    grid that shows at 1:1, 0.05 and more (docs/quality/findings.md, "A period-4 grid").
     """
     gray = image.float().mean(dim=-3, keepdim=True).reshape(-1, 1, *image.shape[-2:])
-    blurred = nnf.avg_pool2d(nnf.pad(gray, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
-    h, w = (size // period * period for size in gray.shape[-2:])
-    detail = (gray - blurred)[..., :h, :w]
-    n = detail.shape[0]
-    phases = detail.reshape(n, h // period, period, w // period, period).mean(dim=(1, 3))
+    detail, phases = grid_offsets(gray, period)
     return float(phases.std() / detail.std().clamp_min(1e-12))
 
 

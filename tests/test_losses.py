@@ -12,11 +12,12 @@ from nst_fast.losses.network import LossNetwork, relu_names, vgg_features
 from nst_fast.losses.perceptual import (
     PerceptualLoss,
     gram_matrix,
+    grid_penalty,
     squared_error,
     total_variation,
 )
 
-from .conftest import SHARED_WEIGHTS
+from .conftest import SHARED_WEIGHTS, make_photo
 
 
 def test_gram_matrix_of_known_features():
@@ -155,11 +156,13 @@ def test_perceptual_loss_is_zero_for_the_content_itself_in_the_style_image():
 
 
 def test_perceptual_loss_combines_weighted_terms_and_has_gradients():
-    loss = make_loss(content_weight=2.0, style_weight=3.0, tv_weight=0.5)
+    loss = make_loss(content_weight=2.0, style_weight=3.0, tv_weight=0.5, grid_weight=7.0)
     loss.set_style(torch.rand(1, 3, 40, 40))
     output = torch.rand(2, 3, 32, 32, requires_grad=True)
     terms = loss(output, torch.rand(2, 3, 32, 32))
-    expected = 2 * terms["content"] + 3 * terms["style"] + 0.5 * terms["tv"]
+    expected = (
+        2 * terms["content"] + 3 * terms["style"] + 0.5 * terms["tv"] + 7 * terms["grid_penalty"]
+    )
     assert torch.allclose(terms["total"], expected)
     terms["total"].backward()
     assert output.grad is not None and output.grad.abs().sum() > 0
@@ -198,3 +201,22 @@ def test_normalized_loss_does_not_depend_on_the_activation_scale():
 def test_set_style_is_required():
     with pytest.raises(RuntimeError, match="set_style"):
         make_loss()(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+
+
+def test_the_grid_penalty_sees_a_faint_period_4_grid_and_its_gradient_removes_it():
+    g = torch.Generator().manual_seed(0)
+    photo = (make_photo((64, 64), 0) + 0.05 * torch.randn(3, 64, 64, generator=g))[None]
+    grid = torch.zeros(64, 64)
+    grid[::4] = grid[:, ::4] = 0.03  # one-pixel lines every 4 pixels, barely visible
+    assert grid_penalty(photo + grid) > 10 * grid_penalty(photo)
+    image = (photo + grid).requires_grad_()
+    optimizer = torch.optim.SGD([image], lr=5.0)
+    for _ in range(20):
+        optimizer.zero_grad()
+        grid_penalty(image).backward()
+        optimizer.step()
+    assert grid_penalty(image) < grid_penalty(photo)
+    # What changed is the grid's pattern (all but its mean brightness), and little else.
+    change = image.detach() - photo
+    pattern = grid - grid.mean()
+    assert (change - change.mean()).abs().mean() < 0.2 * pattern.abs().mean()

@@ -1,4 +1,5 @@
-"""Perceptual losses: content (feature L2), style (Gram matrices), total variation.
+"""Perceptual losses: content (feature L2), style (Gram matrices), total variation, and a
+penalty on the period-4 grid the loss network cannot see.
 
 Two scalings are offered. ``normalize=True`` (the default) divides each layer's squared
 error by the squared magnitude of its target, so the loss does not depend on the loss
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nst_fast.device import is_channels_last
@@ -67,6 +69,36 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     return dh + dw
 
 
+def grid_offsets(image: torch.Tensor, period: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image's fine detail (itself minus its 5x5 box blur) and that detail's mean at
+    each of the period x period pixel phases: (B, C, H, W) -> detail, (B, C, period, period).
+
+    A transform network that downsamples and upsamples twice can draw a grid of period 4:
+    the same offset on every pixel of a phase, which the phase means keep and natural
+    detail averages out of.
+    """
+    blurred = F.avg_pool2d(F.pad(image, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
+    h, w = (size // period * period for size in image.shape[-2:])
+    detail = (image - blurred)[..., :h, :w]
+    b, c = detail.shape[:2]
+    phases = detail.reshape(b, c, h // period, period, w // period, period).mean(dim=(2, 4))
+    return detail, phases
+
+
+def grid_penalty(image: torch.Tensor) -> torch.Tensor:
+    """Squared period-4 phase offsets of the detail, relative to the detail's variance.
+
+    VGG is blind to such a grid (its stride-2 poolings alias it away: removing the grid
+    from The Scream network's outputs moved the loss by under 1%), so without this term
+    nothing in the loss stops the network drawing one (docs/quality/findings.md, "A
+    period-4 grid"). The variance is a constant here, so the term only shrinks the
+    offsets, not the detail.
+    """
+    detail, phases = grid_offsets(image)
+    offsets = phases - phases.mean(dim=(-2, -1), keepdim=True)
+    return offsets.pow(2).mean() / detail.detach().var().clamp_min(1e-12)
+
+
 def squared_error(x: torch.Tensor, target: torch.Tensor, normalize: bool) -> torch.Tensor:
     """Per-sample squared error, mean over the batch; relative to |target|^2 if normalize."""
     x, target = x.float(), target.float().expand_as(x)
@@ -90,6 +122,7 @@ class PerceptualLoss(nn.Module):
         style_weight: float,
         tv_weight: float,
         normalize: bool = True,
+        grid_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.network = network
@@ -98,6 +131,7 @@ class PerceptualLoss(nn.Module):
         self.content_weight = content_weight
         self.style_weight = style_weight
         self.tv_weight = tv_weight
+        self.grid_weight = grid_weight
         self.normalize = normalize
         self.style_grams: dict[str, torch.Tensor] = {}
 
@@ -124,12 +158,20 @@ class PerceptualLoss(nn.Module):
         }
         style_loss = sum(self.style_layers[name] * term for name, term in per_layer.items())
         tv_loss = total_variation(output.float())
+        grid_loss = grid_penalty(output.float())
         total = (
             self.content_weight * content_loss
             + self.style_weight * style_loss
             + self.tv_weight * tv_loss
+            + self.grid_weight * grid_loss
         )
-        terms = {"total": total, "content": content_loss, "style": style_loss, "tv": tv_loss}
+        terms = {
+            "total": total,
+            "content": content_loss,
+            "style": style_loss,
+            "tv": tv_loss,
+            "grid_penalty": grid_loss,
+        }
         # Each layer's unweighted term: which scale of texture a network lags on.
         terms.update({f"style/{name}": term for name, term in per_layer.items()})
         return terms

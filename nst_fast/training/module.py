@@ -40,6 +40,7 @@ def build_criterion(loss: dict, style: dict) -> PerceptualLoss:
         style_weight=weight("style_weight"),
         tv_weight=weight("tv_weight"),
         normalize=loss["normalize"],
+        grid_weight=float(loss.get("grid_weight", 0.0)),  # absent in older checkpoints
     )
 
 
