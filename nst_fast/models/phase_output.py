@@ -1,8 +1,8 @@
 """The transform network's last two layers, rewritten for fast CPU inference.
 
 The decoder ends with: nearest x2 upsampling and a 3x3 convolution (computed as four
-phase convolutions at low resolution, see ``upsample_conv2d``), instance norm (unless
-``model.norm_scope=encoder``), ReLU, then a 9x9 convolution down to 3 channels at full
+phase convolutions at low resolution, see ``upsample_conv2d``), instance norm (only with
+``model.norm_scope=all``), ReLU, then a 9x9 convolution down to 3 channels at full
 resolution. oneDNN runs that last convolution at about a third of the CPU's peak (3
 output channels leave its vector registers mostly empty): 277 ms of a 1.8 s forward pass
 at 1024 px on the 2-core CPU.
