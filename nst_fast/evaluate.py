@@ -45,7 +45,8 @@ def grid_strength(image: torch.Tensor, period: int = 4) -> float:
     The standard deviation of the grey detail's mean at each of the period x period pixel
     phases (``grid_offsets``) over the detail's own. Random detail scores about period /
     sqrt(pixels) (0.016 at 256 x 256); photos and Gatys outputs at 256 px 0.004-0.017; a
-    grid that shows at 1:1, 0.05 and more (docs/quality/findings.md, "A period-4 grid").
+    grid that shows at 1:1, 0.05 and more (docs/quality/findings.md, "Four styles at 256
+    px").
     """
     gray = image.float().mean(dim=-3, keepdim=True).reshape(-1, 1, *image.shape[-2:])
     detail, phases = grid_offsets(gray, period)

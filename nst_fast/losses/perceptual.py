@@ -90,8 +90,8 @@ def grid_penalty(image: torch.Tensor) -> torch.Tensor:
 
     VGG is blind to such a grid (its stride-2 poolings alias it away: removing the grid
     from The Scream network's outputs moved the loss by under 1%), so without this term
-    nothing in the loss stops the network drawing one (docs/quality/findings.md, "A
-    period-4 grid"). The variance is a constant here, so the term only shrinks the
+    nothing in the loss stops the network drawing one (docs/quality/findings.md, "Four
+    styles at 256 px"). The variance is a constant here, so the term only shrinks the
     offsets, not the detail.
     """
     detail, phases = grid_offsets(image)
