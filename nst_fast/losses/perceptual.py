@@ -157,8 +157,9 @@ class PerceptualLoss(nn.Module):
             for name in self.style_layers
         }
         style_loss = sum(self.style_layers[name] * term for name, term in per_layer.items())
-        tv_loss = total_variation(output.float())
-        grid_loss = grid_penalty(output.float())
+        pixels = output.float()  # one fp32 copy under autocast for both pixel terms
+        tv_loss = total_variation(pixels)
+        grid_loss = grid_penalty(pixels)
         total = (
             self.content_weight * content_loss
             + self.style_weight * style_loss
