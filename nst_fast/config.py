@@ -42,7 +42,7 @@ class LossConfig:
     content_weight: float = 1.0
     style_weight: float = 1.0
     tv_weight: float = 0.0
-    # Penalty on a period-4 grid in the output, which VGG does not see.
+    # Penalty on a grid at the network's stride (4 px by default), which VGG does not see.
     grid_weight: float = 0.0
     # Scale-free terms (each relative to its target's magnitude); false: classic MSE.
     normalize: bool = True

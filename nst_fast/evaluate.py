@@ -107,8 +107,8 @@ def evaluate(
 def scores(
     criterion: PerceptualLoss, image: torch.Tensor, content: torch.Tensor
 ) -> dict[str, torch.Tensor | float]:
-    """The loss terms and the grid strength of one stylized image."""
-    return {**criterion(image, content), "grid": grid_strength(image)}
+    """The loss terms and the grid strength (at the period the loss penalizes) of one image."""
+    return {**criterion(image, content), "grid": grid_strength(image, criterion.grid_period)}
 
 
 def gatys_snapshots(
@@ -138,7 +138,8 @@ def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
     header += [f"style {name.removeprefix('style/')}" for name in layers]
     lines = [
         f"Mean over {n_photos} held-out photo(s). Per-layer style terms are unweighted. "
-        "grid: period-4 grid strength (photos about 0.01, a visible grid 0.05 and more).",
+        "grid: strength of a grid at the network's stride, 4 px by default (photos about 0.01,"
+        " a visible grid 0.05 and more).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),

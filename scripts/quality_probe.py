@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = TransformerConfig(**to_dict(cfg.model))
     net = NoiseInputNet(config, args.noise) if args.noise else TransformerNet(config)
+    criterion.grid_period = net.multiple
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
         criterion.to(memory_format=torch.channels_last)

@@ -220,3 +220,14 @@ def test_the_grid_penalty_sees_a_faint_period_4_grid_and_its_gradient_removes_it
     change = image.detach() - photo
     pattern = grid - grid.mean()
     assert (change - change.mean()).abs().mean() < 0.2 * pattern.abs().mean()
+
+
+def test_a_period_8_grid_hidden_from_the_period_4_penalty_is_seen_at_period_8():
+    # What a network with four widths (three stride-2 stages) can draw: rows of +a and -a
+    # 4 pixels apart, so every row phase mod 4 averages to zero.
+    g = torch.Generator().manual_seed(0)
+    photo = (make_photo((64, 64), 0) + 0.05 * torch.randn(3, 64, 64, generator=g))[None]
+    grid = torch.zeros(64, 64)
+    grid[::8], grid[4::8] = 0.03, -0.03
+    assert grid_penalty(photo + grid, period=4) < 1.5 * grid_penalty(photo, period=4)
+    assert grid_penalty(photo + grid, period=8) > 4 * grid_penalty(photo, period=8)

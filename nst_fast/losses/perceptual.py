@@ -1,5 +1,5 @@
 """Perceptual losses: content (feature L2), style (Gram matrices), total variation, and a
-penalty on the period-4 grid the loss network cannot see.
+penalty on the grid at the network's stride that the loss network cannot see.
 
 Two scalings are offered. ``normalize=True`` (the default) divides each layer's squared
 error by the squared magnitude of its target, so the loss does not depend on the loss
@@ -85,8 +85,11 @@ def grid_offsets(image: torch.Tensor, period: int = 4) -> tuple[torch.Tensor, to
     return detail, phases
 
 
-def grid_penalty(image: torch.Tensor) -> torch.Tensor:
-    """Squared period-4 phase offsets of the detail, relative to the detail's variance.
+def grid_penalty(image: torch.Tensor, period: int = 4) -> torch.Tensor:
+    """Squared phase offsets of the detail, relative to the detail's variance.
+
+    ``period`` is the transform network's total stride (``TransformerNet.multiple``): 4
+    for the default three widths, 8 for four.
 
     VGG is blind to such a grid (its stride-2 poolings alias it away: removing the grid
     from The Scream network's outputs moved the loss by under 1%), so without this term
@@ -94,7 +97,7 @@ def grid_penalty(image: torch.Tensor) -> torch.Tensor:
     styles at 256 px"). The variance is a constant here, so the term only shrinks the
     offsets, not the detail.
     """
-    detail, phases = grid_offsets(image)
+    detail, phases = grid_offsets(image, period)
     offsets = phases - phases.mean(dim=(-2, -1), keepdim=True)
     return offsets.pow(2).mean() / detail.detach().var().clamp_min(1e-12)
 
@@ -123,6 +126,7 @@ class PerceptualLoss(nn.Module):
         tv_weight: float,
         normalize: bool = True,
         grid_weight: float = 0.0,
+        grid_period: int = 4,
     ) -> None:
         super().__init__()
         self.network = network
@@ -132,6 +136,7 @@ class PerceptualLoss(nn.Module):
         self.style_weight = style_weight
         self.tv_weight = tv_weight
         self.grid_weight = grid_weight
+        self.grid_period = grid_period
         self.normalize = normalize
         self.style_grams: dict[str, torch.Tensor] = {}
 
@@ -159,7 +164,7 @@ class PerceptualLoss(nn.Module):
         style_loss = sum(self.style_layers[name] * term for name, term in per_layer.items())
         pixels = output.float()  # one fp32 copy under autocast for both pixel terms
         tv_loss = total_variation(pixels)
-        grid_loss = grid_penalty(pixels)
+        grid_loss = grid_penalty(pixels, self.grid_period)
         total = (
             self.content_weight * content_loss
             + self.style_weight * style_loss

@@ -23,8 +23,10 @@ class NonFiniteLossError(NstFastError):
     """The loss became NaN or infinite: training cannot continue from here."""
 
 
-def build_criterion(loss: dict, style: dict) -> PerceptualLoss:
-    """The perceptual loss of ``loss`` (a LossConfig dict), with per-style weight overrides."""
+def build_criterion(loss: dict, style: dict, grid_period: int = 4) -> PerceptualLoss:
+    """The perceptual loss of ``loss`` (a LossConfig dict), with per-style weight overrides;
+    ``grid_period``: the total stride of the network it trains (``TransformerNet.multiple``).
+    """
 
     def weight(name: str) -> float:
         own = style.get(name)
@@ -41,6 +43,7 @@ def build_criterion(loss: dict, style: dict) -> PerceptualLoss:
         tv_weight=weight("tv_weight"),
         normalize=loss["normalize"],
         grid_weight=float(loss.get("grid_weight", 0.0)),  # absent in older checkpoints
+        grid_period=grid_period,
     )
 
 
@@ -69,7 +72,7 @@ class StyleTransferModule(pl.LightningModule):
             self.transformer = TransformerNet(TransformerConfig(**model))
         except ValueError as err:  # a bad model.* choice: one line, not a traceback
             raise NstFastError(str(err)) from err
-        self.criterion = build_criterion(loss, style)
+        self.criterion = build_criterion(loss, style, self.transformer.multiple)
         self.register_buffer(
             "style_image", load_style_image(style["image"], style.get("size")), persistent=False
         )
