@@ -136,23 +136,26 @@ def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
     layers = [name for name in rows[0].values if name.startswith("style/")]
     header = ["method", "content loss", "style loss", "total loss", "seconds/photo", "grid"]
     header += [f"style {name.removeprefix('style/')}" for name in layers]
+    body = []
+    for row in rows:
+        m = row.means()
+        values = [f"{m[k]:.4g}" for k in ("content", "style", "total")]
+        values += [f"{m['seconds']:.3g}", f"{m['grid']:.3f}"]
+        values += [f"{m[name]:.4g}" for name in layers]
+        body.append([row.method, *values])
+    with atomic_write(out_dir / "table.csv") as tmp, open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([header, *body])
     lines = [
         f"Mean over {n_photos} held-out photo(s). Per-layer style terms are unweighted. "
         "grid: strength of a grid at the network's stride, 4 px by default (photos about 0.01,"
         " a visible grid 0.05 and more).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + " --- |" * len(header),
+        *markdown_table(header, body),
     ]
-    with atomic_write(out_dir / "table.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for row in rows:
-            m = row.means()
-            values = [f"{m[k]:.4g}" for k in ("content", "style", "total")]
-            values += [f"{m['seconds']:.3g}", f"{m['grid']:.3f}"]
-            values += [f"{m[name]:.4g}" for name in layers]
-            writer.writerow([row.method, *values])
-            lines.append("| " + " | ".join([row.method, *values]) + " |")
     with atomic_write(out_dir / "table.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a markdown table."""
+    return [f"| {' | '.join(line)} |" for line in [header, ["---"] * len(header), *rows]]

@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 from nst_fast.cli import main as nst_fast  # noqa: E402
 from nst_fast.data.samples import sample_photos_dir  # noqa: E402
 from nst_fast.errors import NstFastError  # noqa: E402
+from nst_fast.evaluate import markdown_table  # noqa: E402
 from nst_fast.export import load_model  # noqa: E402
 from nst_fast.files import atomic_write  # noqa: E402
 
@@ -121,15 +122,13 @@ def write_page(summaries: list[RunSummary], out: Path, args: argparse.Namespace)
         " never seen in training. Total loss (the training loss: content + style + tv + grid"
         " penalty), mean over the photos; lower is better.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + " --- |" * len(header),
     ]
+    body = []
     for s in summaries:
         minutes = "" if s.train_minutes is None else f"{s.train_minutes:.0f}"
         totals = [row_total(s, m) for m in ["network", *methods]]
-        lines.append(
-            "| " + " | ".join([s.name, s.style, str(s.steps), minutes, *totals, matched(s)]) + " |"
-        )
+        body.append([s.name, s.style, str(s.steps), minutes, *totals, matched(s)])
+    lines += markdown_table(header, body)
     lines += ["", "Per run: photo, network output, then Gatys after each iteration count.", ""]
     for s in summaries:
         lines += [f"## {s.name}", "", f"![{s.name}]({s.name}/grid.jpg)", ""]
