@@ -559,9 +559,8 @@ def evaluate_main(argv: list[str]) -> int:
     photos = load_photos(args.content, args.size, args.limit)
     if not photos:
         raise NstFastError(f"--content {args.content}: no photos found")
-    criterion = criterion_as_trained(
-        args.model, info, args.style, args.overrides, device, grid_period=net.multiple
-    )
+    criterion = criterion_as_trained(args.model, info, args.style, args.overrides, device)
+    criterion.grid_period = net.multiple
     evaluate(net, criterion, photos, iterations, args.output, inits)
     print((args.output / "table.md").read_text())
     print(f"table: {args.output / 'table.md'} and table.csv; grid: {args.output / 'grid.jpg'}")
@@ -587,7 +586,6 @@ def criterion_as_trained(
     style: str | None,
     overrides: list[str],
     device: torch.device | str = "cpu",
-    grid_period: int = 4,
 ) -> PerceptualLoss:
     """The loss ``model`` was trained with (its recorded style image, size and per-style
     weights), or against ``style`` instead, with config ``overrides`` on top; on
@@ -602,7 +600,7 @@ def criterion_as_trained(
     # The style as trained: the same image size and per-style weights.
     as_trained = [] if style else recorded_style_overrides(recorded)
     cfg = compose([*style_override(style or recorded["image"]), *as_trained, *overrides])
-    criterion = build_criterion(to_dict(cfg.loss), to_dict(cfg.style), grid_period).to(device)
+    criterion = build_criterion(to_dict(cfg.loss), to_dict(cfg.style)).to(device)
     criterion.set_style(load_style_image(cfg.style.image, cfg.style.size)[None].to(device))
     return criterion
 

@@ -19,7 +19,7 @@ from torchvision.utils import make_grid
 from nst_fast.files import atomic_write
 from nst_fast.images import list_images, read_image, save_image
 from nst_fast.inference import stylize
-from nst_fast.losses.perceptual import PerceptualLoss, grid_offsets
+from nst_fast.losses.perceptual import GRID_PERIOD, PerceptualLoss, grid_offsets
 from nst_fast.models.transformer import TransformerNet
 from nst_fast.optimize import optimize_image
 
@@ -39,7 +39,7 @@ class Row:
         return {name: sum(v) / len(v) for name, v in self.values.items()}
 
 
-def grid_strength(image: torch.Tensor, period: int = 4) -> float:
+def grid_strength(image: torch.Tensor, period: int = GRID_PERIOD) -> float:
     """How much of an image's fine detail repeats with the pixel's position mod ``period``.
 
     The standard deviation of the grey detail's mean at each of the period x period pixel

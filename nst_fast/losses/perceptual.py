@@ -62,6 +62,11 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
         return _Gram.apply(features.float())
 
 
+# The stride of the default network (three model.channels widths); a network's own is
+# TransformerNet.multiple, which training and evaluation pass in.
+GRID_PERIOD = 4
+
+
 def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels (anisotropic TV)."""
     dh = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
@@ -69,7 +74,9 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     return dh + dw
 
 
-def grid_offsets(image: torch.Tensor, period: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_offsets(
+    image: torch.Tensor, period: int = GRID_PERIOD
+) -> tuple[torch.Tensor, torch.Tensor]:
     """An image's fine detail (itself minus its 5x5 box blur) and that detail's mean at
     each of the period x period pixel phases: (B, C, H, W) -> detail, (B, C, period, period).
 
@@ -85,7 +92,7 @@ def grid_offsets(image: torch.Tensor, period: int = 4) -> tuple[torch.Tensor, to
     return detail, phases
 
 
-def grid_penalty(image: torch.Tensor, period: int = 4) -> torch.Tensor:
+def grid_penalty(image: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
     """Squared phase offsets of the detail, relative to the detail's variance.
 
     ``period`` is the transform network's total stride (``TransformerNet.multiple``): 4
@@ -126,7 +133,7 @@ class PerceptualLoss(nn.Module):
         tv_weight: float,
         normalize: bool = True,
         grid_weight: float = 0.0,
-        grid_period: int = 4,
+        grid_period: int = GRID_PERIOD,
     ) -> None:
         super().__init__()
         self.network = network

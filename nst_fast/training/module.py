@@ -10,7 +10,7 @@ import torch
 from nst_fast.errors import NstFastError
 from nst_fast.export import checkpoint_arch
 from nst_fast.losses.network import LossNetwork
-from nst_fast.losses.perceptual import PerceptualLoss
+from nst_fast.losses.perceptual import GRID_PERIOD, PerceptualLoss
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.styles import load_style_image
 
@@ -23,7 +23,7 @@ class NonFiniteLossError(NstFastError):
     """The loss became NaN or infinite: training cannot continue from here."""
 
 
-def build_criterion(loss: dict, style: dict, grid_period: int = 4) -> PerceptualLoss:
+def build_criterion(loss: dict, style: dict, grid_period: int = GRID_PERIOD) -> PerceptualLoss:
     """The perceptual loss of ``loss`` (a LossConfig dict), with per-style weight overrides;
     ``grid_period``: the total stride of the network it trains (``TransformerNet.multiple``).
     """
