@@ -120,6 +120,36 @@ def test_cpu_training_convolution_has_conv2d_values_and_gradients(stride):
         torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
 
 
+def test_cpu_training_convolution_under_bf16_autocast_matches_autocasts_own_conv2d():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 11, 9).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(4, 6, 3, 3), torch.randn(4)
+    results = []
+    for conv in (conv2d, nn.functional.conv2d):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(*leaves)
+        results.append((y, *torch.autograd.grad(y.float().square().sum(), leaves)))
+    assert results[0][0].dtype == torch.bfloat16
+    assert [g.dtype for g in results[0][1:]] == [torch.float32] * 3  # the leaves' own dtype
+    for ours, reference in zip(*results, strict=True):
+        torch.testing.assert_close(ours.float(), reference.float(), atol=0.1, rtol=0.02)
+
+
+def test_the_network_trains_channels_last_under_cpu_bf16_autocast():
+    torch.manual_seed(0)
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1, norm_scope="residual")
+    net = net.to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x)
+    y.float().square().mean().backward()
+    assert y.shape == x.shape
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32, name
+        assert torch.isfinite(p.grad).all(), name
+
+
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
 def test_instance_norm_has_torchs_values_and_gradients_in_either_layout(memory_format):
     torch.manual_seed(0)

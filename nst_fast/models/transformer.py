@@ -141,6 +141,13 @@ def conv2d(
         and x.dim() == 4
         and x.is_contiguous(memory_format=torch.channels_last)
     ):
+        if torch.is_autocast_enabled("cpu"):
+            # Cast as autocast would inside conv2d, but before the function saves its
+            # inputs: its backward calls convolution_backward, which autocast does not
+            # see and which needs one dtype for the input, weight and gradient.
+            dtype = torch.get_autocast_dtype("cpu")
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
         return _CpuConv2d.apply(x, weight, bias, (stride, stride))
     return nn.functional.conv2d(x, weight, bias, stride)
 
