@@ -22,7 +22,8 @@ machine's peak) with the machine, torch version and date:
 The reference is pytorch/examples' fast_neural_style, timed by ../shared/bench/peer_bench.py
 in a subprocess of this run when ../shared is present. The VGG16 weights are
 ../shared/weights/vgg16_imagenet_features.pt when present, else a random init (same
-speed, said in the output). On CPU one setup runs (the optimized default); on CUDA two:
+speed, said in the output). On CPU one setup runs (the default training runs with: bf16
+autocast where the CPU computes bf16 natively, else fp32; --cpu-precision picks); on CUDA two:
 eager fp32 and the optimized default (channels_last, bf16 autocast, torch.compile,
 cudnn.benchmark).
 
@@ -56,7 +57,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from nst_fast.device import keep_freed_memory  # noqa: E402
+from nst_fast.device import keep_freed_memory, training_precision  # noqa: E402
 from nst_fast.inference import stylize  # noqa: E402
 from nst_fast.losses.network import LossNetwork  # noqa: E402
 from nst_fast.losses.perceptual import PerceptualLoss  # noqa: E402
@@ -110,6 +111,10 @@ def setups(args: argparse.Namespace) -> list[Setup]:
             options["channels_last"] = args.channels_last == "on"
         if args.compile != "auto":
             options["compile"] = compile_parts(args.compile)
+        precision = args.cpu_precision
+        if precision == "auto":  # as `nst-fast train trainer=cpu` would run
+            precision = "bf16" if training_precision("cpu") == "bf16-mixed" else "fp32"
+        options["amp"] = torch.bfloat16 if precision == "bf16" else None
         return options
 
     out = []
@@ -531,6 +536,7 @@ class Row:
     ref_flops: float | None = None
     target: float | None = None  # required speed-up over the reference
     notes: list[str] = field(default_factory=list)
+    half: bool = False  # the project's figure ran under autocast: its peak is the half one
 
     def speedup(self) -> float | None:
         if not self.project or not self.reference:
@@ -562,7 +568,9 @@ def gflops_per_s(value: float | None, unit: str, flops: float | None) -> float |
     return None
 
 
-def print_table(rows: list[Row], peak: float) -> None:
+def print_table(rows: list[Row], peak: float, half_peak: float | None = None) -> None:
+    """``peak``: the fp32 matmul peak (the reference's, and the project's fp32 rows);
+    ``half_peak``: the autocast dtype's, for the project's rows that ran under it."""
     head = (
         f"{'figure':<44} {'unit':<6} {'project':>9} {'reference':>9} "
         f"{'proj/ref':>8} {'speed-up':>8} {'target':>7}  {'% peak proj':>11} {'% peak ref':>10}"
@@ -579,7 +587,8 @@ def print_table(rows: list[Row], peak: float) -> None:
             target = f"{row.target:.1f}x"
         fp = gflops_per_s(row.project, row.unit, row.flops)
         fr = gflops_per_s(row.reference, row.unit, row.ref_flops or row.flops)
-        pp = f"{100 * fp / peak:.0f}%" if fp is not None else ""
+        own_peak = half_peak if row.half and half_peak else peak
+        pp = f"{100 * fp / own_peak:.0f}%" if fp is not None else ""
         pr = f"{100 * fr / peak:.0f}%" if fr is not None and row.reference else ""
         print(
             f"{row.figure:<44} {row.unit:<6} {fmt(row.project):>9} {fmt(row.reference):>9} "
@@ -616,6 +625,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--memory-sizes", type=int, nargs="+", default=[1024, 2048], help="stylize memory sizes"
     )
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
+    p.add_argument(
+        "--cpu-precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="CPU training autocast (auto: bf16 where the CPU has it natively, as training)",
+    )
     p.add_argument(
         "--compile", default="auto", choices=["auto", "off", "on", "transformer", "loss"]
     )
@@ -693,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         dev = setup.device
         print(f"== {setup.name}: {setup.describe()}", flush=True)
         peak = matmul_peak(dev)
-        peak_gf = peak["best"]
+        half_gf = None
         print(
             f"  fp32 matmul 2048^3: best {peak['best']:.1f} GFLOP/s, "
             f"median {peak['median']:.1f} (the peak below is the best)",
@@ -702,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         if setup.amp is not None:
             half = matmul_peak(dev, setup.amp)
             print(f"  {setup.amp} matmul peak: best {half['best']:.1f} GFLOP/s", flush=True)
-            peak_gf = half["best"]
+            half_gf = half["best"]
         rows: list[Row] = []
         train_flops = training_flops_per_image(args.size, reference=False)
         ref_train_flops = training_flops_per_image(args.size, reference=True)
@@ -744,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
                     flops=train_flops,
                     ref_flops=ref_train_flops,
                     target=1.7 if batch == 4 else None,
+                    half=setup.amp is not None,
                 )
             )
             results["setups"].setdefault(setup.name, {})[f"train_b{batch}"] = train
@@ -768,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
                     higher_is_better=False,
                     flops=stylize_flops(size),
                     target=targets.get(size),
+                    half=setup.amp is not None and dev != "cpu",  # CPU inference is fp32
                 )
             )
             results["setups"][setup.name][f"stylize_{size}"] = seconds
@@ -853,18 +870,21 @@ def main(argv: list[str] | None = None) -> int:
                     f"(~{mem['base_mib']:.0f} MiB after imports)"
                 )
 
-        again = matmul_peak(dev, setup.amp or torch.float32)
-        print(f"  matmul peak again at the end: best {again['best']:.1f} GFLOP/s", flush=True)
-        if again["best"] > peak_gf:  # the machine's peak: the best seen before or after
-            peak_gf = again["best"]
-            if setup.amp is None:
-                peak = {**peak, "best": again["best"]}
+        # The machine's peaks: the best seen before or after the figures.
+        again = matmul_peak(dev)
+        print(f"  fp32 matmul peak again at the end: best {again['best']:.1f} GFLOP/s")
+        peak = {**peak, "best": max(peak["best"], again["best"])}
+        if setup.amp is not None:
+            half_gf = max(half_gf, matmul_peak(dev, setup.amp)["best"])
+            print(f"  {setup.amp} peak, best of both: {half_gf:.1f} GFLOP/s", flush=True)
         print()
         print(
             f"-- {setup.name} ({setup.describe()}); fp32 matmul peak "
-            f"{peak['best']:.0f} GFLOP/s; speed-up = how many times better the project is"
+            f"{peak['best']:.0f} GFLOP/s"
+            + (f", {setup.amp} {half_gf:.0f}" if half_gf else "")
+            + "; speed-up = how many times better the project is"
         )
-        print_table(rows, peak_gf)
+        print_table(rows, peak["best"], half_gf)
         print()
         results["setups"][setup.name]["peak_gflops"] = peak
         results["setups"][setup.name]["rows"] = [r.__dict__ for r in rows]

@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from nst_fast.device import inference_dtype, pick_device
+from nst_fast import device
+from nst_fast.device import cpu_has_native_bf16, inference_dtype, pick_device, training_precision
 
 # Allocates, touches and frees a 64 MiB tensor a dozen times, as a training loop does with
 # its large activations; prints the page faults of the last two rounds.
@@ -47,3 +48,29 @@ def test_cpu_runs_in_fp32_and_auto_picks_what_is_there():
     assert pick_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         assert pick_device("auto").type in ("cpu", "mps")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_training_is_bf16_mixed_only_where_the_cpu_computes_bf16_natively(monkeypatch, native):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    expected = "bf16-mixed" if native else "32-true"
+    assert training_precision("cpu") == training_precision("auto") == expected
+
+
+def test_trainer_cpu_stays_on_the_cpu_precision_beside_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert training_precision("auto") == "16-mixed"
+    assert training_precision("cpu") == "32-true"
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "native"),
+    [(True, False, True), (False, True, True), (False, False, False)],
+)
+def test_native_bf16_is_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert cpu_has_native_bf16() is native

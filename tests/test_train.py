@@ -73,6 +73,18 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_over_max_steps(trained
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.002 * 0.2
 
 
+def test_cpu_trains_in_bf16_mixed_precision(trained, tmp_path):
+    photos, style, _, _ = trained
+    run_dir = tmp_path / "run"
+    overrides = [*tiny_overrides(photos, style, run_dir, steps=2), "trainer.precision=bf16-mixed"]
+    result = nst_fast("train", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = [e.value for e in events(run_dir).Scalars("loss/total")]
+    assert losses and all(0 < v < float("inf") for v in losses)
+    net, _ = load_model(run_dir / "model.pt")
+    assert next(net.parameters()).dtype == torch.float32  # mixed: the weights stay fp32
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
