@@ -124,7 +124,7 @@ def pick_dtype(device: torch.device, precision: str) -> torch.dtype:
     if precision == "auto":
         return inference_dtype(device, half=True)
     if precision == "fp16" and device.type == "cpu":
-        raise NstFastError("--precision fp16: not on the CPU; use fp32 (default) or bf16")
+        raise NstFastError("--precision fp16: not on the CPU; use fp32 or bf16")
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 

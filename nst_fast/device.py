@@ -65,9 +65,13 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def inference_dtype(device: torch.device, half: bool = True) -> torch.dtype:
-    """Half precision on GPUs (bf16 where supported, else fp16); fp32 on CPU."""
-    if not half or device.type == "cpu":
+    """Half precision where the hardware computes in it: on GPUs (bf16 where supported,
+    else fp16) and on CPUs with native bf16 (1024 px on 2 EPYC cores: 0.87 against
+    1.46 s, a mean difference of 0.4 of an 8-bit level); fp32 on other CPUs."""
+    if not half:
         return torch.float32
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16

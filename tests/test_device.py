@@ -43,8 +43,15 @@ def test_kept_memory_is_reused_without_page_faults():
     assert kept < pages // 10
 
 
-def test_cpu_runs_in_fp32_and_auto_picks_what_is_there():
-    assert inference_dtype(torch.device("cpu")) == torch.float32
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_inference_is_bf16_only_where_the_cpu_computes_bf16_natively(monkeypatch, native):
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    expected = torch.bfloat16 if native else torch.float32
+    assert inference_dtype(torch.device("cpu")) == expected
+    assert inference_dtype(torch.device("cpu"), half=False) == torch.float32
+
+
+def test_auto_picks_what_is_there():
     assert pick_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         assert pick_device("auto").type in ("cpu", "mps")
