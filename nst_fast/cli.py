@@ -70,7 +70,7 @@ def stylize_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda:1...")
     parser.add_argument(
         "--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-        help="auto: bf16 or fp16 on GPUs, fp32 on CPU",
+        help="auto: bf16 or fp16 on GPUs, bf16 on CPUs with native bf16, else fp32",
     )  # fmt: skip
     parser.add_argument(
         "--batch-size", type=int, default=None,

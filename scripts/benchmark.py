@@ -57,7 +57,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from nst_fast.device import keep_freed_memory, training_precision  # noqa: E402
+from nst_fast.device import inference_dtype, keep_freed_memory, training_precision  # noqa: E402
 from nst_fast.inference import stylize  # noqa: E402
 from nst_fast.losses.network import LossNetwork  # noqa: E402
 from nst_fast.losses.perceptual import PerceptualLoss  # noqa: E402
@@ -784,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
                     higher_is_better=False,
                     flops=stylize_flops(size),
                     target=targets.get(size),
-                    half=setup.amp is not None and dev != "cpu",  # CPU inference is fp32
+                    half=inference_dtype(torch.device(dev), setup.amp is not None).itemsize < 4,
                 )
             )
             results["setups"][setup.name][f"stylize_{size}"] = seconds
