@@ -4,7 +4,8 @@ Three things on top of a plain ``net(x)``:
 
 * speed: the network runs channels_last (oneDNN's convolutions are up to 2x faster in
   that layout on CPUs, Tensor Cores want it on GPUs) with an instance norm that keeps
-  the layout instead of copying to NCHW and back, in half precision on GPUs;
+  the layout instead of copying to NCHW and back, in half precision on GPUs
+  and on CPUs with native bf16 (``device.inference_dtype``);
 * memory: images too large for one pass are stylized in overlapping tiles blended with
   a cosine window, the instance-norm statistics shared by all tiles (see
   ``stylize_tiled``), so the seams do not show;
@@ -148,7 +149,8 @@ def prepared(net: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Mod
 def stylize(net: nn.Module, images: torch.Tensor, half: bool = True) -> torch.Tensor:
     """Stylize a (3, H, W) image or a (B, 3, H, W) batch in [0, 1]; returns fp32 on the CPU.
 
-    Runs on the network's device, in half precision on GPUs (``half``), channels_last.
+    Runs on the network's device, channels_last, in half precision (``half``) where the
+    hardware computes in it (``device.inference_dtype``).
     """
     device = next(net.parameters()).device
     fast = prepared(net, device, inference_dtype(device, half))
