@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--no-peer", action="store_true", help="skip the reference run")
     args = parser.parse_args()
-    keep_freed_memory()  # as the nst-fast command runs (1024 px bf16: 1.44 s without, 0.91 with)
+    keep_freed_memory()  # as the nst-fast command runs (1024 px bf16: 1.50 s without, 0.93 with)
     for size in args.sizes:
         BATCH.setdefault(size, 0)
 
