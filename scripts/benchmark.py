@@ -784,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
                     higher_is_better=False,
                     flops=stylize_flops(size),
                     target=targets.get(size),
-                    half=inference_dtype(torch.device(dev), setup.amp is not None).itemsize < 4,
+                    half=inference_dtype(torch.device(dev), setup.amp is not None) != torch.float32,
                 )
             )
             results["setups"][setup.name][f"stylize_{size}"] = seconds
