@@ -13,7 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from nst_fast.device import training_precision
+from nst_fast.device import loader_workers, training_precision
 from nst_fast.errors import NstFastError
 from nst_fast.models.transformer import TransformerConfig
 
@@ -120,6 +120,8 @@ def register() -> None:
     ConfigStore.instance().store(name="config_schema", node=Config)
     if not OmegaConf.has_resolver("nst_fast.precision"):
         OmegaConf.register_new_resolver("nst_fast.precision", training_precision)
+    if not OmegaConf.has_resolver("nst_fast.workers"):
+        OmegaConf.register_new_resolver("nst_fast.workers", loader_workers)
     if not OmegaConf.has_resolver("nst_fast.sample_photos"):
         from nst_fast.data.samples import sample_photos_dir
 

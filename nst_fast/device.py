@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 import torch
@@ -96,3 +97,11 @@ def training_precision(accelerator: str = "auto") -> str:
     if accelerator in ("auto", "cpu") and cpu_has_native_bf16():
         return "bf16-mixed"
     return "32-true"
+
+
+def loader_workers(wanted: int) -> int:
+    """``wanted`` data-loading processes, or as many as this process has cores if fewer:
+    more would only take turns with the training step on the same cores (PyTorch's
+    DataLoader warns about it)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(wanted, cores or 1))

@@ -67,6 +67,14 @@ def test_any_key_can_be_overridden_and_styles_added_by_path():
     assert cfg.loss.style_weight == 3.0
 
 
+@pytest.mark.parametrize(("cores", "coco", "sample"), [(2, 2, 2), (1, 1, 1), (8, 4, 2)])
+def test_data_loads_in_at_most_one_process_per_core(monkeypatch, cores, coco, sample):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert compose_with(["data=coco"]).data.num_workers == coco
+    assert compose_with(["data=sample"]).data.num_workers == sample
+    assert compose_with(["data=coco", "data.num_workers=6"]).data.num_workers == 6
+
+
 def test_misspelt_keys_and_wrong_types_fail_at_composition():
     with pytest.raises(ConfigCompositionException):
         compose_with(["data.imgsize=3"])

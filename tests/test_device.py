@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from nst_fast import device
-from nst_fast.device import cpu_has_native_bf16, inference_dtype, pick_device, training_precision
+from nst_fast.device import (
+    cpu_has_native_bf16,
+    inference_dtype,
+    loader_workers,
+    pick_device,
+    training_precision,
+)
 
 # Allocates, touches and frees a 64 MiB tensor a dozen times, as a training loop does with
 # its large activations; prints the page faults of the last two rounds.
@@ -81,3 +87,13 @@ def test_native_bf16_is_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, native
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert cpu_has_native_bf16() is native
+
+
+@pytest.mark.parametrize(("cores", "wanted", "workers"), [(2, 4, 2), (16, 4, 4), (2, 0, 0)])
+def test_data_loading_takes_no_more_processes_than_there_are_cores(
+    monkeypatch, cores, wanted, workers
+):
+    monkeypatch.setattr(
+        device.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False
+    )
+    assert loader_workers(wanted) == workers
