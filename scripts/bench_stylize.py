@@ -3,11 +3,12 @@
 
     python scripts/bench_stylize.py [--model model.pt] [--sizes 256 512 1024 2048]
 
-Times one forward pass of the transform network (the default architecture with random
-weights unless --model is given: speed does not depend on the weights) at each size,
-batch 1 and batched, on the CPU and, when there is one, the GPU (half precision), and
-the ONNX Runtime export on the CPU when onnxruntime is installed. In the same run it
-starts ../shared/bench/peer_bench.py (pytorch/examples fast_neural_style, which measures
+Times one forward pass of the transform network (conf/model/johnson.yaml, the default
+architecture, with random weights unless --model is given: speed does not depend on the
+weights) at each size, batch 1 and batched, on the CPU and, when there is one, the GPU
+(half precision), and the ONNX Runtime export on the CPU when onnxruntime is installed.
+In the same run it starts ../shared/bench/peer_bench.py (pytorch/examples
+fast_neural_style, which measures
 512 and 1024 px) and prints the ratio peer / nst-fast (above 1: nst-fast is faster).
 """
 
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_BENCH = ROOT.parent / "shared" / "bench" / "peer_bench.py"
@@ -30,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from nst_fast.device import inference_dtype, keep_freed_memory  # noqa: E402
 from nst_fast.export import ModelInfo, load_model  # noqa: E402
 from nst_fast.inference import forward, prepare  # noqa: E402
-from nst_fast.models.transformer import transformer_net  # noqa: E402
+from nst_fast.models.transformer import TransformerConfig, TransformerNet  # noqa: E402
 
 # Batch sizes for the batched figures; large images on the CPU only once (minutes each).
 BATCH = {256: 8, 512: 4, 1024: 2, 2048: 0}
@@ -124,7 +126,8 @@ def main() -> None:
     if args.model:
         net, info = load_model(args.model)
     else:
-        net = transformer_net().eval()
+        model = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "johnson.yaml"))
+        net = TransformerNet(TransformerConfig(**model)).eval()
         info = ModelInfo(style="random", step=0, arch=net.config.to_dict(), nst_fast_version="")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
