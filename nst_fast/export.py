@@ -15,7 +15,7 @@ import torch
 
 from nst_fast import __version__
 from nst_fast.errors import NstFastError
-from nst_fast.files import atomic_write
+from nst_fast.files import atomic_write, load_tensors
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 
 FORMAT = "nst-fast-model"
@@ -67,11 +67,10 @@ def load_model(
     if not path.is_file():
         raise NstFastError(f"{path}: no such model file")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
+        payload = load_tensors(path, map_location)
+    except ValueError as err:
         raise NstFastError(
-            f"{path}: not an nst-fast model ({str(err).splitlines()[0]}); "
-            "export one with a training run (DIR/model.pt)"
+            f"{path}: not an nst-fast model ({err}); export one with a training run (DIR/model.pt)"
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise NstFastError(f"{path}: not an nst-fast model (no '{FORMAT}' header)")
@@ -118,12 +117,12 @@ def load_checkpoint(
     if not path.is_file():
         raise NstFastError(f"{path}: no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = load_tensors(path, map_location)
         hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
         arch, style = checkpoint_arch(hparams), hparams["style"]
     except Exception as err:
         raise NstFastError(
-            f"{path}: not an nst-fast training checkpoint ({str(err).splitlines()[0]})"
+            f"{path}: not an nst-fast training checkpoint ({str(err).strip().splitlines()[0]})"
         ) from err
     prefix = "transformer."
     net = TransformerNet(TransformerConfig(**arch))

@@ -1,4 +1,4 @@
-"""File helpers: atomic writes and the download cache."""
+"""File helpers: atomic writes, the download cache, and loading tensor files safely."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from nst_fast import __version__
 
@@ -61,3 +64,28 @@ def download(url: str, path: str | os.PathLike, timeout: float = 60) -> Path:
     with urllib.request.urlopen(request, timeout=timeout) as response, atomic_write(path) as tmp:
         tmp.write_bytes(response.read())
     return Path(path)
+
+
+def load_tensors(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain data only, so no code
+    from the file ever runs. A file it cannot read raises ``ValueError`` with a short
+    reason in place of PyTorch's paragraph."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(_unreadable_because(path, err)) from err
+
+
+# torch.save writes a zip archive; files from before PyTorch 1.6 are a bare pickle.
+_TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def _unreadable_because(path: str | os.PathLike, err: Exception) -> str:
+    text = str(err)
+    if text.startswith("Weights only load failed") and "Unsupported operand" not in text:
+        return "it holds Python objects besides tensors, which are never loaded"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(_TORCH_FILE_STARTS):
+        return "not a PyTorch file"
+    return "a damaged or truncated PyTorch file"

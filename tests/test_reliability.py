@@ -255,6 +255,27 @@ def test_a_model_from_another_format_version_names_both_versions(tmp_path):
         load_model(path)
 
 
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("truncated", "a damaged or truncated PyTorch file"),
+        ("a photo", "not a PyTorch file"),
+    ],
+)
+def test_a_damaged_or_foreign_model_file_gets_a_short_reason(tmp_path, damage, reason):
+    path = tmp_path / "model.pt"
+    save_model(transformer_net(channels=(8, 16), residual_blocks=1), path, style="a", step=1)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        Image.new("RGB", (16, 16), "teal").save(path, format="JPEG")
+    with pytest.raises(NstFastError) as caught:
+        load_model(path)
+    message = str(caught.value)
+    assert f"not an nst-fast model ({reason})" in message
+    assert "\n" not in message and "weights_only" not in message
+
+
 def test_model_files_never_run_code(tmp_path):
     class Payload:
         def __reduce__(self):
@@ -262,7 +283,7 @@ def test_model_files_never_run_code(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": "nst-fast-model", "x": Payload()}, path)
-    with pytest.raises(NstFastError, match="not an nst-fast model"):
+    with pytest.raises(NstFastError, match=r"not an nst-fast model \(it holds Python objects"):
         load_model(path)
     assert not (tmp_path / "pwned").exists()
 

@@ -11,6 +11,7 @@ from torch import nn
 from torchvision import models
 
 from nst_fast.errors import NstFastError
+from nst_fast.files import load_tensors
 
 # Every pretrained VGG in torchvision expects RGB in [0, 1] normalized with these.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -78,8 +79,8 @@ def _load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"loss.weights={path}: no such file; use 'imagenet' (download), 'random' or a path"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+        state = load_tensors(path)
+    except ValueError as err:
         raise NstFastError(f"loss.weights={path}: not a PyTorch state dict ({err})") from err
     if not isinstance(state, dict):
         raise NstFastError(f"loss.weights={path}: expected a state dict, found {type(state)}")
