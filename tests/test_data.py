@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nst_fast.data.datamodule import PhotoDataModule
+from nst_fast.data.datamodule import PhotoDataModule, PhotoLoader, loader_state_for_workers
 from nst_fast.data.folder import PhotoFolder, collate_skipping
 from nst_fast.errors import NstFastError
 from nst_fast.images import read_image
@@ -86,3 +86,35 @@ def test_preview_batch_is_fixed_and_centre_cropped(photo_folder):
     dm = PhotoDataModule(str(photo_folder), image_size=16, num_workers=0, preview_images=3)
     assert dm.preview_batch().shape == (3, 3, 16, 16)
     assert torch.equal(dm.preview_batch(), dm.preview_batch())
+
+
+def numbers_loader(workers: int) -> PhotoLoader:
+    """Shuffled batches of the numbers 0-11, as the training loader serves photos."""
+    return PhotoLoader(
+        list(range(12)),
+        batch_size=2,
+        shuffle=True,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (0, 2), (2, 0), (1, 1)])
+def test_a_saved_position_carries_over_to_another_number_of_workers(before, after):
+    loader = numbers_loader(before)
+    batches = iter(loader)
+    seen = [next(batches).tolist() for _ in range(2)]
+    state = loader.state_dict()
+    rest_of_epoch = [batch.tolist() for batch in batches]
+
+    moved = numbers_loader(after)
+    moved.load_state_dict(state)
+    assert [batch.tolist() for batch in moved] == rest_of_epoch
+    assert sorted(n for batch in seen + rest_of_epoch for n in batch) == list(range(12))
+
+
+def test_an_unreadable_saved_position_starts_a_fresh_pass():
+    assert loader_state_for_workers({"_snapshot": {}}, 2) == {}
+    loader = numbers_loader(1)
+    loader.load_state_dict({"_snapshot": {}, "_iterator_finished": False})
+    assert sorted(n for batch in loader for n in batch.tolist()) == list(range(12))

@@ -309,6 +309,26 @@ def test_resume_mid_epoch_continues_the_same_data_order(photo_folder, style_file
     assert resumed == straight[4:]
 
 
+def test_a_run_resumes_with_fewer_data_workers_where_it_stopped(photo_folder, style_file, tmp_path):
+    # As when a run checkpointed on a 4-core machine goes on on a 2-core one.
+    def run(name: str, steps: int, workers: int, *extra: str) -> list[str]:
+        probe = tmp_path / f"probe_{name}_{steps}"
+        result = nst_fast(
+            "train",
+            *tiny_overrides(photo_folder, style_file, tmp_path / name, steps=steps),
+            "+callbacks.probe._target_=tests.probes.RecordRank",
+            f"+callbacks.probe.folder={probe}",
+            f"data.num_workers={workers}",
+            *extra,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads((probe / "rank0.json").read_text())["seen"]
+
+    straight = run("straight", 8, workers=2)
+    run("moved", 2, workers=2)
+    assert run("moved", 8, 1, "ckpt_path=last") == straight[4:]
+
+
 def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(
     photo_folder, style_file, tmp_path, monkeypatch
 ):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -16,6 +18,8 @@ from nst_fast.images import ImageReadError, read_image, read_image_uint8
 
 CROPS = ("center", "random", "random_resized")
 
+log = logging.getLogger(__name__)
+
 
 def ignore_sigterm(worker_id: int) -> None:
     """DataLoader worker_init_fn: leave SIGTERM to the main process.
@@ -26,6 +30,87 @@ def ignore_sigterm(worker_id: int) -> None:
     its workers itself once that is done.
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# The position in the epoch, as torchdata's StatefulDataLoader records it (0.8 and on):
+# the sampler's state, in the single-process layout or inside the multi-process snapshot.
+_SAMPLER_KEYS = (
+    "_index_sampler_state",
+    "_sampler_iter_state",
+    "_sampler_iter_yielded",
+    "_IterableDataset_len_called",
+    "_shared_seed",
+)
+
+
+def loader_state_for_workers(state: dict[str, Any], num_workers: int) -> dict[str, Any]:
+    """A data loader's saved position, rewritten for ``num_workers`` worker processes.
+
+    torchdata's loader refuses a state saved with another worker count (a bare
+    AssertionError), so a run checkpointed with 4 workers could not resume on a machine
+    where the default is 2. With a map-style dataset the workers hold no state of their
+    own: the position is the sampler's, and it carries over as is. A state this cannot
+    read gives ``{}``: the resumed run starts a fresh pass over the photos.
+    """
+    if not state:
+        return state
+    try:
+        if "_num_yielded" in state:  # saved by a single-process loader
+            saved_workers, steps, finished = 0, state["_num_yielded"], state["_iterator_finished"]
+            sampler = {key: state[key] for key in _SAMPLER_KEYS}
+            worker_states: list = [state["fetcher_state"], state["dataset_state"]]
+            base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        else:
+            snapshot = state["_snapshot"]
+            main = snapshot["_main_snapshot"]
+            saved_workers, steps = main["_num_workers"], snapshot["_snapshot_step"]
+            finished, base_seed = state["_iterator_finished"], main["_base_seed"]
+            sampler = {key: main[key] for key in _SAMPLER_KEYS}
+            worker_states = [
+                w[key] for w in snapshot["_worker_snapshots"].values()
+                for key in ("fetcher_state", "dataset_state")
+            ]  # fmt: skip
+            if state["_steps_since_snapshot"]:
+                raise KeyError("_steps_since_snapshot")
+    except KeyError:
+        log.warning("the data loader's saved position is unreadable: starting a fresh pass")
+        return {}
+    if saved_workers == num_workers:
+        return state
+    if any(w is not None for w in worker_states):
+        log.warning("the data loader's workers kept state of their own: starting a fresh pass")
+        return {}
+    if num_workers == 0:
+        return {
+            **sampler,
+            "_num_yielded": steps,
+            "fetcher_state": None,
+            "dataset_state": None,
+            "_iterator_finished": finished,
+        }
+    workers = {
+        f"worker_{i}": {"worker_id": i, "fetcher_state": None, "dataset_state": None}
+        for i in range(num_workers)
+    }
+    main = {**sampler, "_num_workers": num_workers, "_base_seed": base_seed}
+    return {
+        "_snapshot": {
+            "_snapshot_step": steps,
+            "_last_yielded_worker_id": num_workers - 1,
+            "_main_snapshot": main,
+            "_worker_snapshots": workers,
+        },
+        "_steps_since_snapshot": 0,
+        "_iterator_finished": finished,
+    }
+
+
+class PhotoLoader(StatefulDataLoader):
+    """A StatefulDataLoader whose saved position survives a change of ``num_workers``
+    (another machine, another ``data.num_workers``) between a run and its resumption."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(loader_state_for_workers(state_dict, self.num_workers))
 
 
 class PhotoDataModule(pl.LightningDataModule):
@@ -72,10 +157,10 @@ class PhotoDataModule(pl.LightningDataModule):
         }[self.crop]
         return v2.Compose([*crop, v2.ToDtype(torch.float32, scale=True)])
 
-    def train_dataloader(self) -> StatefulDataLoader:
+    def train_dataloader(self) -> PhotoLoader:
         # Stateful: checkpoints record the position in the epoch's shuffled order, so a
         # resumed run continues with exactly the photos the interrupted one had not seen.
-        return StatefulDataLoader(
+        return PhotoLoader(
             self.dataset,
             batch_size=self.batch_size,
             shuffle=self.shuffle,
