@@ -81,11 +81,14 @@ _TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
 
 
 def _unreadable_because(path: str | os.PathLike, err: Exception) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as open_err:
+        return f"cannot read it: {open_err.strerror or open_err}"
     text = str(err)
     if text.startswith("Weights only load failed") and "Unsupported operand" not in text:
         return "it holds Python objects besides tensors, which are never loaded"
-    with open(path, "rb") as f:
-        head = f.read(4)
     if not head.startswith(_TORCH_FILE_STARTS):
         return "not a PyTorch file"
     return "a damaged or truncated PyTorch file"

@@ -118,3 +118,13 @@ def test_an_unreadable_saved_position_starts_a_fresh_pass():
     loader = numbers_loader(1)
     loader.load_state_dict({"_snapshot": {}, "_iterator_finished": False})
     assert sorted(n for batch in loader for n in batch.tolist()) == list(range(12))
+
+
+def test_a_position_that_depends_on_the_workers_stays_with_their_number():
+    loader = numbers_loader(2)
+    batches = iter(loader)
+    next(batches)
+    state = loader.state_dict()
+    state["_snapshot"]["_worker_snapshots"]["worker_0"]["dataset_state"] = {"cursor": 3}
+    assert loader_state_for_workers(state, 2) is state
+    assert loader_state_for_workers(state, 1) == {}

@@ -70,15 +70,20 @@ def loader_state_for_workers(state: dict[str, Any], num_workers: int) -> dict[st
                 w[key] for w in snapshot["_worker_snapshots"].values()
                 for key in ("fetcher_state", "dataset_state")
             ]  # fmt: skip
-            if state["_steps_since_snapshot"]:
-                raise KeyError("_steps_since_snapshot")
+            # Batches served after the last snapshot, which only a replay could restore.
+            worker_states.append(state["_steps_since_snapshot"] or None)
     except KeyError:
         log.warning("the data loader's saved position is unreadable: starting a fresh pass")
         return {}
     if saved_workers == num_workers:
         return state
     if any(w is not None for w in worker_states):
-        log.warning("the data loader's workers kept state of their own: starting a fresh pass")
+        log.warning(
+            "the data loader's position was saved with %d workers and cannot be moved to %d: "
+            "starting a fresh pass over the photos",
+            saved_workers,
+            num_workers,
+        )
         return {}
     if num_workers == 0:
         return {
