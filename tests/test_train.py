@@ -134,6 +134,17 @@ def test_resume_continues_the_step_count(trained):
     assert steps[-1] == 5 and 4 in steps
 
 
+def test_a_resumed_run_trains_at_the_learning_rate_it_is_given(trained, tmp_path):
+    photos, style, run_dir, _ = trained
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run_dir, resumed)
+    overrides = tiny_overrides(photos, style, resumed, steps=8)
+    result = nst_fast("train", *overrides, "ckpt_path=last", "optim.lr=1e-5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-5
+
+
 def test_a_run_ending_between_periodic_checkpoints_saves_its_last_step(trained, tmp_path):
     photos, style, _, _ = trained
 

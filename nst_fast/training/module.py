@@ -89,6 +89,15 @@ class StyleTransferModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self.criterion.set_style(self.style_image.unsqueeze(0))
 
+    def on_train_start(self) -> None:
+        # A resumed run has its optimizer's state back from the checkpoint, learning rate
+        # included; with a constant schedule, optim.lr on the resuming command is the one
+        # meant (lowering it to fine-tune is the usual reason to give it).
+        if self.hparams.schedule == "constant":
+            for optimizer in self.trainer.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = self.hparams.lr
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.transformer(images)
 
