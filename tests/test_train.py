@@ -134,12 +134,17 @@ def test_resume_continues_the_step_count(trained):
     assert steps[-1] == 5 and 4 in steps
 
 
-def test_a_resumed_run_trains_at_the_learning_rate_it_is_given(trained, tmp_path):
+def resume_a_copy(trained, tmp_path: Path, *extra: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """Resume a copy of the shared run to step 8 with ``extra`` overrides."""
     photos, style, run_dir, _ = trained
-    resumed = tmp_path / "resumed"
-    shutil.copytree(run_dir, resumed)
-    overrides = tiny_overrides(photos, style, resumed, steps=8)
-    result = nst_fast("train", *overrides, "ckpt_path=last", "optim.lr=1e-5")
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    overrides = tiny_overrides(photos, style, copy, steps=8)
+    return copy, nst_fast("train", *overrides, "ckpt_path=last", *extra)
+
+
+def test_a_resumed_run_trains_at_the_learning_rate_it_is_given(trained, tmp_path):
+    resumed, result = resume_a_copy(trained, tmp_path, "optim.lr=1e-5")
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-5
@@ -173,11 +178,7 @@ def test_a_run_ending_between_periodic_checkpoints_saves_its_last_step(trained, 
 
 
 def test_resuming_into_a_different_network_is_refused_with_the_setting_to_add(trained, tmp_path):
-    photos, style, run_dir, _ = trained
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    overrides = tiny_overrides(photos, style, copy, steps=8)
-    result = nst_fast("train", *overrides, "ckpt_path=last", "model.output=linear")
+    _, result = resume_a_copy(trained, tmp_path, "model.output=linear")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "trained with model.output=tanh; add that to the command" in result.stderr
     assert "Traceback" not in result.stderr
