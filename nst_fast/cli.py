@@ -418,6 +418,8 @@ def export_main(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
     suffix = ".pt" if args.format == "pt" else formats.SUFFIXES[args.format]
     target = args.output or args.model.with_suffix(suffix)
+    if target.exists() and target.resolve() == args.model.resolve():
+        raise NstFastError(f"{target} is the model being exported; -o names another file")
     if target.exists() and not args.overwrite:
         raise NstFastError(f"{target} exists; --overwrite replaces it, -o names another file")
     net, info = load_network(args.model)

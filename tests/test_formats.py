@@ -59,6 +59,13 @@ def test_export_command_writes_and_checks_the_file(model, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_exporting_a_model_onto_itself_is_refused_even_with_overwrite(model, capsys):
+    assert main(["export", str(model), "--format", "pt", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "is the model being exported; -o names another file" in err
+    load_model(model)
+
+
 def test_stylize_accepts_an_exported_file(model, tmp_path):
     net, info = load_model(model)
     exported = export_torchscript(net, info, tmp_path / "model.ts")
