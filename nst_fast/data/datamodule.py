@@ -55,29 +55,30 @@ def loader_state_for_workers(state: dict[str, Any], num_workers: int) -> dict[st
     if not state:
         return state
     try:
+        finished = state["_iterator_finished"]
         if "_num_yielded" in state:  # saved by a single-process loader
-            saved_workers, steps, finished = 0, state["_num_yielded"], state["_iterator_finished"]
+            saved_workers, steps, base_seed = 0, state["_num_yielded"], None
             sampler = {key: state[key] for key in _SAMPLER_KEYS}
-            worker_states: list = [state["fetcher_state"], state["dataset_state"]]
-            base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            own_states = [state["fetcher_state"], state["dataset_state"]]
+            unreplayed = 0
         else:
             snapshot = state["_snapshot"]
             main = snapshot["_main_snapshot"]
             saved_workers, steps = main["_num_workers"], snapshot["_snapshot_step"]
-            finished, base_seed = state["_iterator_finished"], main["_base_seed"]
+            base_seed = main["_base_seed"]
             sampler = {key: main[key] for key in _SAMPLER_KEYS}
-            worker_states = [
+            own_states = [
                 w[key] for w in snapshot["_worker_snapshots"].values()
                 for key in ("fetcher_state", "dataset_state")
             ]  # fmt: skip
             # Batches served after the last snapshot, which only a replay could restore.
-            worker_states.append(state["_steps_since_snapshot"] or None)
+            unreplayed = state["_steps_since_snapshot"]
     except KeyError:
         log.warning("the data loader's saved position is unreadable: starting a fresh pass")
         return {}
     if saved_workers == num_workers:
         return state
-    if any(w is not None for w in worker_states):
+    if unreplayed or any(s is not None for s in own_states):
         log.warning(
             "the data loader's position was saved with %d workers and cannot be moved to %d: "
             "starting a fresh pass over the photos",
@@ -97,6 +98,8 @@ def loader_state_for_workers(state: dict[str, Any], num_workers: int) -> dict[st
         f"worker_{i}": {"worker_id": i, "fetcher_state": None, "dataset_state": None}
         for i in range(num_workers)
     }
+    if base_seed is None:  # drawn as DataLoader draws it, only when a state needs one
+        base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
     main = {**sampler, "_num_workers": num_workers, "_base_seed": base_seed}
     return {
         "_snapshot": {
