@@ -3,7 +3,7 @@
 
     python scripts/bench_stylize.py [--model model.pt] [--sizes 256 512 1024 2048]
 
-Times one forward pass of the transform network (conf/model/johnson.yaml, the default
+Times one forward pass of the transform network (the default config's `model`, the default
 architecture, with random weights unless --model is given: speed does not depend on the
 weights) at each size, batch 1 and batched, on the CPU and, when there is one, the GPU
 (half precision), and the ONNX Runtime export on the CPU when onnxruntime is installed.
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER_BENCH = ROOT.parent / "shared" / "bench" / "peer_bench.py"
 sys.path.insert(0, str(ROOT))
 
+from nst_fast.config import compose  # noqa: E402
 from nst_fast.device import inference_dtype, keep_freed_memory  # noqa: E402
 from nst_fast.export import ModelInfo, load_model  # noqa: E402
 from nst_fast.inference import forward, prepare  # noqa: E402
@@ -126,7 +127,7 @@ def main() -> None:
     if args.model:
         net, info = load_model(args.model)
     else:
-        model = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "johnson.yaml"))
+        model = OmegaConf.to_container(compose().model)
         net = TransformerNet(TransformerConfig(**model)).eval()
         info = ModelInfo(style="random", step=0, arch=net.config.to_dict(), nst_fast_version="")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
