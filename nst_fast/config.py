@@ -111,8 +111,40 @@ def compose(overrides: list[str] = ()) -> DictConfig:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
             return hydra_compose("config", overrides=list(overrides))
     except HydraException as err:
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        raise NstFastError(f"configuration: {message}") from err
+        raise NstFastError(f"configuration: {composition_error(err)}") from err
+
+
+def composition_error(err: Exception) -> str:
+    """Hydra's composition error in one line: its message and the reason it wraps.
+
+    Hydra prints several lines (and its search path), while the reason that names the bad
+    value often sits in the exception's cause.
+    """
+    parts = []
+    override = getattr(err, "override", None)  # a parse error keeps its override apart
+    if override and override not in str(err):
+        parts.append(override)
+    message = _one_line(str(err).split("Config search path:")[0])
+    if err.__cause__ is not None:  # OmegaConf's own lines after the first are its key dump
+        reason = str(err.__cause__).strip().splitlines()[0]
+        message += f" ({reason})" if reason not in message else ""
+    return ": ".join([*parts, message])
+
+
+def _one_line(text: str) -> str:
+    """Lines joined by '; ', where a line ending in ':' introduces a list joined by ', '."""
+    joined, listing = "", False
+    for line in filter(None, (line.strip() for line in text.splitlines())):
+        if line.endswith(":") or not joined:
+            separator, listing = "; ", False
+        elif joined.endswith("."):
+            separator = " "
+        elif joined.endswith(":"):
+            separator, listing = " ", True
+        else:
+            separator = ", " if listing else "; "
+        joined = f"{joined}{separator}{line}" if joined else line
+    return joined
 
 
 def register() -> None:

@@ -7,7 +7,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from nst_fast.config import compose as compose_or_fail
 from nst_fast.config import config_dir, register
+from nst_fast.errors import NstFastError
 
 register()
 GROUPS = ["style", "loss", "model", "data", "trainer", "experiment"]
@@ -85,3 +87,19 @@ def test_misspelt_keys_and_wrong_types_fail_at_composition():
 def test_unknown_style_lists_the_available_ones():
     with pytest.raises(ConfigCompositionException, match="starry_night"):
         compose_with(["style=nope"])
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("optim.lr=abc", "optim.lr=abc (Value 'abc' of type 'str' could not be converted"),
+        ("data.imgsize=3", "use +data.imgsize=3 (Key 'imgsize' not in 'DataConfig')"),
+        ("style=nope", "Available options in 'style': composition_vii, mosaic, starry_night"),
+        ("model.channels=[1", "model.channels=[1: no viable alternative at input"),
+    ],
+)
+def test_a_bad_override_is_reported_in_one_line_naming_it(override, says):
+    with pytest.raises(NstFastError) as error:
+        compose_or_fail([override])
+    assert says in str(error.value)
+    assert "\n" not in str(error.value) and "search path" not in str(error.value)

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from nst_fast.config import config_dir, register
+from nst_fast.config import compose, composition_error, config_dir, register
 from nst_fast.data.datamodule import PhotoDataModule
 from nst_fast.device import keep_freed_memory
 from nst_fast.errors import NstFastError
@@ -132,10 +132,53 @@ def run_from_cli(overrides: list[str]) -> None:
     """
     import __main__
 
+    check_overrides(overrides)
     sys.argv = [__file__, *overrides]
     if getattr(__main__, "__spec__", None) is not None:  # `python -m nst_fast train`
         __main__.__spec__ = None
     hydra_main()
+
+
+def check_overrides(args: list[str]) -> None:
+    """Compose the config of every job ``nst-fast train ARGS`` would run, before any runs.
+
+    Hydra reports a bad override in several lines, and in a multirun only once the job
+    that has it starts, after the jobs before it have trained for hours. Overrides of
+    Hydra's own settings (``hydra.*``, ``hydra/...``), globs and other config directories
+    are left to Hydra.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+    from hydra.errors import HydraException
+
+    try:
+        flags, _ = get_args_parser().parse_known_args(args)
+    except SystemExit:  # a malformed flag: Hydra's own parser says which
+        return
+    modes = {"--run": flags.run, "--multirun": flags.multirun, "--cfg": flags.cfg,
+             "--info": flags.info, "--shell-completion": flags.shell_completion}  # fmt: skip
+    if sum(map(bool, modes.values())) > 1:
+        given = " and ".join(flag for flag, on in modes.items() if on)
+        raise NstFastError(f"{given}: Hydra takes one of these at a time; leave out the others")
+    if flags.help or flags.hydra_help or flags.shell_completion or flags.info:
+        return
+    if flags.config_dir or flags.config_path or flags.config_name or flags.experimental_rerun:
+        return
+    task = [o for o in flags.overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        parsed = OverridesParser.create().parse_overrides(task)
+    except HydraException as err:
+        raise NstFastError(f"configuration: {composition_error(err)}") from err
+    if not flags.multirun:
+        jobs = [task]
+    elif any(isinstance(o.value(), Glob) for o in parsed):
+        return
+    else:
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    for job in jobs:
+        compose(job)
 
 
 register()
