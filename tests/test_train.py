@@ -205,17 +205,34 @@ def test_multirun_trains_each_style_into_its_own_directory(trained, tmp_path):
     assert [p.parent.name for p in models] == ["0_starry_night", "1_starry_night"]
 
 
-def test_a_bad_value_in_a_multirun_stops_before_the_first_job_trains(trained, tmp_path):
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        (
+            "optim.lr=1e-3,fast",
+            "configuration: Error merging override optim.lr=fast"
+            " (Value 'fast' of type 'str' could not be converted to Float)",
+        ),
+        ("style.image=STYLE,missing.jpg", "style.image=missing.jpg: no such file"),
+    ],
+)
+def test_a_bad_value_in_a_multirun_stops_before_the_first_job_trains(
+    trained, tmp_path, sweep, message
+):
     photos, style, _, _ = trained
     overrides = [o for o in tiny_overrides(photos, style, tmp_path / "x") if o[:6] != "hydra."]
-    sweep = tmp_path / "sweep"
-    result = nst_fast("train", "-m", *overrides, "optim.lr=1e-3,fast", f"hydra.sweep.dir={sweep}")
+    sweep_dir = tmp_path / "sweep"
+    result = nst_fast(
+        "train",
+        "-m",
+        *overrides,
+        sweep.replace("STYLE", str(style)),
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "nst-fast train: error: configuration: Error merging override optim.lr=fast"
-        " (Value 'fast' of type 'str' could not be converted to Float)"
-    ]
-    assert not sweep.exists()
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"nst-fast train: error: {message}")
+    assert not sweep_dir.exists()
 
 
 def test_missing_style_image_stops_with_one_line(trained, tmp_path):

@@ -23,6 +23,7 @@ from nst_fast.config import compose, composition_error, config_dir, register
 from nst_fast.data.datamodule import PhotoDataModule
 from nst_fast.device import keep_freed_memory
 from nst_fast.errors import NstFastError
+from nst_fast.styles import load_style_image
 from nst_fast.training.callbacks import (
     ExportModel,
     ImageGridLogger,
@@ -143,7 +144,8 @@ def check_overrides(args: list[str]) -> None:
     """Compose the config of every job ``nst-fast train ARGS`` would run, before any runs.
 
     Hydra reports a bad override in several lines, and in a multirun only once the job
-    that has it starts, after the jobs before it have trained for hours. Overrides of
+    that has it starts, after the jobs before it have trained for hours: so a multirun's
+    style images are read (or downloaded) here too. Overrides of
     Hydra's own settings (``hydra.*``, ``hydra/...``), globs and other config directories
     are left to Hydra.
     """
@@ -178,7 +180,9 @@ def check_overrides(args: list[str]) -> None:
     else:
         jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     for job in jobs:
-        compose(job)
+        cfg = compose(job)
+        if len(jobs) > 1:  # a single run meets its style image before training anyway
+            load_style_image(cfg.style.image)
 
 
 register()
