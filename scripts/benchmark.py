@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 
 from omegaconf import OmegaConf  # noqa: E402
 
+from nst_fast.config import compose  # noqa: E402
 from nst_fast.device import inference_dtype, keep_freed_memory, training_precision  # noqa: E402
 from nst_fast.inference import stylize  # noqa: E402
 from nst_fast.losses.network import LossNetwork  # noqa: E402
@@ -161,11 +162,9 @@ def autocast(setup: Setup):
 
 def project_config(weights: str) -> tuple[dict, dict, dict]:
     """The model and loss config groups of a default run, and a generated style."""
-    model = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "johnson.yaml"))
-    loss = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "loss" / "vgg16.yaml"))
-    loss["weights"] = weights
-    style = {"name": "bench", "image": "generated:mosaic", "size": 256}
-    return model, loss, style
+    style = ["style.name=bench", "style.image=generated:mosaic", "style.size=256"]
+    cfg = compose([f"loss.weights={weights}", *style])
+    return tuple(OmegaConf.to_container(cfg[g], resolve=True) for g in ("model", "loss", "style"))
 
 
 def vgg_weights() -> str:
