@@ -50,6 +50,13 @@ def test_run_directory_holds_config_checkpoints_events_and_model(trained):
     assert str(run_dir / "model.pt") in result.stdout + result.stderr
 
 
+def test_a_run_prints_no_library_notices(trained):
+    *_, result = trained
+    output = result.stdout + result.stderr
+    assert "💡" not in output and "deprecated" not in output and "eval mode" not in output
+    assert "done: 4 steps" in output
+
+
 def test_events_hold_loss_scalars_and_image_grids(trained):
     acc = events(trained[2])
     scalars = set(acc.Tags()["scalars"])

@@ -40,8 +40,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
     """Train one style network into ``run_dir``; returns the exported model's path."""
     run_dir = Path(run_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    # The frozen VGG loss network is in eval mode on purpose; Lightning warns of it.
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    quiet_library_notices()
     datamodule = PhotoDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
     module = StyleTransferModule(
         model=OmegaConf.to_container(cfg.model, resolve=True),
@@ -96,6 +95,19 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
             model_path,
         )
     return model_path
+
+
+def quiet_library_notices() -> None:
+    """Keep a run's output to what concerns it: no notices the user can do nothing about."""
+    from lightning_utilities.core import rank_zero
+
+    # The frozen VGG loss network is in eval mode on purpose; Lightning warns of it.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # Deprecations inside torchdata's and Lightning's own calls (torch 2.10 and later).
+    warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated")
+    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Lightning advertises its cloud logger on every run.
+    rank_zero.log.addFilter(lambda record: not record.getMessage().startswith("💡"))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
