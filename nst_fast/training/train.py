@@ -157,9 +157,8 @@ def check_overrides(args: list[str]) -> None:
 
     Hydra reports a bad override in several lines, and in a multirun only once the job
     that has it starts, after the jobs before it have trained for hours: so a multirun's
-    style images are read (or downloaded) here too. Overrides of
-    Hydra's own settings (``hydra.*``, ``hydra/...``), globs and other config directories
-    are left to Hydra.
+    style images are read (or downloaded) here too. Overrides of Hydra's own settings
+    (``hydra.*``, ``hydra/...``), globs and other config directories are left to Hydra.
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.utils import get_args_parser
