@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -31,8 +32,8 @@ usage:
   nst-fast stylize MODEL INPUT [INPUT ...] -o OUT
                             stylize photos, folders, globs or videos with a model
                             (model.pt, or an exported .ts / .onnx)
-  nst-fast export MODEL --format torchscript|onnx [-o FILE]
-                            write model.pt as TorchScript or ONNX
+  nst-fast export MODEL --format torchscript|onnx|pt [-o FILE]
+                            write model.pt (or a checkpoint) as TorchScript, ONNX or model.pt
   nst-fast optimize CONTENT STYLE -o OUT [KEY=VALUE ...]
                             Gatys et al.: optimize one photo's pixels (L-BFGS or Adam)
   nst-fast evaluate MODEL --content DIR [--style STYLE] [-o DIR]
@@ -102,7 +103,7 @@ def check_options(args: argparse.Namespace) -> None:
         raise NstFastError(f"--strength {args.strength}: expected a number from 0 to 1")
     if args.size is not None and args.size < 8:
         raise NstFastError(f"--size {args.size}: expected at least 8 (px, the longer side)")
-    if args.scale is not None and args.scale <= 0:
+    if args.scale is not None and not (0 < args.scale < math.inf):
         raise NstFastError(f"--scale {args.scale}: expected a positive factor, e.g. 0.5")
     if args.batch_size is not None and args.batch_size < 1:
         raise NstFastError(f"--batch-size {args.batch_size}: expected 1 or more")
@@ -138,18 +139,27 @@ class Job:
     video: bool = False
 
 
-def expand(item: str) -> list[tuple[Path, Path]] | None:
+def expand(item: str, output: Path) -> list[tuple[Path, Path]] | None:
     """(file, its name relative to what was given) for a file, a folder or a glob;
-    None when nothing matches."""
-    from nst_fast.images import list_images
+    None when nothing matches. A folder's scan leaves out an ``output`` folder inside it,
+    so a second run does not stylize the first one's results."""
+    from nst_fast.images import IMAGE_SUFFIXES, list_images
+    from nst_fast.video import VIDEO_SUFFIXES
 
     path = Path(item)
     if path.is_dir():
-        return [(p, p.relative_to(path)) for p in list_images(path)] or None
+        root, out = path.resolve(), output.resolve()
+        skip = out if out != root and out.is_relative_to(root) else None
+        files = [p for p in list_images(path) if not (skip and p.resolve().is_relative_to(skip))]
+        return [(p, p.relative_to(path)) for p in files] or None
     if path.exists():
         return [(path, Path(path.name))]
     if glob.has_magic(item):
-        matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        matches = sorted(
+            Path(p)
+            for p in glob.glob(item, recursive=True)
+            if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+        )
         return [(p, Path(p.name)) for p in matches] or None
     return None
 
@@ -171,13 +181,24 @@ def plan(inputs: list[str], output: Path, ext: str | None) -> tuple[list[Job], l
 
     found, errors = [], []
     for item in inputs:
-        files = expand(item)
-        if files is None:
-            errors.append(f"{item}: no such file, folder, or files matching the pattern")
-        else:
+        files = expand(item, output)
+        if files is not None:
             found += files
-    single_file = len(found) == 1 and len(inputs) == 1 and Path(inputs[0]).is_file()
-    as_file = single_file and output.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+        elif Path(item).is_dir():
+            errors.append(f"{item}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
+        elif glob.has_magic(item):
+            errors.append(f"{item}: no images or videos match the pattern")
+        else:
+            errors.append(f"{item}: no such file, folder, or files matching the pattern")
+    file_name = output.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES and not output.is_dir()
+    if file_name and len(found) > 1:
+        raise NstFastError(
+            f"-o {output}: {len(found)} inputs need an output folder; name a folder, "
+            "or give a single input for a single output file"
+        )
+    as_file = file_name and len(found) == 1
+    if not as_file and output.is_file():
+        raise NstFastError(f"-o {output}: is a file; name a folder for the outputs")
     jobs = [
         Job(
             source,
@@ -191,8 +212,13 @@ def plan(inputs: list[str], output: Path, ext: str | None) -> tuple[list[Job], l
 
 
 def check_distinct(jobs: list[Job]) -> None:
+    """Every input gets its own output, and none is written over an input."""
     seen: dict[Path, Path] = {}
     for job in jobs:
+        if job.target.exists() and job.target.resolve() == job.source.resolve():
+            raise NstFastError(
+                f"{job.source}: its output would be written over it; choose another -o"
+            )
         if job.target in seen:
             raise NstFastError(
                 f"{seen[job.target]} and {job.source} would both be written to {job.target}; "
@@ -221,6 +247,9 @@ class Report:
             f"nst-fast stylize: {target} exists, kept (--overwrite replaces it)", file=sys.stderr
         )
 
+    def cannot_write(self, target: Path, err: OSError) -> None:
+        self.error(cannot_write(target, err))
+
     def summary(self) -> str:
         parts = [f"{self.written} written"]
         if self.skipped:
@@ -228,6 +257,13 @@ class Report:
         if self.failed:
             parts.append(f"{self.failed} failed")
         return "nst-fast stylize: " + ", ".join(parts)
+
+
+def cannot_write(target: Path, err: OSError) -> str:
+    """One line for a failed write, naming the folder the system refused (not a temp file)."""
+    culprit = Path(err.filename) if err.filename else None
+    where = f": {culprit}" if culprit is not None and culprit in target.parents else ""
+    return f"{target}: cannot write ({err.strerror or err}{where})"
 
 
 @dataclass
@@ -318,7 +354,10 @@ def save(item: Loaded, stylized: torch.Tensor, overwrite: bool, report: Report) 
                 return
     try:
         save_image(stylized, target)
-    except (OSError, NstFastError) as err:
+    except OSError as err:
+        report.cannot_write(target, err)
+        return
+    except NstFastError as err:
         report.error(f"{target}: cannot write ({err})")
         return
     report.written += 1
@@ -351,6 +390,8 @@ def stylize_videos(jobs: list[Job], stylizer, args, report: Report) -> None:
             )
         except NstFastError as err:
             report.error(str(err))
+        except OSError as err:
+            report.cannot_write(job.target, err)
         else:
             report.written += 1
         report.bar.update(1)
@@ -390,6 +431,13 @@ def stylize_main(argv: list[str]) -> int:
     stylize_images([j for j in todo if not j.video], stylizer, args, batch_size, report)
     stylize_videos([j for j in todo if j.video], stylizer, args, report)
     bar.close()
+    if stylizer.tiled_alone:
+        print(
+            f"nst-fast stylize: note: {stylizer.tiled_alone} image(s) stylized in tiles, each "
+            f"tile normalized on its own as {args.model.suffix} models must; seams can show "
+            "(model.pt tiles seamlessly)",
+            file=sys.stderr,
+        )
     print(report.summary(), file=sys.stderr)
     return 1 if report.failed else 0
 
@@ -418,19 +466,34 @@ def export_main(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
     suffix = ".pt" if args.format == "pt" else formats.SUFFIXES[args.format]
     target = args.output or args.model.with_suffix(suffix)
+    if (target.suffix.lower() == ".onnx") != (args.format == "onnx"):
+        # Readers tell ONNX files by this suffix; anything else is opened as PyTorch's.
+        raise NstFastError(
+            f"-o {target}: an ONNX file, and only an ONNX file, ends in .onnx; "
+            f"name it {target.with_suffix(suffix).name}"
+        )
+    if target.is_dir():
+        raise NstFastError(f"-o {target}: is a folder; name the file to write")
     if target.exists() and target.resolve() == args.model.resolve():
         raise NstFastError(f"{target} is the model being exported; -o names another file")
     if target.exists() and not args.overwrite:
         raise NstFastError(f"{target} exists; --overwrite replaces it, -o names another file")
     net, info = load_network(args.model)
+    write = {
+        "pt": lambda net, info, target: save_model(
+            net, target, style=info.style, step=info.step, extra=info.extra
+        ),
+        "torchscript": formats.export_torchscript,
+        "onnx": formats.export_onnx,
+    }
+    try:
+        write[args.format](net, info, target)
+    except OSError as err:
+        raise NstFastError(cannot_write(target, err)) from err
+    print(target)
     if args.format == "pt":
-        save_model(net, target, style=info.style, step=info.step, extra=info.extra)
-        print(target)
         print(f"style {info.style}, step {info.step}")
         return 0
-    write = {"torchscript": formats.export_torchscript, "onnx": formats.export_onnx}
-    write[args.format](net, info, target)
-    print(target)
     print(check_export(target, net, args.format))
     return 0
 

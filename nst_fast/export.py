@@ -142,6 +142,6 @@ def load_network(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[TransformerNet, ModelInfo]:
     """A model.pt, or a training checkpoint when the file ends in .ckpt."""
-    if Path(path).suffix == ".ckpt":
+    if Path(path).suffix.lower() == ".ckpt":
         return load_checkpoint(path, map_location)
     return load_model(path, map_location)

@@ -49,6 +49,8 @@ def read_image_uint8(path: str | os.PathLike) -> torch.Tensor:
     path = Path(path)
     try:
         image = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        if image.ndim == 4:  # an animated GIF: its first frame, as Pillow reads WebP and APNG
+            image = image[0]
         if image.dtype == torch.uint8:
             return image
     except (RuntimeError, ValueError):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nst_fast.device import inference_dtype
+from nst_fast.errors import NstFastError
 from nst_fast.models.phase_output import PhaseOutput
 
 Backend = Callable[[torch.Tensor], torch.Tensor]
@@ -35,6 +36,8 @@ Backend = Callable[[torch.Tensor], torch.Tensor]
 # side of a pixel (two 9x9 convs, two stride-2 levels, ten 3x3 convs at quarter size),
 # so a 128 px overlap keeps the blended zone clear of tile-edge padding effects.
 DEFAULT_OVERLAP = 128
+# The network's first 9x9 convolution pads 4 px by reflection, which needs 5 px a side.
+MIN_SIDE = 8
 
 
 class ChannelsLastInstanceNorm(nn.Module):
@@ -301,6 +304,10 @@ def max_pixels(device: torch.device, channels: list[int], dtype: torch.dtype) ->
     """The largest H*W one forward pass handles on ``device`` ($NST_FAST_MAX_PIXELS overrides)."""
     override = os.environ.get("NST_FAST_MAX_PIXELS")
     if override:
+        if not override.isdigit() or int(override) < 1:
+            raise NstFastError(
+                f"NST_FAST_MAX_PIXELS={override}: expected a number of pixels, e.g. 4000000"
+            )
         return int(override)
     return max(256 * 256, available_memory(device) // bytes_per_pixel(channels, dtype))
 
@@ -319,10 +326,15 @@ class Stylizer:
     multiple: int = 4
     tile: int | None = None
     overlap: int = DEFAULT_OVERLAP
+    # Images tiled without shared statistics (exported formats): their seams can show.
+    tiled_alone: int = 0
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] to its stylization, fp32 on the CPU, same size."""
         b, _, h, w = batch.shape
+        if min(h, w) < MIN_SIDE:  # stylized with its border repeated out, then cropped
+            grown = (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h))
+            return self(F.pad(batch, grown, mode="replicate"))[..., :h, :w]
         if self.tile == 0 or (self.tile is None and b * h * w <= self.max_pixels):
             try:
                 return self.run(batch)
@@ -351,8 +363,9 @@ class Stylizer:
                 :, :h, :w
             ]
 
-        if self.net is None:
-            return tiles()  # exported formats: each tile normalizes with its own statistics
+        if self.net is None:  # exported formats: each tile normalizes with its own statistics
+            self.tiled_alone += 1
+            return tiles()
         statistics = self.statistics_image(padded)
         with shared_statistics(self.net, statistics):
             return tiles()

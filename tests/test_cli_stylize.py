@@ -122,6 +122,7 @@ def test_forced_tiles_give_the_size_of_the_input(model, photos, tmp_path):
 @pytest.mark.parametrize(
     ("option", "message"),
     [(["--strength", "2"], "--strength"), (["--tile", "7"], "--tile"),
+     (["--scale", "nan"], "--scale nan"), (["--scale", "inf"], "--scale inf"),
      (["--precision", "fp16", "--device", "cpu"], "--precision")],
 )  # fmt: skip
 def test_bad_options_give_one_line_naming_the_option(model, photos, tmp_path, capsys, option,
@@ -137,3 +138,79 @@ def test_a_foreign_model_file_is_refused_clearly(photos, tmp_path, capsys):
     assert stylize(fake, photos, "-o", tmp_path / "o") == 2
     assert "not an nst-fast model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_images_of_a_few_pixels_and_animated_gifs_are_stylized(model, tmp_path):
+    folder = tmp_path / "odd"
+    save_image(make_photo((1, 1), 0), folder / "dot.png")
+    save_image(make_photo((3, 40), 1), folder / "line.png")
+    frames = [Image.new("RGB", (20, 12), colour) for colour in ("red", "blue", "green")]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    assert stylize(model, folder, "-o", tmp_path / "out") == 0
+    sizes = {p.name: Image.open(p).size for p in (tmp_path / "out").iterdir()}
+    assert sizes == {"dot.png": (1, 1), "line.png": (40, 3), "anim.png": (20, 12)}
+
+
+def test_a_photo_is_never_written_over_even_with_overwrite(model, photos, capsys):
+    before = (photos / "a.jpg").read_bytes()
+    assert stylize(model, photos / "a.jpg", "-o", photos / "a.jpg", "--overwrite") == 2
+    assert stylize(model, photos, "-o", photos, "--overwrite") == 2
+    assert "its output would be written over it; choose another -o" in capsys.readouterr().err
+    assert (photos / "a.jpg").read_bytes() == before
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_stylized_again(model, photos):
+    out = photos / "stylized"
+    assert stylize(model, photos, "-o", out) == 0
+    assert stylize(model, photos, "-o", out, "--overwrite") == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == [
+        "a.jpg", "b.png", "sub/c.jpg"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("empty/", "empty: no images in this folder (.jpg"),
+        ("empty/*.png", "empty/*.png: no images or videos match the pattern"),
+        ("nothing.jpg", "nothing.jpg: no such file, folder, or files matching the pattern"),
+    ],
+)
+def test_an_input_naming_no_image_says_why(model, tmp_path, capsys, given, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a photo")
+    assert stylize(model, tmp_path / given, "-o", tmp_path / "out") == 1
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [("two.jpg", "two.jpg: 2 inputs need an output folder"), ("afile", "afile: is a file")],
+)
+def test_several_inputs_need_an_output_folder(model, photos, tmp_path, capsys, output, message):
+    (tmp_path / "afile").write_text("")
+    args = (photos / "a.jpg", photos / "b.png", "-o", tmp_path / output)
+    assert stylize(model, *args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "two.jpg").exists()
+
+
+def test_a_folder_of_one_photo_can_be_written_to_a_named_file(model, tmp_path):
+    save_image(make_photo((20, 28), 4), tmp_path / "one" / "p.png")
+    assert stylize(model, tmp_path / "one", "-o", tmp_path / "p_styled.jpg") == 0
+    assert Image.open(tmp_path / "p_styled.jpg").size == (28, 20)
+
+
+def test_an_unwritable_output_is_one_line_naming_it(model, photos, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert stylize(model, photos / "a.jpg", "-o", tmp_path / "afile" / "x.jpg") == 1
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert line.endswith(f"afile/x.jpg: cannot write (File exists: {tmp_path / 'afile'})")
+
+
+def test_a_bad_memory_budget_in_the_environment_is_named(
+    model, photos, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("NST_FAST_MAX_PIXELS", "lots")
+    assert stylize(model, photos, "-o", tmp_path / "o") == 2
+    assert "NST_FAST_MAX_PIXELS=lots: expected a number of pixels" in capsys.readouterr().err

@@ -80,3 +80,41 @@ def test_a_corrupt_exported_file_is_refused_clearly(tmp_path):
     pytest.importorskip("onnxruntime")
     with pytest.raises(NstFastError, match="not a loadable ONNX model"):
         load_for_inference(bad, CPU, torch.float32)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "says"),
+    [
+        ("onnx", "model.ts", "name it model.onnx"),
+        ("torchscript", "model.onnx", "name it model.ts"),
+        ("pt", "model.onnx", "name it model.pt"),
+    ],
+)
+def test_an_export_whose_name_misleads_its_readers_is_refused(
+    model, tmp_path, capsys, fmt, name, says
+):
+    target = tmp_path / name
+    assert main(["export", str(model), "--format", fmt, "-o", str(target)]) == 2
+    assert says in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_an_unwritable_export_is_one_line_naming_it(model, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "folder.ts").mkdir()
+    assert main(["export", str(model), "--format", "pt", "-o", str(tmp_path / "afile/m.pt")]) == 2
+    assert f"m.pt: cannot write (File exists: {tmp_path / 'afile'})" in capsys.readouterr().err
+    target = tmp_path / "folder.ts"
+    assert main(["export", str(model), "--format", "torchscript", "-o", str(target)]) == 2
+    assert "folder.ts: is a folder; name the file to write" in capsys.readouterr().err
+
+
+def test_tiling_an_exported_model_says_its_seams_can_show(model, tmp_path, capsys):
+    net, info = load_model(model)
+    exported = export_torchscript(net, info, tmp_path / "model.ts")
+    photo = save_image(make_photo((90, 70), 0), tmp_path / "p.png")
+    args = ["stylize", str(exported), str(photo), "-o", str(tmp_path / "o"), "--tile", "64"]
+    assert main([*args, "--tile-overlap", "16", "-q"]) == 0
+    assert (
+        "1 image(s) stylized in tiles, each tile normalized on its own" in capsys.readouterr().err
+    )

@@ -66,3 +66,12 @@ def test_an_unreadable_video_is_named_and_the_exit_is_non_zero(model, tmp_path, 
                  "-q"]) == 1  # fmt: skip
     assert "bad.mp4" in capsys.readouterr().err
     assert not (tmp_path / "o" / "bad.mp4").exists()
+
+
+def test_an_unwritable_video_output_is_one_line_naming_it(model, tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.mp4", frames=2, audio=False)
+    (tmp_path / "afile").write_text("")
+    target = tmp_path / "afile" / "out.mp4"
+    assert main(["stylize", str(model), str(clip), "-o", str(target), "-q"]) == 1
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert line.endswith(f"out.mp4: cannot write (File exists: {tmp_path / 'afile'})")
