@@ -1,5 +1,8 @@
 """Photos from any folder tree: resized, cropped, unreadable files skipped and counted."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from PIL import Image
@@ -88,10 +91,10 @@ def test_preview_batch_is_fixed_and_centre_cropped(photo_folder):
     assert torch.equal(dm.preview_batch(), dm.preview_batch())
 
 
-def numbers_loader(workers: int) -> PhotoLoader:
-    """Shuffled batches of the numbers 0-11, as the training loader serves photos."""
+def numbers_loader(workers: int, count: int = 12) -> PhotoLoader:
+    """Shuffled batches of the numbers 0 to count-1, as the training loader serves photos."""
     return PhotoLoader(
-        list(range(12)),
+        list(range(count)),
         batch_size=2,
         shuffle=True,
         num_workers=workers,
@@ -128,3 +131,29 @@ def test_a_position_that_depends_on_the_workers_stays_with_their_number():
     state["_snapshot"]["_worker_snapshots"]["worker_0"]["dataset_state"] = {"cursor": 3}
     assert loader_state_for_workers(state, 2) is state
     assert loader_state_for_workers(state, 1) == {}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_position_past_the_end_of_fewer_photos_starts_a_fresh_pass(workers):
+    loader = numbers_loader(workers)
+    batches = iter(loader)
+    for _ in range(5):
+        next(batches)
+    fewer = numbers_loader(workers, count=4)
+    fewer.load_state_dict(loader.state_dict())
+    assert sorted(n for batch in fewer for n in batch.tolist()) == [0, 1, 2, 3]
+
+
+def test_workers_left_running_by_an_error_do_not_hold_up_the_exit():
+    # Workers ignore SIGTERM (see ignore_sigterm), which multiprocessing sends them at exit.
+    script = (
+        "from nst_fast.data.datamodule import PhotoLoader, ignore_sigterm\n"
+        "loader = PhotoLoader(list(range(12)), batch_size=2, num_workers=2,"
+        " worker_init_fn=ignore_sigterm)\n"
+        "batches = iter(loader)\n"
+        "next(batches)\n"
+        "raise SystemExit(2)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert result.returncode == 2
+    assert b"killed by signal" not in result.stderr

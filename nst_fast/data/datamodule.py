@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import multiprocessing
 import signal
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,21 @@ def ignore_sigterm(worker_id: int) -> None:
     its workers itself once that is done.
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _kill_leftover_workers() -> None:
+    """At exit, kill data workers still alive (after an error the loader may not have
+    stopped them): they ignore the SIGTERM multiprocessing sends, and would be waited
+    for forever."""
+    leftover = [child for child in multiprocessing.active_children() if child.daemon]
+    if leftover:
+        # PyTorch's SIGCHLD handler would report each killed worker as a failure.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in leftover:
+        child.kill()
+
+
+atexit.register(_kill_leftover_workers)
 
 
 # The position in the epoch, as torchdata's StatefulDataLoader records it (0.8 and on):
@@ -118,7 +135,24 @@ class PhotoLoader(StatefulDataLoader):
     (another machine, another ``data.num_workers``) between a run and its resumption."""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(loader_state_for_workers(state_dict, self.num_workers))
+        state = loader_state_for_workers(state_dict, self.num_workers)
+        if state and saved_batches(state) > len(self):
+            # Fewer photos than when it was saved: the sampler cannot skip past its end.
+            log.warning(
+                "the data loader's saved position (batch %d) is past this epoch's %d batches: "
+                "the photos changed since the checkpoint; starting a fresh pass",
+                saved_batches(state),
+                len(self),
+            )
+            state = {}
+        super().load_state_dict(state)
+
+
+def saved_batches(state: dict[str, Any]) -> int:
+    """How many batches of its epoch a loader had served when ``state`` was saved."""
+    if "_num_yielded" in state:
+        return state["_num_yielded"]
+    return state["_snapshot"]["_snapshot_step"] + state["_steps_since_snapshot"]
 
 
 class PhotoDataModule(pl.LightningDataModule):
