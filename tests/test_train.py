@@ -184,6 +184,17 @@ def test_a_run_ending_between_periodic_checkpoints_saves_its_last_step(trained, 
     assert ckpt_step(moved / "checkpoints" / "last.ckpt") == 5
 
 
+def test_a_failure_at_the_end_of_a_run_keeps_its_final_checkpoint(trained, tmp_path):
+    photos, style, _, _ = trained
+    run_dir = tmp_path / "run"
+    (run_dir / "model.pt").mkdir(parents=True)  # the export at the end cannot write
+    result = nst_fast("train", *tiny_overrides(photos, style, run_dir, steps=3))
+    assert result.returncode == 2
+    assert "model.pt: cannot write the model" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ckpt_step(run_dir / "checkpoints" / "last.ckpt") == 3
+
+
 def test_resuming_into_a_different_network_is_refused_with_the_setting_to_add(trained, tmp_path):
     _, result = resume_a_copy(trained, tmp_path, "model.output=linear")
     assert result.returncode == 2, result.stderr[-3000:]

@@ -12,8 +12,9 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid
 
+from nst_fast.errors import NstFastError
 from nst_fast.export import save_model
-from nst_fast.images import read_image, save_image
+from nst_fast.images import ImageReadError, read_image, save_image
 from nst_fast.inference import stylize
 
 log = logging.getLogger(__name__)
@@ -78,13 +79,20 @@ class ExportModel(pl.Callback):
 
     @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        save_model(
-            pl_module.transformer,
-            self.path,
-            style=self.style,
-            step=trainer.global_step,
-            extra=self.extra,
-        )
+        try:
+            save_model(
+                pl_module.transformer,
+                self.path,
+                style=self.style,
+                step=trainer.global_step,
+                extra=self.extra,
+            )
+        except OSError as err:
+            last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+            raise NstFastError(
+                f"{self.path}: cannot write the model ({err.strerror or err}); the checkpoints "
+                f"are kept: nst-fast export {last} --format pt -o MODEL.pt"
+            ) from err
         log.info("exported model: %s", self.path)
 
 
@@ -101,7 +109,11 @@ class StylizeSamples(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         net = pl_module.transformer.eval()
         for path in trainer.datamodule.preview_paths():
-            photo = read_image(path).to(pl_module.device)
+            try:
+                photo = read_image(path).to(pl_module.device)
+            except ImageReadError as err:  # changed on disk since it was first read
+                log.warning("sample left out: %s", err)
+                continue
             save_image(stylize(net, photo), self.folder / f"{path.stem}.jpg")
 
 
@@ -143,7 +155,18 @@ class ResumableCheckpoint(ModelCheckpoint):
         super().__init__(*args, save_on_exception=True, enable_version_counter=False, **kwargs)
         self.resume_hint = resume_hint
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # The final step is saved here, not only in on_train_end: Lightning runs the other
+        # callbacks' on_train_end (export, samples) first, and one failing would cost it.
+        if 0 < trainer.max_steps <= trainer.global_step:
+            self._save_final_step(trainer)
+
     def on_train_end(self, trainer, pl_module) -> None:
+        self._save_final_step(trainer)  # a run ended by max_epochs
+        super().on_train_end(trainer, pl_module)
+
+    def _save_final_step(self, trainer) -> None:
         # Lightning writes last.ckpt at the end only if no periodic checkpoint was ever
         # written: a run whose max_steps is not a multiple of checkpoint_every_n_steps
         # would resume from its last periodic step and train the steps after it again.
@@ -151,7 +174,6 @@ class ResumableCheckpoint(ModelCheckpoint):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
-        super().on_train_end(trainer, pl_module)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
