@@ -43,6 +43,10 @@ def style_image_path(spec: str) -> Path:
 
 def load_style_image(spec: str, size: int | None = None) -> torch.Tensor:
     """The style image as a float (3, H, W) tensor, its longer side resized to ``size``."""
+    if size is not None and size <= 0:
+        raise NstFastError(
+            f"style.size={size}: expected a positive number of pixels (null: the image's own)"
+        )
     if spec.startswith(GENERATED_PREFIX):
         name = spec.removeprefix(GENERATED_PREFIX)
         if name not in GENERATED_STYLES:

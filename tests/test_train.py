@@ -253,6 +253,36 @@ def test_a_bad_value_in_a_multirun_stops_before_the_first_job_trains(
     assert not sweep_dir.exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_steps=0", "trainer.max_steps=0: expected 1 or more"),
+        ("optim.lr=-1", "optim.lr=-1.0: expected a positive rate"),
+        ("style.size=0", "style.size=0: expected a positive number of pixels"),
+        ("+trainer.nosuch=1", "trainer: Trainer.__init__() got an unexpected keyword argument"),
+        ("ckpt_path=nowhere.ckpt", "ckpt_path=nowhere.ckpt: no such checkpoint file"),
+        ("ckpt_path=MODEL", "model.pt: not a training checkpoint"),
+    ],
+)
+def test_settings_lightning_would_fail_on_stop_in_one_line(trained, tmp_path, override, message):
+    photos, style, run_dir, _ = trained
+    override = override.replace("MODEL", str(run_dir / "model.pt"))
+    result = nst_fast("train", *tiny_overrides(photos, style, tmp_path / "run"), override)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_new_run_is_not_written_over_an_earlier_one(trained, tmp_path):
+    photos, style, run_dir, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    result = nst_fast("train", *tiny_overrides(photos, style, copy, steps=2))
+    assert result.returncode == 2
+    assert "holds an earlier run's checkpoints: resume it with ckpt_path=last" in result.stderr
+    assert ckpt_step(copy / "checkpoints" / "last.ckpt") == 4
+    assert load_model(copy / "model.pt")[1].step == 4
+
+
 def test_missing_style_image_stops_with_one_line(trained, tmp_path):
     photos, _, _, _ = trained
     result = nst_fast("train", *tiny_overrides(photos, tmp_path / "missing.jpg", tmp_path / "run"))

@@ -181,6 +181,9 @@ class PhotoDataModule(pl.LightningDataModule):
             raise NstFastError(f"data.image_size={image_size}: must be a positive number of pixels")
         if batch_size <= 0:
             raise NstFastError(f"data.batch_size={batch_size}: must be positive")
+        if num_workers < 0:
+            raise NstFastError(f"data.num_workers={num_workers}: expected 0 (load in the main "
+                               "process) or more")  # fmt: skip
         if crop not in CROPS:
             raise NstFastError(f"data.crop={crop}: expected one of {', '.join(CROPS)}")
         self.root, self.image_size, self.batch_size = root, image_size, batch_size

@@ -23,6 +23,7 @@ from nst_fast.config import compose, composition_error, config_dir, register
 from nst_fast.data.datamodule import PhotoDataModule
 from nst_fast.device import keep_freed_memory
 from nst_fast.errors import NstFastError
+from nst_fast.files import load_tensors
 from nst_fast.styles import load_style_image
 from nst_fast.training.callbacks import (
     ExportModel,
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
     """Train one style network into ``run_dir``; returns the exported model's path."""
     run_dir = Path(run_dir)
+    check_run(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     quiet_library_notices()
     datamodule = PhotoDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
@@ -61,11 +63,10 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
         save_top_k=-1,
         save_last=True,
     )
-    trainer = pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        default_root_dir=run_dir,
-        logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
-        callbacks=[
+    trainer = make_trainer(
+        cfg,
+        run_dir,
+        [
             checkpoints,
             ImageGridLogger(cfg.log_images_every_n_steps),
             # The loss and style settings travel with the model, for `nst-fast evaluate`.
@@ -77,7 +78,6 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
             StylizeSamples(run_dir / "samples"),
             SkippedPhotosReport(),
             LearningRateMonitor(logging_interval="step"),
-            *(instantiate(node) for node in cfg.callbacks.values()),
         ],
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -95,6 +95,69 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
             model_path,
         )
     return model_path
+
+
+def check_run(cfg: DictConfig, run_dir: Path) -> None:
+    """Settings that would fail deep inside Lightning, or write over an earlier run."""
+    max_steps = cfg.trainer.get("max_steps", -1)
+    if max_steps == 0 or max_steps < -1:
+        raise NstFastError(
+            f"trainer.max_steps={max_steps}: expected 1 or more (-1: trainer.max_epochs decides)"
+        )
+    if cfg.checkpoint_every_n_steps < 0:
+        raise NstFastError(
+            f"checkpoint_every_n_steps={cfg.checkpoint_every_n_steps}: expected 0 (only at "
+            "the end) or more"
+        )
+    if cfg.optim.lr <= 0:
+        raise NstFastError(f"optim.lr={cfg.optim.lr}: expected a positive rate, e.g. 1e-3")
+    if cfg.ckpt_path is None and any((run_dir / "checkpoints").glob("*.ckpt")):
+        raise NstFastError(
+            f"{run_dir} holds an earlier run's checkpoints: resume it with ckpt_path=last, "
+            "or train anew in another hydra.run.dir (or remove that one)"
+        )
+    if cfg.ckpt_path not in (None, "last", "best", "hpc", "registry"):
+        check_checkpoint(Path(cfg.ckpt_path))
+
+
+def check_checkpoint(path: Path) -> None:
+    """``ckpt_path=FILE``: a Lightning checkpoint, before Lightning's own tracebacks."""
+    if not path.is_file():
+        raise NstFastError(
+            f"ckpt_path={path}: no such checkpoint file; ckpt_path=last resumes the run "
+            "in hydra.run.dir"
+        )
+    try:
+        state = load_tensors(path)
+    except ValueError as err:
+        raise NstFastError(f"ckpt_path={path}: not a training checkpoint ({err})") from err
+    if not isinstance(state, dict) or "pytorch-lightning_version" not in state:
+        raise NstFastError(
+            f"ckpt_path={path}: not a training checkpoint (those are in RUN/checkpoints/; "
+            "a model.pt cannot be resumed)"
+        )
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """The Trainer of ``cfg.trainer``, with ``callbacks`` and those of ``cfg.callbacks``."""
+    from hydra.errors import InstantiationException
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    for name, node in cfg.callbacks.items():
+        try:
+            callbacks.append(instantiate(node))
+        except InstantiationException as err:
+            reason = str(err).splitlines()[0].split(", set env var HYDRA_FULL_ERROR")[0]
+            raise NstFastError(f"callbacks.{name}: {reason}") from err
+    try:
+        return pl.Trainer(
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            default_root_dir=run_dir,
+            logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
+            callbacks=callbacks,
+        )
+    except (TypeError, ValueError, MisconfigurationException) as err:
+        raise NstFastError(f"trainer: {err}") from err
 
 
 def quiet_library_notices() -> None:
