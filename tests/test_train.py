@@ -80,6 +80,20 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_over_max_steps(trained
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.002 * 0.2
 
 
+def test_a_cosine_run_trained_further_decays_to_zero_at_its_new_max_steps(trained, tmp_path):
+    photos, style, _, _ = trained
+    run_dir = tmp_path / "run"
+    overrides = [*tiny_overrides(photos, style, run_dir, steps=4), "optim.schedule=cosine"]
+    assert nst_fast("train", *overrides).returncode == 0
+    further = [*tiny_overrides(photos, style, run_dir, steps=8), "optim.schedule=cosine"]
+    result = nst_fast("train", *further, "ckpt_path=last")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lrs = {e.step: e.value for e in events(run_dir).Scalars("lr-Adam")}
+    resumed = [lrs[step] for step in range(4, 8)]
+    assert resumed[0] == pytest.approx(0.5e-3)  # halfway through the cosine over 8 steps
+    assert resumed == sorted(resumed, reverse=True) and resumed[-1] < 1e-3 * 0.05
+
+
 def test_cpu_trains_in_bf16_mixed_precision(trained, tmp_path):
     photos, style, _, _ = trained
     run_dir = tmp_path / "run"

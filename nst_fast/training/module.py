@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -97,6 +98,11 @@ class StyleTransferModule(pl.LightningModule):
             for optimizer in self.trainer.optimizers:
                 for group in optimizer.param_groups:
                     group["lr"] = self.hparams.lr
+        else:  # cosine: the given rate, at the step the run is at
+            for config in self.trainer.lr_scheduler_configs:
+                config.scheduler.base_lrs = [self.hparams.lr] * len(config.scheduler.base_lrs)
+                for group in config.scheduler.optimizer.param_groups:
+                    group["lr"] = self.hparams.lr * self.cosine_factor(self.trainer.global_step)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.transformer(images)
@@ -131,8 +137,17 @@ class StyleTransferModule(pl.LightningModule):
             return optimizer
         if self.trainer.max_steps <= 0:
             raise NstFastError("optim.schedule=cosine needs trainer.max_steps")
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.trainer.max_steps)
+        # In closed form over the trainer's max_steps as it is now, not a stored T_max: a
+        # finished run trained further keeps decaying to 0 at its new max_steps (a restored
+        # CosineAnnealingLR would climb back up to the full rate, its period being over).
+        cosine = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.cosine_factor(step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+
+    def cosine_factor(self, step: int) -> float:
+        """The cosine schedule's share of ``optim.lr`` at ``step``."""
+        return 0.5 * (
+            1 + math.cos(math.pi * min(step, self.trainer.max_steps) / self.trainer.max_steps)
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The config is composed anew when a run resumes: a changed model.* (or a changed
