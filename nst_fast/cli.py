@@ -540,6 +540,14 @@ def optimize_main(argv: list[str]) -> int:
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. loss=vgg19")
     args = parser.parse_intermixed_args(argv)
+    # Checked before the work: a bad -o found at the end would throw the result away.
+    if args.output.suffix.lower() not in WRITABLE or args.output.is_dir():
+        raise NstFastError(
+            f"-o {args.output}: expected an image file, one of {', '.join(WRITABLE)}"
+        )
+    check_positive(size=(args.size, 8), steps=(args.steps, 1), log_every=(args.log_every, 1))
+    if args.lr is not None and not args.lr > 0:
+        raise NstFastError(f"--lr {args.lr}: expected a positive rate")
 
     cfg = compose([*style_override(args.style), *args.overrides])
     device = pick_device(args.device)
@@ -612,6 +620,8 @@ def evaluate_main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. loss.weights=PATH")
     args = parser.parse_intermixed_args(argv)
 
+    check_positive(size=(args.size, 8), limit=(args.limit, 1))
+    output_folder(args.output)
     iterations = parse_iterations(args.iterations)
     inits = tuple(dict.fromkeys(args.init.split(",")))
     if not set(inits) <= set(INITS):
@@ -630,6 +640,22 @@ def evaluate_main(argv: list[str]) -> int:
     print((args.output / "table.md").read_text())
     print(f"table: {args.output / 'table.md'} and table.csv; grid: {args.output / 'grid.jpg'}")
     return 0
+
+
+def check_positive(**options: tuple[int | None, int]) -> None:
+    """``name=(value, least)`` for integer options: a value under its least is refused."""
+    for name, (value, least) in options.items():
+        if value is not None and value < least:
+            flag = "--" + name.replace("_", "-")
+            raise NstFastError(f"{flag} {value}: expected {least} or more")
+
+
+def output_folder(folder: Path) -> None:
+    """Create the output folder now, so a bad -o fails before the work, not after it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NstFastError(f"-o {folder}: cannot make this folder ({err.strerror or err})") from err
 
 
 def parse_iterations(text: str) -> list[int]:

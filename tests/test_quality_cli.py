@@ -59,6 +59,22 @@ def test_optimize_names_a_missing_style_before_any_download(photo_folder, tmp_pa
     assert "nope.jpg: no such file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["-o", "out.xyz"], "-o out.xyz: expected an image file"),
+        (["-o", "o.png", "--size", "0"], "--size 0: expected 8 or more"),
+        (["-o", "o.png", "--steps", "0"], "--steps 0: expected 1 or more"),
+        (["-o", "o.png", "--lr", "-1"], "--lr -1.0: expected a positive rate"),
+        (["-o", "o.png", "--log-every", "0"], "--log-every 0: expected 1 or more"),
+    ],
+)
+def test_optimize_refuses_bad_options_before_any_work(photo_folder, capsys, options, message):
+    photo = next(photo_folder.glob("*.png"))
+    assert main(["optimize", str(photo), "generated:mosaic", *options]) == 2
+    assert message in capsys.readouterr().err
+
+
 def tiny_model_and_photos(tmp_path: Path) -> tuple[Path, Path]:
     """An untrained tiny model.pt that records a generated style, and two held-out photos."""
     photos = tmp_path / "held_out"
@@ -146,9 +162,14 @@ def test_evaluate_with_iterations_none_scores_the_network_alone(tmp_path):
         ["--iterations", "some"],
         ["--content", "/nonexistent"],
         ["--init", "zeros"],
+        ["--size", "0"],
+        ["--limit", "-1"],
+        ["-o", "A_FILE"],
     ],
 )
 def test_evaluate_refuses_bad_options(tmp_path, bad, capsys):
+    (tmp_path / "a_file").write_text("")
+    bad = [str(tmp_path / "a_file") if arg == "A_FILE" else arg for arg in bad]
     model = tmp_path / "model.pt"
     save_model(
         transformer_net(channels=(8, 16), residual_blocks=1),
