@@ -157,3 +157,10 @@ def test_workers_left_running_by_an_error_do_not_hold_up_the_exit():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert result.returncode == 2
     assert b"killed by signal" not in result.stderr
+
+
+def test_a_folder_where_no_photo_can_be_read_is_refused(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "b.png").write_bytes(b"")
+    with pytest.raises(NstFastError, match=r"none of its 2 image files can be read \(.*a.jpg"):
+        PhotoDataModule(str(tmp_path), image_size=24, batch_size=2, num_workers=0)

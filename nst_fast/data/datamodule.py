@@ -6,6 +6,8 @@ import atexit
 import logging
 import multiprocessing
 import signal
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +193,7 @@ class PhotoDataModule(pl.LightningDataModule):
         self.pin_memory, self.preview_images = pin_memory, preview_images
         # Listing the folder here makes a wrong data.root fail before any other work.
         self.dataset = PhotoFolder(root, self.train_transform(), repeat)
+        next(self.readable_photos())  # at least one photo decodes
         self._preview_paths: list[Path] | None = None
 
     def train_transform(self) -> v2.Transform:
@@ -222,16 +225,27 @@ class PhotoDataModule(pl.LightningDataModule):
         the first ``preview_images`` readable files of the folder."""
         if self._preview_paths is None:
             self._preview_paths = []
-            for path in self.dataset.files:
-                if len(self._preview_paths) == self.preview_images:
-                    break
-                try:
-                    check_photo(path)
-                    read_image_uint8(path)
-                except ImageReadError:
-                    continue  # the dataset reports unreadable files once per epoch
-                self._preview_paths.append(path)
+            self._preview_paths = list(islice(self.readable_photos(), self.preview_images))
         return self._preview_paths
+
+    def readable_photos(self) -> Iterator[Path]:
+        """The folder's photos that decode, in order; the others are passed over here (the
+        dataset reports them once per epoch). A folder where none decodes is an error."""
+        first_error, found = None, False
+        for path in self.dataset.files:
+            try:
+                check_photo(path)
+                read_image_uint8(path)
+            except ImageReadError as err:
+                first_error = first_error or err
+                continue
+            found = True
+            yield path
+        if not found:
+            raise NstFastError(
+                f"data.root={self.root}: none of its {len(self.dataset.files)} image files "
+                f"can be read ({first_error})"
+            )
 
     def preview_batch(self) -> torch.Tensor:
         """The preview photos, centre-cropped to the training size, as one batch."""
