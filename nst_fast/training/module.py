@@ -73,10 +73,12 @@ class StyleTransferModule(pl.LightningModule):
             self.transformer = TransformerNet(TransformerConfig(**model))
         except ValueError as err:  # a bad model.* choice: one line, not a traceback
             raise NstFastError(str(err)) from err
-        self.criterion = build_criterion(loss, style, self.transformer.multiple)
+        # The style image before the loss network: a wrong path must fail before VGG's
+        # weights download.
         self.register_buffer(
             "style_image", load_style_image(style["image"], style.get("size")), persistent=False
         )
+        self.criterion = build_criterion(loss, style, self.transformer.multiple)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict_loading = False  # checkpoints leave the frozen loss network out
         self._step_fn = self.transformer
