@@ -57,6 +57,22 @@ def test_a_run_prints_no_library_notices(trained):
     assert "done: 4 steps" in output
 
 
+def test_samples_of_photos_with_one_name_in_two_folders_are_both_kept(trained, tmp_path):
+    from nst_fast.images import save_image
+
+    from .conftest import make_photo
+
+    _, style, _, _ = trained
+    photos = tmp_path / "photos"
+    save_image(make_photo((36, 40), 0), photos / "a" / "x.jpg")
+    save_image(make_photo((40, 36), 1), photos / "b" / "x.png")
+    run_dir = tmp_path / "run"
+    result = nst_fast("train", *tiny_overrides(photos, style, run_dir, steps=1))
+    assert result.returncode == 0, result.stderr[-3000:]
+    samples = sorted(p.relative_to(run_dir / "samples").as_posix() for p in run_dir.rglob("x.jpg"))
+    assert samples == ["a/x.jpg", "b/x.jpg"]
+
+
 def test_events_hold_loss_scalars_and_image_grids(trained):
     acc = events(trained[2])
     scalars = set(acc.Tags()["scalars"])

@@ -114,7 +114,9 @@ class StylizeSamples(pl.Callback):
             except ImageReadError as err:  # changed on disk since it was first read
                 log.warning("sample left out: %s", err)
                 continue
-            save_image(stylize(net, photo), self.folder / f"{path.stem}.jpg")
+            # Named by the path under data.root: a/x.jpg and b/x.png are two samples.
+            name = path.relative_to(trainer.datamodule.dataset.root).with_suffix(".jpg")
+            save_image(stylize(net, photo), self.folder / name)
 
 
 class SkippedPhotosReport(pl.Callback):
