@@ -43,9 +43,9 @@ def style_image_path(spec: str) -> Path:
 
 def load_style_image(spec: str, size: int | None = None) -> torch.Tensor:
     """The style image as a float (3, H, W) tensor, its longer side resized to ``size``."""
-    if size is not None and size <= 0:
+    if size is not None and size < 16:  # VGG's four poolings leave 16 px one pixel
         raise NstFastError(
-            f"style.size={size}: expected a positive number of pixels (null: the image's own)"
+            f"style.size={size}: expected 16 pixels or more (null: the image's own size)"
         )
     if spec.startswith(GENERATED_PREFIX):
         name = spec.removeprefix(GENERATED_PREFIX)

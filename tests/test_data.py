@@ -31,7 +31,7 @@ def test_every_crop_gives_square_training_images(photo_folder, crop):
 def test_unreadable_files_are_skipped_and_counted(photo_folder):
     (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (photo_folder / "empty.png").write_bytes(b"")
-    dataset = PhotoDataModule(str(photo_folder), image_size=8, num_workers=0).dataset
+    dataset = PhotoDataModule(str(photo_folder), image_size=16, num_workers=0).dataset
     items = [dataset[i] for i in range(len(dataset))]
     errors = sorted(item["error"] for item in items if "error" in item)
     assert len(errors) == 2
@@ -39,7 +39,7 @@ def test_unreadable_files_are_skipped_and_counted(photo_folder):
     assert "empty.png: empty file" in errors[1]
     batch = collate_skipping([*items, {"error": "x.jpg: empty file"}])
     assert len(batch["skipped"]) == 3
-    assert batch["image"].shape == (len(items) - 2, 3, 8, 8)
+    assert batch["image"].shape == (len(items) - 2, 3, 16, 16)
 
 
 def test_a_batch_of_only_unreadable_files_is_empty():
@@ -164,3 +164,8 @@ def test_a_folder_where_no_photo_can_be_read_is_refused(tmp_path):
     (tmp_path / "b.png").write_bytes(b"")
     with pytest.raises(NstFastError, match=r"none of its 2 image files can be read \(.*a.jpg"):
         PhotoDataModule(str(tmp_path), image_size=24, batch_size=2, num_workers=0)
+
+
+def test_an_empty_data_root_is_not_taken_for_the_working_folder():
+    with pytest.raises(NstFastError, match=r"data\.root=: no such folder"):
+        PhotoDataModule("", image_size=16, num_workers=0)

@@ -114,8 +114,11 @@ def test_failed_weight_download_names_the_offline_override(monkeypatch):
 def test_local_weights_with_the_wrong_layout_are_refused(tmp_path):
     path = tmp_path / "wrong.pt"
     torch.save({"conv.weight": torch.zeros(1)}, path)
-    with pytest.raises(NstFastError, match=r"not the layout of torchvision's vgg16\(\)\.features"):
+    with pytest.raises(
+        NstFastError, match=r"not the layout of torchvision's vgg16\(\)\.features"
+    ) as err:
         LossNetwork("vgg16", ["relu1_2"], weights=str(path))
+    assert 'Missing key(s) in state_dict: "0.weight", "0.bias", ' in str(err.value)
 
 
 def test_missing_weights_file_is_named(tmp_path):
@@ -231,3 +234,23 @@ def test_a_period_8_grid_hidden_from_the_period_4_penalty_is_seen_at_period_8():
     grid[::8], grid[4::8] = 0.03, -0.03
     assert grid_penalty(photo + grid, period=4) < 1.5 * grid_penalty(photo, period=4)
     assert grid_penalty(photo + grid, period=8) > 4 * grid_penalty(photo, period=8)
+
+
+@pytest.mark.parametrize(
+    ("style_layers", "message"),
+    [({}, "loss.style_layers: empty"), ({"relu2_2": -1.0}, "relu2_2=-1.0: expected 0 or more")],
+)
+def test_style_layers_need_one_layer_and_no_negative_weight(style_layers, message):
+    from nst_fast.config import compose
+    from nst_fast.training.module import build_criterion
+
+    loss = {**compose(["loss.weights=random"]).loss, "style_layers": style_layers}
+    with pytest.raises(NstFastError, match=message):
+        build_criterion(loss, {})
+
+
+def test_a_style_image_too_small_for_the_loss_network_is_refused():
+    from nst_fast.styles import load_style_image
+
+    with pytest.raises(NstFastError, match=r"style\.size=8: expected 16 pixels or more"):
+        load_style_image("generated:mosaic", 8)

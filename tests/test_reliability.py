@@ -207,7 +207,7 @@ def test_training_on_a_messy_folder_proceeds_and_reports_the_skipped(
     assert (tmp_path / "run" / "model.pt").is_file()
 
 
-@pytest.mark.parametrize("value", ["data.image_size=0", "data.batch_size=0"])
+@pytest.mark.parametrize("value", ["data.image_size=0", "data.image_size=8", "data.batch_size=0"])
 def test_non_positive_sizes_stop_before_any_work(photo_folder, style_file, tmp_path, value):
     result = nst_fast("train", *tiny_overrides(photo_folder, style_file, tmp_path / "run"), value)
     assert result.returncode == 2 and value.split("=")[0] in result.stderr

@@ -288,7 +288,7 @@ def test_a_bad_value_in_a_multirun_stops_before_the_first_job_trains(
     [
         ("trainer.max_steps=0", "trainer.max_steps=0: expected 1 or more"),
         ("optim.lr=-1", "optim.lr=-1.0: expected a positive rate"),
-        ("style.size=0", "style.size=0: expected a positive number of pixels"),
+        ("style.size=0", "style.size=0: expected 16 pixels or more"),
         ("+trainer.nosuch=1", "trainer: Trainer.__init__() got an unexpected keyword argument"),
         ("ckpt_path=nowhere.ckpt", "ckpt_path=nowhere.ckpt: no such checkpoint file"),
         ("ckpt_path=MODEL", "model.pt: not a training checkpoint"),

@@ -21,6 +21,8 @@ from nst_fast.errors import NstFastError
 from nst_fast.images import ImageReadError, read_image, read_image_uint8
 
 CROPS = ("center", "random", "random_resized")
+# Four poolings of VGG (relu5_1) leave a 16 px image one pixel.
+MIN_SIZE = 16
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +181,10 @@ class PhotoDataModule(pl.LightningDataModule):
         repeat: int = 1,
     ) -> None:
         super().__init__()
-        if image_size <= 0:
-            raise NstFastError(f"data.image_size={image_size}: must be a positive number of pixels")
+        if image_size < MIN_SIZE:
+            raise NstFastError(
+                f"data.image_size={image_size}: expected {MIN_SIZE} pixels or more (e.g. 256)"
+            )
         if batch_size <= 0:
             raise NstFastError(f"data.batch_size={batch_size}: must be positive")
         if num_workers < 0:

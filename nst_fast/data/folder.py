@@ -50,7 +50,7 @@ class PhotoFolder(Dataset):
         self, root: str | os.PathLike, transform: Callable | None = None, repeat: int = 1
     ) -> None:
         self.root = Path(root).expanduser()
-        if not self.root.is_dir():
+        if not str(root).strip() or not self.root.is_dir():  # '' would be the working folder
             raise NstFastError(
                 f"data.root={root}: no such folder; point data.root at a folder of "
                 "JPEG/PNG photos (see data/README.md for COCO)"

@@ -68,8 +68,15 @@ def load_weights(features: nn.Sequential, arch: str, weights: str) -> None:
         raise NstFastError(
             f"loss.weights={weights}: not the layout of torchvision's {arch}().features "
             f"(keys '0.weight', '0.bias', ...; this file has '{first}', ...): "
-            f"{str(err).splitlines()[0]}"
+            f"{_first_detail(err)}"
         ) from err
+
+
+def _first_detail(err: RuntimeError) -> str:
+    """load_state_dict's first specific complaint (its first line only says that it failed)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 else lines[0]
+    return detail if len(detail) <= 120 else detail[: detail.rfind(",", 0, 120)] + ", ..."
 
 
 def _load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:

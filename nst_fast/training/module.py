@@ -33,6 +33,14 @@ def build_criterion(loss: dict, style: dict, grid_period: int = GRID_PERIOD) -> 
         own = style.get(name)
         return float(loss[name] if own is None else own)
 
+    if not loss["style_layers"]:
+        raise NstFastError(
+            "loss.style_layers: empty; name at least one VGG layer and its weight, "
+            "e.g. loss.style_layers={relu3_3:1.0}"
+        )
+    for name, layer_weight in loss["style_layers"].items():
+        if layer_weight < 0:
+            raise NstFastError(f"loss.style_layers.{name}={layer_weight}: expected 0 or more")
     layers = [loss["content_layer"], *loss["style_layers"]]
     network = LossNetwork(loss["network"], layers, loss["weights"])
     return PerceptualLoss(
