@@ -38,6 +38,7 @@ class ImageGridLogger(pl.Callback):
     def __init__(self, every_n_steps: int = 200) -> None:
         self.every_n_steps = every_n_steps
         self.photos: torch.Tensor | None = None
+        self.logged_step: int | None = None
 
     @rank_zero_only
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -61,6 +62,9 @@ class ImageGridLogger(pl.Callback):
         writer = _tensorboard(trainer)
         if writer is None or self.photos is None or not len(self.photos):
             return
+        if trainer.global_step == self.logged_step:  # the end on a multiple of every_n_steps
+            return
+        self.logged_step = trainer.global_step
         was_training = pl_module.transformer.training
         pl_module.transformer.eval()
         stylized = stylize(pl_module.transformer, self.photos.to(pl_module.device), half=False)
