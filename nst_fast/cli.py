@@ -621,13 +621,13 @@ def evaluate_main(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv)
 
     check_positive(size=(args.size, 8), limit=(args.limit, 1))
-    output_folder(args.output)
     iterations = parse_iterations(args.iterations)
     inits = tuple(dict.fromkeys(args.init.split(",")))
     if not set(inits) <= set(INITS):
         raise NstFastError(f"--init {args.init}: comma-separated choices of {', '.join(INITS)}")
     if not args.content.is_dir():
         raise NstFastError(f"--content {args.content}: no such folder of held-out photos")
+    output_folder(args.output)
     device = pick_device(args.device)
     net, info = load_network(args.model)
     net.to(device)
