@@ -223,12 +223,15 @@ def check_overrides(args: list[str]) -> None:
     style images are read (or downloaded) here too. Overrides of Hydra's own settings
     (``hydra.*``, ``hydra/...``), globs and other config directories are left to Hydra.
     """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob
     from hydra.errors import HydraException
 
+    try:  # Hydra's own command-line parser and sweep expansion, not public API
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra._internal.utils import get_args_parser
+    except ImportError:  # another Hydra: it checks the overrides itself, as it runs
+        return
     try:
         flags, _ = get_args_parser().parse_known_args(args)
     except SystemExit:  # a malformed flag: Hydra's own parser says which
