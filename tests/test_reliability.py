@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nst_fast.data.datamodule import PhotoDataModule
 from nst_fast.errors import NstFastError
@@ -200,11 +201,15 @@ def test_training_on_a_messy_folder_proceeds_and_reports_the_skipped(
 ):
     folder, _, n_bad = messy_folder
     overrides = tiny_overrides(folder, style_file, tmp_path / "run", steps=6)
-    result = nst_fast("train", *overrides, "data.batch_size=8")
+    result = nst_fast("train", *overrides, "data.batch_size=8", "trainer.log_every_n_steps=3")
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert f"epoch 0: skipped {n_bad} unreadable photo(s)" in output
     assert (tmp_path / "run" / "model.pt").is_file()
+    # TensorBoard's count runs on between the logged steps (batches of 8 skip fewer).
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert events.Scalars("data/skipped")[-1].value >= n_bad
 
 
 @pytest.mark.parametrize("value", ["data.image_size=0", "data.image_size=8", "data.batch_size=0"])

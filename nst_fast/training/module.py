@@ -90,6 +90,7 @@ class StyleTransferModule(pl.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict_loading = False  # checkpoints leave the frozen loss network out
         self._step_fn = self.transformer
+        self.skipped_photos = 0  # unreadable photos met since this process started training
 
     def setup(self, stage: str) -> None:
         self.transformer.to(memory_format=self.memory_format)
@@ -119,8 +120,11 @@ class StyleTransferModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         images = batch["image"]
-        if batch["skipped"]:
-            self.log("data/skipped", float(len(batch["skipped"])))
+        # A running count, logged every step once there is one: Lightning writes only
+        # every log_every_n_steps-th value, and per-batch counts in between would be lost.
+        self.skipped_photos += len(batch["skipped"])
+        if self.skipped_photos:
+            self.log("data/skipped", float(self.skipped_photos))
         if images.numel() == 0:
             return None  # every photo in this batch was unreadable: skip the step
         images = images.contiguous(memory_format=self.memory_format)
