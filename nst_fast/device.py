@@ -58,6 +58,8 @@ def pick_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError as err:
         raise NstFastError(f"--device {name}: not a device name (auto, cpu, cuda, mps)") from err
+    if device.type not in ("cpu", "cuda", "mps"):  # meta, xpu, ...: not supported here
+        raise NstFastError(f"--device {name}: not a device nst-fast runs on (auto, cpu, cuda, mps)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NstFastError(f"--device {name}: CUDA is not available on this machine")
     if device.type == "mps" and not torch.backends.mps.is_available():

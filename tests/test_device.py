@@ -14,6 +14,7 @@ from nst_fast.device import (
     pick_device,
     training_precision,
 )
+from nst_fast.errors import NstFastError
 
 # Allocates, touches and frees a 64 MiB tensor a dozen times, as a training loop does with
 # its large activations; prints the page faults of the last two rounds.
@@ -61,6 +62,15 @@ def test_auto_picks_what_is_there():
     assert pick_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         assert pick_device("auto").type in ("cpu", "mps")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("gpu0", "not a device name"), ("meta", "not a device nst-fast runs on")],
+)
+def test_a_device_nothing_runs_on_is_named(name, message):
+    with pytest.raises(NstFastError, match=message):
+        pick_device(name)
 
 
 @pytest.mark.parametrize("native", [True, False])
