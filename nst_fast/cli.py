@@ -413,7 +413,8 @@ def stylize_main(argv: list[str]) -> int:
     model = load_for_inference(args.model, device, dtype)
     stylizer = Stylizer(
         model.run,
-        max_pixels(device, model.channels, dtype),
+        # onnxruntime computes in fp32 whatever --precision says: budget its memory so.
+        max_pixels(device, model.channels, torch.float32 if model.format == "onnx" else dtype),
         net=model.net,
         multiple=model.multiple,
         tile=tile_option(args.tile),

@@ -118,3 +118,20 @@ def test_tiling_an_exported_model_says_its_seams_can_show(model, tmp_path, capsy
     assert (
         "1 image(s) stylized in tiles, each tile normalized on its own" in capsys.readouterr().err
     )
+
+
+def test_an_onnx_model_budgets_memory_for_the_fp32_it_computes_in(model, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from nst_fast import inference
+
+    net, info = load_model(model)
+    exported = export_onnx(net, info, tmp_path / "model.onnx")
+    photo = save_image(make_photo((30, 41), 0), tmp_path / "p.png")
+    budgets = []
+    real = inference.max_pixels
+    monkeypatch.setattr(
+        inference, "max_pixels", lambda d, c, dtype: budgets.append(dtype) or real(d, c, dtype)
+    )
+    args = [str(exported), str(photo), "-o", str(tmp_path / "o"), "--precision", "bf16", "-q"]
+    assert main(["stylize", *args]) == 0
+    assert budgets == [torch.float32]
