@@ -64,14 +64,17 @@ _SAMPLER_KEYS = (
 )
 
 
-def loader_state_for_workers(state: dict[str, Any], num_workers: int) -> dict[str, Any]:
+def loader_state_for_workers(
+    state: dict[str, Any], num_workers: int, epoch_batches: int | None = None
+) -> dict[str, Any]:
     """A data loader's saved position, rewritten for ``num_workers`` worker processes.
 
     torchdata's loader refuses a state saved with another worker count (a bare
     AssertionError), so a run checkpointed with 4 workers could not resume on a machine
     where the default is 2. With a map-style dataset the workers hold no state of their
     own: the position is the sampler's, and it carries over as is. A state this cannot
-    read gives ``{}``: the resumed run starts a fresh pass over the photos.
+    read, or one past the end of an epoch of ``epoch_batches`` (fewer photos since), gives
+    ``{}``: the resumed run starts a fresh pass over the photos.
     """
     if not state:
         return state
@@ -96,6 +99,15 @@ def loader_state_for_workers(state: dict[str, Any], num_workers: int) -> dict[st
             unreplayed = state["_steps_since_snapshot"]
     except KeyError:
         log.warning("the data loader's saved position is unreadable: starting a fresh pass")
+        return {}
+    if epoch_batches is not None and steps + unreplayed > epoch_batches:
+        # Fewer photos than when it was saved: the sampler cannot skip past its end.
+        log.warning(
+            "the data loader's saved position (batch %d) is past this epoch's %d batches: "
+            "the photos changed since the checkpoint; starting a fresh pass",
+            steps + unreplayed,
+            epoch_batches,
+        )
         return {}
     if saved_workers == num_workers:
         return state
@@ -139,24 +151,7 @@ class PhotoLoader(StatefulDataLoader):
     (another machine, another ``data.num_workers``) between a run and its resumption."""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = loader_state_for_workers(state_dict, self.num_workers)
-        if state and saved_batches(state) > len(self):
-            # Fewer photos than when it was saved: the sampler cannot skip past its end.
-            log.warning(
-                "the data loader's saved position (batch %d) is past this epoch's %d batches: "
-                "the photos changed since the checkpoint; starting a fresh pass",
-                saved_batches(state),
-                len(self),
-            )
-            state = {}
-        super().load_state_dict(state)
-
-
-def saved_batches(state: dict[str, Any]) -> int:
-    """How many batches of its epoch a loader had served when ``state`` was saved."""
-    if "_num_yielded" in state:
-        return state["_num_yielded"]
-    return state["_snapshot"]["_snapshot_step"] + state["_steps_since_snapshot"]
+        super().load_state_dict(loader_state_for_workers(state_dict, self.num_workers, len(self)))
 
 
 class PhotoDataModule(pl.LightningDataModule):
@@ -228,7 +223,6 @@ class PhotoDataModule(pl.LightningDataModule):
         """The fixed photos shown in image grids and stylized at the end of training:
         the first ``preview_images`` readable files of the folder."""
         if self._preview_paths is None:
-            self._preview_paths = []
             self._preview_paths = list(islice(self.readable_photos(), self.preview_images))
         return self._preview_paths
 
