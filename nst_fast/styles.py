@@ -13,6 +13,7 @@ from nst_fast.data.samples import GENERATED_STYLES
 from nst_fast.errors import NstFastError
 from nst_fast.files import cache_dir, download
 from nst_fast.images import read_image
+from nst_fast.losses.network import MIN_IMAGE_SIZE
 
 GENERATED_PREFIX = "generated:"
 
@@ -43,9 +44,10 @@ def style_image_path(spec: str) -> Path:
 
 def load_style_image(spec: str, size: int | None = None) -> torch.Tensor:
     """The style image as a float (3, H, W) tensor, its longer side resized to ``size``."""
-    if size is not None and size < 16:  # VGG's four poolings leave 16 px one pixel
+    if size is not None and size < MIN_IMAGE_SIZE:
         raise NstFastError(
-            f"style.size={size}: expected 16 pixels or more (null: the image's own size)"
+            f"style.size={size}: expected {MIN_IMAGE_SIZE} pixels or more (null: the image's "
+            "own size)"
         )
     if spec.startswith(GENERATED_PREFIX):
         name = spec.removeprefix(GENERATED_PREFIX)

@@ -19,10 +19,9 @@ from torchvision.transforms import v2
 from nst_fast.data.folder import PhotoFolder, check_photo, collate_skipping
 from nst_fast.errors import NstFastError
 from nst_fast.images import ImageReadError, read_image, read_image_uint8
+from nst_fast.losses.network import MIN_IMAGE_SIZE
 
 CROPS = ("center", "random", "random_resized")
-# Four poolings of VGG (relu5_1) leave a 16 px image one pixel.
-MIN_SIZE = 16
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +175,9 @@ class PhotoDataModule(pl.LightningDataModule):
         repeat: int = 1,
     ) -> None:
         super().__init__()
-        if image_size < MIN_SIZE:
+        if image_size < MIN_IMAGE_SIZE:
             raise NstFastError(
-                f"data.image_size={image_size}: expected {MIN_SIZE} pixels or more (e.g. 256)"
+                f"data.image_size={image_size}: expected {MIN_IMAGE_SIZE} pixels or more (e.g. 256)"
             )
         if batch_size <= 0:
             raise NstFastError(f"data.batch_size={batch_size}: must be positive")

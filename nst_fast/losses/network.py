@@ -16,6 +16,9 @@ from nst_fast.files import load_tensors
 # Every pretrained VGG in torchvision expects RGB in [0, 1] normalized with these.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The smallest image side VGG takes up to its deepest style layer: four 2x poolings
+# (relu5_1) leave 16 px one pixel.
+MIN_IMAGE_SIZE = 16
 
 # name -> (torchvision's layer config, its ImageNet weights enum)
 ARCHITECTURES = {
