@@ -52,6 +52,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
         schedule=cfg.optim.schedule,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
+        fast=cfg.fast,
     )
     model_path = run_dir / "model.pt"
     checkpoints = ResumableCheckpoint(
