@@ -1,7 +1,9 @@
 """Structured configs: the schema every composed Hydra config is checked against.
 
-The YAML files in ``conf/`` pick values; these dataclasses say which keys exist and their
-types, so a misspelt key or a wrong type fails at composition with Hydra's own message.
+Every default has one home. The YAML files in ``conf/`` hold the values; these
+dataclasses say which keys exist and their types (``MISSING``: the value comes from
+``conf/``), so a misspelt key or a wrong type fails at composition with Hydra's own
+message. ``None`` marks an optional setting that is off unless given.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class StyleConfig:
     # A path, an http(s) URL (downloaded once into the cache) or 'generated:NAME'.
     image: str = MISSING
     # Longer side of the style image fed to the loss network; null keeps its own size.
-    size: int | None = 512
+    size: int | None = MISSING
     # Per-style overrides of the loss weights; null uses loss.*_weight.
     content_weight: float | None = None
     style_weight: float | None = None
@@ -33,40 +35,39 @@ class StyleConfig:
 
 @dataclass
 class LossConfig:
-    network: str = "vgg16"
+    network: str = MISSING
     # 'imagenet' (torchvision download), 'random' (tests), or a path to a local
     # torchvision <network>().features state dict.
-    weights: str = "imagenet"
-    content_layer: str = "relu2_2"
-    style_layers: dict[str, float] = field(default_factory=dict)
-    content_weight: float = 1.0
-    style_weight: float = 1.0
-    tv_weight: float = 0.0
-    # Penalty on a grid at the network's stride (4 px by default), which VGG does not see.
-    grid_weight: float = 0.0
+    weights: str = MISSING
+    content_layer: str = MISSING
+    style_layers: dict[str, float] = MISSING
+    content_weight: float = MISSING
+    style_weight: float = MISSING
+    tv_weight: float = MISSING
+    # Penalty on a grid at the network's stride, which VGG does not see.
+    grid_weight: float = MISSING
     # Scale-free terms (each relative to its target's magnitude); false: classic MSE.
-    normalize: bool = True
+    normalize: bool = MISSING
 
 
 @dataclass
 class DataConfig:
     root: str = MISSING
-    image_size: int = 256
-    batch_size: int = 4
-    num_workers: int = 2
-    shuffle: bool = True
-    crop: str = "center"
-    pin_memory: bool = True
-    preview_images: int = 4
-    repeat: int = 1
+    image_size: int = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+    shuffle: bool = MISSING
+    crop: str = MISSING
+    pin_memory: bool = MISSING
+    preview_images: int = MISSING
+    repeat: int = MISSING
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
-    # 'constant', or 'cosine': decay to 0 over trainer.max_steps (short runs converge
-    # further at a higher starting lr).
-    schedule: str = "constant"
+    lr: float = MISSING
+    # 'constant', or 'cosine': decay to 0 over trainer.max_steps.
+    schedule: str = MISSING
 
 
 @dataclass
@@ -78,14 +79,16 @@ class Config:
     data: DataConfig = MISSING
     # Keyword arguments of pytorch_lightning.Trainer, passed through as they are.
     trainer: dict[str, Any] = field(default_factory=dict)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = 0
+    optim: OptimConfig = MISSING
+    seed: int = MISSING
     # Resume: 'last' (this run directory's last checkpoint) or a checkpoint path.
     ckpt_path: str | None = None
-    checkpoint_every_n_steps: int = 1000
-    log_images_every_n_steps: int = 200
-    channels_last: bool = True
-    compile: bool = False
+    checkpoint_every_n_steps: int = MISSING
+    log_images_every_n_steps: int = MISSING
+    channels_last: bool = MISSING
+    compile: bool = MISSING
+    # nst_fast.fast's faster modules (same function); false runs the plain ones.
+    fast: bool = MISSING
     # Extra Lightning callbacks by name, each a node with a _target_ (hydra.utils.instantiate).
     callbacks: dict[str, Any] = field(default_factory=dict)
 
@@ -95,6 +98,14 @@ def config_dir() -> Path:
     here = Path(__file__).resolve().parent
     source = here.parent / "conf"
     return source if (source / "config.yaml").is_file() else here / "conf"
+
+
+def group_defaults(group: str, option: str) -> dict[str, Any]:
+    """The values of one config group option (``conf/GROUP/OPTION.yaml``), resolved."""
+    register()
+    path = config_dir() / group / f"{option}.yaml"
+    values = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return {k: v for k, v in values.items() if k != "defaults"}
 
 
 def compose(overrides: list[str] = ()) -> DictConfig:

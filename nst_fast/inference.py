@@ -2,10 +2,10 @@
 
 Three things on top of a plain ``net(x)``:
 
-* speed: the network runs channels_last (oneDNN's convolutions are up to 2x faster in
-  that layout on CPUs, Tensor Cores want it on GPUs) with an instance norm that keeps
-  the layout instead of copying to NCHW and back, in half precision on GPUs
-  and on CPUs with native bf16 (``device.inference_dtype``);
+* speed: the network runs channels_last (oneDNN's convolutions are faster in that
+  layout on CPUs, Tensor Cores want it on GPUs) with the faster modules of
+  ``nst_fast.fast`` swapped in, in half precision on GPUs and on CPUs with native bf16
+  (``device.inference_dtype``);
 * memory: images too large for one pass are stylized in overlapping tiles blended with
   a cosine window, the instance-norm statistics shared by all tiles (see
   ``stylize_tiled``), so the seams do not show;
@@ -28,7 +28,7 @@ from torch import nn
 
 from nst_fast.device import inference_dtype
 from nst_fast.errors import NstFastError
-from nst_fast.models.phase_output import PhaseOutput
+from nst_fast.fast import FastInstanceNorm, accelerate
 
 Backend = Callable[[torch.Tensor], torch.Tensor]
 
@@ -40,86 +40,33 @@ DEFAULT_OVERLAP = 128
 MIN_SIDE = 8
 
 
-class ChannelsLastInstanceNorm(nn.Module):
-    """Instance norm computed on an (N, H*W, C) view of a channels_last tensor.
+def prepare(
+    net: nn.Module, device: torch.device | str, dtype: torch.dtype, fast: bool = True
+) -> nn.Module:
+    """A copy of ``net`` ready for inference: eval, on ``device``, in ``dtype``; ``fast``:
+    with nst-fast's faster modules (``nst_fast.fast.accelerate``), channels_last.
 
-    PyTorch's InstanceNorm2d goes through batch_norm on an NCHW copy, which costs more
-    than the convolutions it sits between in channels_last. Statistics are taken in
-    fp32 whatever the activations' dtype, so fp16 sums of squares cannot overflow.
-
-    For tiling, ``shared`` holds (mean, var) to use instead of the input's own (tiles of
-    one image must be normalized with the whole image's statistics), and ``recording``
-    makes the next call set ``shared``.
+    Instance norms become ``FastInstanceNorm`` either way: tiles of one image share its
+    statistics through them. ``net`` itself is left as it was.
     """
-
-    def __init__(self, norm: nn.InstanceNorm2d) -> None:
-        super().__init__()
-        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
-        self.recording = False
-        self.shared: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        if self.shared is None and not self.recording and x.dtype == torch.float32:
-            # group_norm's fused channels_last kernel: half the time of the passes below
-            # (1024 px on the 2-core CPU), when no statistics are shared or kept.
-            return F.group_norm(x, c, self.weight, self.bias, self.eps)
-        flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        scale, shift = self.affine(*self.statistics(lambda: _mean_var(flat)))
-        out = torch.addcmul(shift.to(x.dtype), flat, scale.to(x.dtype))
-        return out.view(b, h, w, c).permute(0, 3, 1, 2)
-
-    def affine(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, shift) in fp32 such that the norm is ``x * scale + shift``."""
-        scale = torch.rsqrt(var + self.eps) * self.weight.float()
-        return scale, self.bias.float() - mean * scale
-
-    def statistics(
-        self, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, var): the shared ones if set, else ``compute()``'s, kept if recording."""
-        if self.shared is not None:
-            return self.shared
-        mean, var = compute()
-        if self.recording:
-            self.shared = (mean, var)
-        return mean, var
-
-
-def _mean_var(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # Two passes (mean, then centred squares) rather than Welford's var_mean: twice as
-    # fast on CPU and as exact as E[x^2] - E[x]^2 is not.
-    flat = flat.float()
-    mean = flat.mean(1, keepdim=True)
-    var = (flat - mean).square_().mean(1, keepdim=True)
-    return mean, var
-
-
-def prepare(net: nn.Module, device: torch.device | str, dtype: torch.dtype) -> nn.Module:
-    """A copy of ``net`` ready for fast inference: eval, on ``device``, ``dtype``, channels_last.
-
-    On the CPU the decoder's last two layers become a ``PhaseOutput`` (same function,
-    1024 px forward pass 1.80 -> 1.72 s). The weights are shared with nothing: ``net``
-    itself is left as it was.
-    """
-    fast = copy.deepcopy(net).eval()
-    for module in list(fast.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, nn.InstanceNorm2d) and child.affine:
-                setattr(module, name, ChannelsLastInstanceNorm(child))
+    prepared_net = copy.deepcopy(net).eval()
     device = torch.device(device)
-    decoder = getattr(fast, "decoder", None)
-    if device.type == "cpu" and decoder is not None and PhaseOutput.supports(*decoder[-2:]):
-        tail = PhaseOutput(*decoder[-2:])
-        del decoder[-1]
-        decoder[-1] = tail
-    return fast.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    if fast:
+        accelerate(prepared_net, "inference", device)
+        return prepared_net.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    for module in list(prepared_net.modules()):
+        for name, child in module.named_children():
+            if type(child) is nn.InstanceNorm2d and child.affine:
+                setattr(module, name, FastInstanceNorm(child))
+    return prepared_net.to(device=device, dtype=dtype)
 
 
 def forward(net: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """Run a prepared network on a (B, 3, H, W) batch in [0, 1]; fp32 CPU result in [0, 1]."""
     param = next(net.parameters())
-    x = batch.to(param.device, param.dtype).contiguous(memory_format=torch.channels_last)
+    x = batch.to(param.device, param.dtype)
+    if param.dim() == 4 and param.is_contiguous(memory_format=torch.channels_last):
+        x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         y = net(x).float().cpu()
     # Made outside inference mode, a plain tensor callers may modify in place; clamping
@@ -134,31 +81,35 @@ _PREPARED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]] = (
 )
 
 
-def prepared(net: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """``prepare(net, device, dtype)``, reused across calls until a weight of ``net`` is
+def prepared(
+    net: nn.Module, device: torch.device, dtype: torch.dtype, fast: bool = True
+) -> nn.Module:
+    """``prepare(net, device, dtype, fast)``, reused across calls until a weight of ``net`` is
     replaced or changed in place (an optimizer step, ``load_state_dict``, ``.to()``)."""
     tensors = [*net.parameters(), *net.buffers()]
     versions = tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors)
-    key = (str(device), dtype, versions)
+    key = (str(device), dtype, fast, versions)
     hit = _PREPARED.get(net)
     if hit is not None and hit[0] == key:
         return hit[1]
-    fast = prepare(net, device, dtype)
-    _PREPARED[net] = (key, fast)
-    return fast
+    result = prepare(net, device, dtype, fast)
+    _PREPARED[net] = (key, result)
+    return result
 
 
 @torch.inference_mode()
-def stylize(net: nn.Module, images: torch.Tensor, half: bool = True) -> torch.Tensor:
+def stylize(
+    net: nn.Module, images: torch.Tensor, half: bool = True, fast: bool = True
+) -> torch.Tensor:
     """Stylize a (3, H, W) image or a (B, 3, H, W) batch in [0, 1]; returns fp32 on the CPU.
 
-    Runs on the network's device, channels_last, in half precision (``half``) where the
-    hardware computes in it (``device.inference_dtype``).
+    Runs on the network's device, in half precision (``half``) where the hardware
+    computes in it (``device.inference_dtype``); ``fast=False`` runs the plain modules.
     """
     device = next(net.parameters()).device
-    fast = prepared(net, device, inference_dtype(device, half))
+    ready = prepared(net, device, inference_dtype(device, half), fast)
     batch = images.unsqueeze(0) if images.dim() == 3 else images
-    out = forward(fast, batch)
+    out = forward(ready, batch)
     return out[0] if images.dim() == 3 else out
 
 
@@ -213,8 +164,8 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(image[None], (0, pad_w, 0, pad_h), mode="reflect")[0]
 
 
-def _instance_norms(net: nn.Module) -> list[ChannelsLastInstanceNorm]:
-    return [m for m in net.modules() if isinstance(m, ChannelsLastInstanceNorm)]
+def _instance_norms(net: nn.Module) -> list[FastInstanceNorm]:
+    return [m for m in net.modules() if isinstance(m, FastInstanceNorm)]
 
 
 @contextmanager
@@ -279,7 +230,7 @@ def bytes_per_pixel(channels: list[int] | tuple[int, ...], dtype: torch.dtype) -
 
     Measured (rounded up) when the last upsampling held upsampled and padded copies of the
     second level's maps at full resolution; the fused upsampling convolution
-    (``upsample_conv2d``) keeps no such copies and needs less, so this errs towards tiling.
+    (``nst_fast.fast.upsample``) keeps no such copies and needs less, so this errs towards tiling.
     """
     size = torch.empty((), dtype=dtype).element_size()
     return size * (3 * channels[1] + 2 * channels[0] + 16)
@@ -374,7 +325,7 @@ class Stylizer:
         """The image itself when one pass over it fits, else the largest downscale that does.
 
         Downscaled statistics are close, not equal: texture at a coarser scale has a
-        little more variance per pixel (see README, "Tiling").
+        little more variance per pixel (see docs/inference.md, "Tiling").
         """
         _, h, w = image.shape
         if h * w <= self.max_pixels:

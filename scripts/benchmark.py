@@ -256,7 +256,7 @@ def profile_training(setup: Setup, batch: int, size: int, weights: str, rows: in
         optimizer.zero_grad(set_to_none=True)
         with autocast(setup):
             with record_function("## transform net forward"):
-                output = module._step_fn(images)
+                output = module.step_net(images)
             with record_function("## loss (VGG on output and photo, Gram, TV)"):
                 losses = module.criterion(output, images)
         with record_function("## backward"):

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
 from nst_fast.errors import NstFastError
 from nst_fast.export import checkpoint_arch
+from nst_fast.fast import accelerate, share_parameters
 from nst_fast.losses.network import LossNetwork
 from nst_fast.losses.perceptual import GRID_PERIOD, PerceptualLoss
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
@@ -72,6 +74,7 @@ class StyleTransferModule(pl.LightningModule):
         schedule: str = "constant",
         channels_last: bool = True,
         compile: bool = False,
+        fast: bool = True,
     ) -> None:
         super().__init__()
         if schedule not in SCHEDULES:
@@ -89,14 +92,31 @@ class StyleTransferModule(pl.LightningModule):
         self.criterion = build_criterion(loss, style, self.transformer.multiple)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict_loading = False  # checkpoints leave the frozen loss network out
-        self._step_fn = self.transformer
+        self.step_net = self.transformer
         self.skipped_photos = 0  # unreadable photos met since this process started training
+
+    @property
+    def step_net(self) -> nn.Module:
+        """The network the training step runs: ``transformer`` itself, its compiled form,
+        or a twin with nst_fast.fast's modules computing the same function on the same
+        parameters. Kept outside the module tree, so checkpoints hold ``transformer``'s
+        weights once, under their plain names."""
+        return self.__dict__["_step_net"]
+
+    @step_net.setter
+    def step_net(self, net: nn.Module) -> None:
+        self.__dict__["_step_net"] = net
 
     def setup(self, stage: str) -> None:
         self.transformer.to(memory_format=self.memory_format)
         self.criterion.to(memory_format=self.memory_format)
-        if self.hparams.compile:
-            self._step_fn = torch.compile(self.transformer)
+        if self.hparams.compile:  # compiles the plain modules, fusing them itself
+            self.step_net = torch.compile(self.transformer)
+        elif self.hparams.fast:
+            # Where training will run: setup comes before the strategy moves the module.
+            device = self.trainer.strategy.root_device if self._trainer else self.device
+            self.step_net = accelerate(share_parameters(self.transformer), "training", device)
+            accelerate(self.criterion, "training", device)
 
     def on_fit_start(self) -> None:
         self.criterion.set_style(self.style_image.unsqueeze(0))
@@ -128,7 +148,7 @@ class StyleTransferModule(pl.LightningModule):
         if images.numel() == 0:
             return None  # every photo in this batch was unreadable: skip the step
         images = images.contiguous(memory_format=self.memory_format)
-        output = self._step_fn(images)
+        output = self.step_net(images)
         losses = self.criterion(output, images)
         if not torch.isfinite(losses["total"]):
             # Stop before the optimizer step writes NaNs into the weights.
