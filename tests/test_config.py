@@ -103,3 +103,40 @@ def test_a_bad_override_is_reported_in_one_line_naming_it(override, says):
         compose_or_fail([override])
     assert says in str(error.value)
     assert "\n" not in str(error.value) and "search path" not in str(error.value)
+
+
+def schema_defaults() -> list[tuple[str, object]]:
+    """(dataclass.field, default) of every schema field that carries a value of its own."""
+    from dataclasses import MISSING as NO_DEFAULT
+    from dataclasses import fields
+
+    from nst_fast import config
+    from nst_fast.models.transformer import TransformerConfig
+
+    schemas = [
+        config.Config,
+        config.StyleConfig,
+        config.LossConfig,
+        config.DataConfig,
+        config.OptimConfig,
+        TransformerConfig,
+    ]
+    found = []
+    for schema in schemas:
+        for f in fields(schema):
+            default = f.default_factory() if f.default_factory is not NO_DEFAULT else f.default
+            if default not in (NO_DEFAULT, "???", None, {}, []):
+                found.append((f"{schema.__name__}.{f.name}", default))
+    return found
+
+
+def test_the_schema_holds_types_only_so_every_default_lives_in_conf():
+    assert schema_defaults() == []
+
+
+def test_the_python_builder_builds_the_network_nst_fast_train_builds():
+    from nst_fast.models.transformer import default_transformer_config
+
+    composed = OmegaConf.to_container(compose_with([]).model, resolve=True)
+    assert default_transformer_config().to_dict() == composed
+    assert composed["norm_scope"] == "residual" and composed["output"] == "tanh"
