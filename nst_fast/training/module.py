@@ -7,6 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from nst_fast.errors import NstFastError
@@ -92,8 +93,26 @@ class StyleTransferModule(pl.LightningModule):
         self.criterion = build_criterion(loss, style, self.transformer.multiple)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict_loading = False  # checkpoints leave the frozen loss network out
-        self.step_net = self.transformer
+        self.use_step_net(self.transformer)
         self.skipped_photos = 0  # unreadable photos met since this process started training
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> StyleTransferModule:
+        """The module ``nst-fast train`` builds from a composed config."""
+
+        def plain(node: DictConfig) -> dict:
+            return OmegaConf.to_container(node, resolve=True)
+
+        return cls(
+            model=plain(cfg.model),
+            loss=plain(cfg.loss),
+            style=plain(cfg.style),
+            lr=cfg.optim.lr,
+            schedule=cfg.optim.schedule,
+            channels_last=cfg.channels_last,
+            compile=cfg.compile,
+            fast=cfg.fast,
+        )
 
     @property
     def step_net(self) -> nn.Module:
@@ -103,19 +122,19 @@ class StyleTransferModule(pl.LightningModule):
         weights once, under their plain names."""
         return self.__dict__["_step_net"]
 
-    @step_net.setter
-    def step_net(self, net: nn.Module) -> None:
+    def use_step_net(self, net: nn.Module) -> None:
+        # Not nn.Module.__setattr__, which would register it as a submodule.
         self.__dict__["_step_net"] = net
 
     def setup(self, stage: str) -> None:
         self.transformer.to(memory_format=self.memory_format)
         self.criterion.to(memory_format=self.memory_format)
         if self.hparams.compile:  # compiles the plain modules, fusing them itself
-            self.step_net = torch.compile(self.transformer)
+            self.use_step_net(torch.compile(self.transformer))
         elif self.hparams.fast:
             # Where training will run: setup comes before the strategy moves the module.
             device = self.trainer.strategy.root_device if self._trainer else self.device
-            self.step_net = accelerate(share_parameters(self.transformer), "training", device)
+            self.use_step_net(accelerate(share_parameters(self.transformer), "training", device))
             accelerate(self.criterion, "training", device)
 
     def on_fit_start(self) -> None:
