@@ -19,13 +19,10 @@ def keep_freed_memory() -> bool:
 
     Each step allocates and frees the same large activations (a 64-channel map of four
     256 px images is 64 MiB). glibc serves blocks that size with fresh ``mmap`` pages and
-    unmaps them on free, so every step the kernel zero-fills them again on first touch:
-    on the 2-core CPU a training step at 256 px, batch 4 took 5.9-7.8 s that way and
-    4.8 s with memory kept; stylizing a 1024 px photo 2.84 s and 1.90 s. The cost is
-    memory: peak RSS 2356 MiB instead of about 2200 for that training step (flat over
-    the steps), 1257 MiB instead of 964 for that photo, and nothing is handed back to
-    the OS before exit; so only the command-line entry points call this, never the
-    library on import.
+    unmaps them on free, so every step the kernel zero-fills them again on first touch
+    (docs/performance.md has the measured cost). The price is memory: a higher peak RSS,
+    and nothing is handed back to the OS before exit; so only the command-line entry
+    points call this, never the library on import.
 
     Returns whether the allocator was tuned (False off glibc, e.g. macOS, Windows, musl).
     """
@@ -69,8 +66,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def inference_dtype(device: torch.device, half: bool = True) -> torch.dtype:
     """Half precision where the hardware computes in it: on GPUs (bf16 where supported,
-    else fp16) and on CPUs with native bf16 (1024 px on 2 EPYC cores: 0.87 against
-    1.46 s, a mean difference of 0.4 of an 8-bit level); fp32 on other CPUs."""
+    else fp16) and on CPUs with native bf16 (faster, within about one 8-bit level of
+    fp32: docs/performance.md); fp32 on other CPUs."""
     if not half:
         return torch.float32
     if device.type == "cpu":
