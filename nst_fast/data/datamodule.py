@@ -16,6 +16,7 @@ import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision.transforms import v2
 
+from nst_fast import compat
 from nst_fast.data.folder import PhotoFolder, check_photo, collate_skipping
 from nst_fast.errors import NstFastError
 from nst_fast.images import ImageReadError, read_image, read_image_uint8
@@ -52,17 +53,6 @@ def _kill_leftover_workers() -> None:
 atexit.register(_kill_leftover_workers)
 
 
-# The position in the epoch, as torchdata's StatefulDataLoader records it (0.8 and on):
-# the sampler's state, in the single-process layout or inside the multi-process snapshot.
-_SAMPLER_KEYS = (
-    "_index_sampler_state",
-    "_sampler_iter_state",
-    "_sampler_iter_yielded",
-    "_IterableDataset_len_called",
-    "_shared_seed",
-)
-
-
 def loader_state_for_workers(
     state: dict[str, Any], num_workers: int, epoch_batches: int | None = None
 ) -> dict[str, Any]:
@@ -77,72 +67,34 @@ def loader_state_for_workers(
     """
     if not state:
         return state
-    try:
-        finished = state["_iterator_finished"]
-        if "_num_yielded" in state:  # saved by a single-process loader
-            saved_workers, steps, base_seed = 0, state["_num_yielded"], None
-            sampler = {key: state[key] for key in _SAMPLER_KEYS}
-            own_states = [state["fetcher_state"], state["dataset_state"]]
-            unreplayed = 0
-        else:
-            snapshot = state["_snapshot"]
-            main = snapshot["_main_snapshot"]
-            saved_workers, steps = main["_num_workers"], snapshot["_snapshot_step"]
-            base_seed = main["_base_seed"]
-            sampler = {key: main[key] for key in _SAMPLER_KEYS}
-            own_states = [
-                w[key] for w in snapshot["_worker_snapshots"].values()
-                for key in ("fetcher_state", "dataset_state")
-            ]  # fmt: skip
-            # Batches served after the last snapshot, which only a replay could restore.
-            unreplayed = state["_steps_since_snapshot"]
-    except KeyError:
+    try:  # torchdata's layout of the state is its own: compat reads and writes it
+        position = compat.read_loader_state(state)
+    except (KeyError, TypeError):
         log.warning("the data loader's saved position is unreadable: starting a fresh pass")
         return {}
-    if epoch_batches is not None and steps + unreplayed > epoch_batches:
+    served = position.batches + position.unreplayed
+    if epoch_batches is not None and served > epoch_batches:
         # Fewer photos than when it was saved: the sampler cannot skip past its end.
         log.warning(
             "the data loader's saved position (batch %d) is past this epoch's %d batches: "
             "the photos changed since the checkpoint; starting a fresh pass",
-            steps + unreplayed,
+            served,
             epoch_batches,
         )
         return {}
-    if saved_workers == num_workers:
+    if position.workers == num_workers:
         return state
-    if unreplayed or any(s is not None for s in own_states):
+    # Batches after the last snapshot (only the same workers replay them), or state the
+    # workers keep themselves, stay with that number of workers.
+    if position.unreplayed or any(s is not None for s in position.own_states):
         log.warning(
             "the data loader's position was saved with %d workers and cannot be moved to %d: "
             "starting a fresh pass over the photos",
-            saved_workers,
+            position.workers,
             num_workers,
         )
         return {}
-    if num_workers == 0:
-        return {
-            **sampler,
-            "_num_yielded": steps,
-            "fetcher_state": None,
-            "dataset_state": None,
-            "_iterator_finished": finished,
-        }
-    workers = {
-        f"worker_{i}": {"worker_id": i, "fetcher_state": None, "dataset_state": None}
-        for i in range(num_workers)
-    }
-    if base_seed is None:  # drawn as DataLoader draws it, only when a state needs one
-        base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
-    main = {**sampler, "_num_workers": num_workers, "_base_seed": base_seed}
-    return {
-        "_snapshot": {
-            "_snapshot_step": steps,
-            "_last_yielded_worker_id": num_workers - 1,
-            "_main_snapshot": main,
-            "_worker_snapshots": workers,
-        },
-        "_steps_since_snapshot": 0,
-        "_iterator_finished": finished,
-    }
+    return compat.write_loader_state(position, num_workers)
 
 
 class PhotoLoader(StatefulDataLoader):

@@ -12,6 +12,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid
 
+from nst_fast import compat
 from nst_fast.errors import NstFastError
 from nst_fast.export import save_model
 from nst_fast.images import ImageReadError, read_image, save_image
@@ -176,10 +177,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         # Lightning writes last.ckpt at the end only if no periodic checkpoint was ever
         # written: a run whose max_steps is not a multiple of checkpoint_every_n_steps
         # would resume from its last periodic step and train the steps after it again.
-        if not self._should_skip_saving_checkpoint(trainer):
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+        compat.save_checkpoint_now(self, trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):

@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from nst_fast import compat
 from nst_fast.config import compose, composition_error, config_dir, register
 from nst_fast.data.datamodule import PhotoDataModule
 from nst_fast.device import keep_freed_memory
@@ -228,14 +229,11 @@ def check_overrides(args: list[str]) -> None:
     from hydra.core.override_parser.types import Glob
     from hydra.errors import HydraException
 
-    try:  # Hydra's own command-line parser and sweep expansion, not public API
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra._internal.utils import get_args_parser
-    except ImportError:  # another Hydra: it checks the overrides itself, as it runs
-        return
-    try:
-        flags, _ = get_args_parser().parse_known_args(args)
+    try:  # Hydra's own command-line parser
+        flags = compat.hydra_command_line(args)
     except SystemExit:  # a malformed flag: Hydra's own parser says which
+        return
+    if flags is None:  # another Hydra: it checks the overrides itself, as it runs
         return
     modes = {"--run": flags.run, "--multirun": flags.multirun, "--cfg": flags.cfg,
              "--info": flags.info, "--shell-completion": flags.shell_completion}  # fmt: skip
@@ -256,7 +254,9 @@ def check_overrides(args: list[str]) -> None:
     elif any(isinstance(o.value(), Glob) for o in parsed):
         return
     else:
-        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        jobs = compat.hydra_sweep_jobs(parsed)
+        if jobs is None:
+            return
     for job in jobs:
         cfg = compose(job)
         if len(jobs) > 1:  # a single run meets its style image before training anyway
