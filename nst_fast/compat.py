@@ -211,3 +211,39 @@ def cpu_has_native_bf16() -> bool:
     each call, so tests may replace them.
     """
     return any(getattr(torch.cpu, name, lambda: False)() for name in CPU_BF16_PROBES)
+
+
+def native_group_norm(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, groups: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Group norm of a (B, C, H, W) ``x`` with its statistics: the output, and each sample's
+    and group's mean and reciprocal standard deviation, (B, groups) each.
+
+    ``torch.ops.aten.native_group_norm`` (torch 2.x) is the kernel behind F.group_norm, which
+    drops the statistics; an autograd Function with a backward pass of its own (the CPU
+    training kernels) keeps them instead of computing them again. Its argument list is
+    ATen's, not a public Python API.
+    """
+    b, c, h, w = x.shape
+    return torch.ops.aten.native_group_norm(x, weight, bias, b, c, h * w, groups, eps)
+
+
+def conv2d_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int | tuple[int, int],
+    need: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The gradients of an unpadded, undilated, ungrouped ``conv2d(x, weight, bias,
+    stride)`` with respect to x, weight and bias, those that ``need`` asks for (else None).
+
+    ``torch.ops.aten.convolution_backward`` (torch 2.x) is the kernel autograd itself runs;
+    called directly, an autograd Function picks the memory layout of each gradient. Its
+    argument list is ATen's, not a public Python API.
+    """
+    stride = [stride, stride] if isinstance(stride, int) else list(stride)
+    bias_sizes = [weight.shape[0]] if need[2] else None
+    return torch.ops.aten.convolution_backward(
+        grad, x, weight, bias_sizes, stride, [0, 0], [1, 1], False, [0, 0], 1, list(need)
+    )

@@ -190,3 +190,35 @@ def test_torch_cpu_bf16_probes_answer():
         for name in compat.CPU_BF16_PROBES:
             assert isinstance(getattr(torch.cpu, name)(), bool), f"torch.cpu.{name}()"
         assert isinstance(compat.cpu_has_native_bf16(), bool)
+
+
+def test_torch_native_group_norm_returns_the_output_and_statistics():
+    x = torch.randn(2, 6, 5, 4, generator=torch.Generator().manual_seed(0))
+    weight, bias = torch.rand(6) + 0.5, torch.randn(6)
+    with relied_on("torch", "torch.ops.aten.native_group_norm"):
+        y, mean, rstd = compat.native_group_norm(x, weight, bias, groups=3, eps=1e-5)
+        groups = x.reshape(2, 3, -1)
+        torch.testing.assert_close(y, torch.nn.functional.group_norm(x, 3, weight, bias, 1e-5))
+        torch.testing.assert_close(mean, groups.mean(-1))
+        variance = groups.var(-1, unbiased=False)
+        torch.testing.assert_close(rstd, (variance + 1e-5).rsqrt())
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_torch_convolution_backward_gives_autograds_gradients(stride):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 9, 8, generator=g, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, generator=g, requires_grad=True)
+    bias = torch.randn(4, generator=g, requires_grad=True)
+    y = torch.nn.functional.conv2d(x, weight, bias, stride)
+    grad = torch.randn(y.shape, generator=g)
+    expected = torch.autograd.grad(y, (x, weight, bias), grad)
+    with relied_on("torch", "torch.ops.aten.convolution_backward"):
+        got = compat.conv2d_backward(grad, x.detach(), weight.detach(), stride, (True,) * 3)
+        for name, a, b in zip(("input", "weight", "bias"), got, expected, strict=True):
+            torch.testing.assert_close(a, b, msg=lambda m, name=name: f"{name}: {m}")
+        only_weight = compat.conv2d_backward(
+            grad, x.detach(), weight.detach(), stride, (False, True, False)
+        )
+        assert only_weight[0] is None and only_weight[2] is None
+        torch.testing.assert_close(only_weight[1], expected[1])
