@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """nst-fast's performance figures beside the reference implementation's, in one run.
 
-    python scripts/benchmark.py            # the full run (about 5 minutes on 2 CPU cores)
-    python scripts/benchmark.py --quick    # a smoke run (about 1-2 minutes)
+    python scripts/benchmark.py            # the full run; writes docs/benchmark-latest.md
+    python scripts/benchmark.py --quick    # a smoke run (fewer steps and sizes; no file)
+    python scripts/benchmark.py --plain    # the same figures with nst_fast.fast switched off
 
 Prints one table (figure, project, reference, project/reference, fraction of the
 machine's peak) with the machine, torch version and date:
@@ -16,8 +17,14 @@ machine's peak) with the machine, torch version and date:
 * peak memory (CPU: the process's peak RSS, each figure from a fresh process; CUDA: max
   allocated) for training and for stylizing at 1024 and 2048 px;
 * the fp32 matmul peak of the machine, measured in the same run, and each figure's
-  GFLOP/s as a fraction of it (FLOPs counted by torch.utils.flop_counter);
+  GFLOP/s as a fraction of it (FLOPs counted by torch.utils.flop_counter on the plain
+  modules, so that both modes are held to the same work);
 * a profiler table of one training step.
+
+``--plain`` measures nst-fast with its speed work switched off (``fast=false`` for
+training, ``stylize(..., fast=False)``), for A/B figures; every table says which mode ran.
+A full run (no --quick, no --plain) writes the table as Markdown to
+docs/benchmark-latest.md; ``--write-md PATH`` writes it elsewhere (or for any run).
 
 The reference is pytorch/examples' fast_neural_style, timed by ../shared/bench/peer_bench.py
 in a subprocess of this run when ../shared is present. The VGG16 weights are
@@ -40,6 +47,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -55,20 +63,21 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from omegaconf import OmegaConf  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from nst_fast.config import compose  # noqa: E402
 from nst_fast.device import inference_dtype, keep_freed_memory, training_precision  # noqa: E402
 from nst_fast.inference import stylize  # noqa: E402
 from nst_fast.losses.network import LossNetwork  # noqa: E402
-from nst_fast.losses.perceptual import PerceptualLoss  # noqa: E402
 from nst_fast.models.transformer import TransformerConfig, TransformerNet  # noqa: E402
+from nst_fast.training.module import StyleTransferModule, build_criterion  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 PEER_BENCH = SHARED / "bench" / "peer_bench.py"
 PEER_DIR = SHARED / "peers" / "pytorch_examples_fast_neural_style"
 SHARED_WEIGHTS = SHARED / "weights" / "vgg16_imagenet_features.pt"
 COCO = SHARED / "coco128" / "train2017"
+LATEST_MD = ROOT / "docs" / "benchmark-latest.md"
 
 warnings.filterwarnings("ignore", message=".*self.log.*")
 warnings.filterwarnings("ignore", message=".*TF32.*")
@@ -79,7 +88,8 @@ warnings.filterwarnings("ignore", message=".*TF32.*")
 
 @dataclass
 class Setup:
-    """One way of running the project: device, memory format, compilation, precision."""
+    """One way of running the project: device, memory format, compilation, precision,
+    and whether nst_fast.fast's modules are swapped in (``fast``; False: ``--plain``)."""
 
     name: str
     device: str
@@ -87,6 +97,7 @@ class Setup:
     compile: tuple[str, ...] = ()  # "transformer", "loss"
     amp: torch.dtype | None = None  # autocast dtype (bf16 on GPUs), None: fp32
     cudnn_benchmark: bool = False
+    fast: bool = True
 
     def describe(self) -> str:
         parts = [
@@ -96,12 +107,23 @@ class Setup:
         ]
         if self.cudnn_benchmark:
             parts.append("cudnn.benchmark")
+        parts.append(mode_name(self.fast))
         return ", ".join(parts)
 
 
-# The CPU default, from measurements on a 2-core AVX2 machine (see the report in the
-# merge request): channels_last pays once instance norm runs as a group norm (1.3-2x on
-# the transform network), torch.compile on CPU did not pay back its compile time.
+def mode_name(fast: bool) -> str:
+    return "nst_fast.fast on" if fast else "plain modules (--plain)"
+
+
+def mode_text(fast: bool) -> str:
+    """Which nst-fast was measured, for the header of the output and of the Markdown."""
+    if fast:
+        return "nst-fast as it ships: nst_fast.fast's modules swapped in (fast=true)"
+    return "nst-fast plain (--plain): fast=false for training, stylize(..., fast=False)"
+
+
+# The CPU default (why: docs/performance.md): channels_last pays once instance norm keeps
+# that layout; torch.compile on CPU did not pay back its compile time.
 CPU_DEFAULT = {"channels_last": True, "compile": ()}
 
 
@@ -118,11 +140,12 @@ def setups(args: argparse.Namespace) -> list[Setup]:
         options["amp"] = torch.bfloat16 if precision == "bf16" else None
         return options
 
+    fast = not args.plain
     out = []
     if args.device in ("auto", "cpu") or (args.device == "all"):
-        out.append(Setup("cpu", "cpu", **cpu_options()))
+        out.append(Setup("cpu", "cpu", **cpu_options(), fast=fast))
     if torch.cuda.is_available() and args.device in ("auto", "cuda", "all"):
-        out.append(Setup("cuda eager fp32", "cuda", channels_last=False))
+        out.append(Setup("cuda eager fp32", "cuda", channels_last=False, fast=fast))
         compiled = ("transformer", "loss") if args.compile == "auto" else args.compile
         out.append(
             Setup(
@@ -132,6 +155,7 @@ def setups(args: argparse.Namespace) -> list[Setup]:
                 compile=compile_parts(compiled) if isinstance(compiled, str) else compiled,
                 amp=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16,
                 cudnn_benchmark=True,
+                fast=fast,
             )
         )
     if not out:
@@ -160,11 +184,14 @@ def autocast(setup: Setup):
     return torch.autocast(setup.device, dtype=setup.amp)
 
 
-def project_config(weights: str) -> tuple[dict, dict, dict]:
-    """The model and loss config groups of a default run, and a generated style."""
+def project_config(weights: str, *overrides: str) -> DictConfig:
+    """The config ``nst-fast train`` composes, with a generated style and ``overrides``."""
     style = ["style.name=bench", "style.image=generated:mosaic", "style.size=256"]
-    cfg = compose([f"loss.weights={weights}", *style])
-    return tuple(OmegaConf.to_container(cfg[g], resolve=True) for g in ("model", "loss", "style"))
+    return compose([f"loss.weights={weights}", *style, *overrides])
+
+
+def config_groups(cfg: DictConfig, *groups: str) -> tuple[dict, ...]:
+    return tuple(OmegaConf.to_container(cfg[g], resolve=True) for g in groups)
 
 
 def vgg_weights() -> str:
@@ -174,20 +201,19 @@ def vgg_weights() -> str:
 # --------------------------------------------------------------------------- training
 
 
-def make_module(setup: Setup, weights: str):
-    """A StyleTransferModule prepared as Lightning prepares it for fit, and its optimizer."""
-    from nst_fast.training.module import StyleTransferModule
-
-    model, loss, style = project_config(weights)
-    module = StyleTransferModule(
-        model,
-        loss,
-        style,
-        channels_last=setup.channels_last,
-        compile="transformer" in setup.compile,
+def make_module(setup: Setup, weights: str) -> tuple[StyleTransferModule, torch.optim.Optimizer]:
+    """A StyleTransferModule built as ``nst-fast train`` builds it and prepared as
+    Lightning prepares it for fit (on its device before ``setup``, which picks the fast
+    modules for that device), and its optimizer."""
+    cfg = project_config(
+        weights,
+        f"channels_last={setup.channels_last}",
+        f"compile={'transformer' in setup.compile}",
+        f"fast={setup.fast}",
     )
-    module.setup("fit")
+    module = StyleTransferModule.from_config(cfg)
     module.to(setup.device)
+    module.setup("fit")
     if "loss" in setup.compile:
         module.criterion.network = torch.compile(module.criterion.network)
     torch.backends.cudnn.benchmark = setup.cudnn_benchmark
@@ -210,8 +236,9 @@ def train_step_fn(setup: Setup, module, optimizer, batch: dict):
 
 
 def random_photos(n: int, size: int, device: str) -> dict:
+    """A batch as the data module collates it: images, and no unreadable photos."""
     torch.manual_seed(0)
-    return {"image": torch.rand(n, 3, size, size, device=device), "skipped": 0}
+    return {"image": torch.rand(n, 3, size, size, device=device), "skipped": []}
 
 
 def time_calls(fn, device: str, warmup: int, repeats: int) -> list[float]:
@@ -246,11 +273,35 @@ def bench_training(setup: Setup, batch: int, size: int, steps: int, weights: str
 
 def profile_training(setup: Setup, batch: int, size: int, weights: str, rows: int) -> str:
     """torch.profiler table of one training step, phases annotated."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch.profiler import ProfilerActivity, profile
 
     module, optimizer = make_module(setup, weights)
     images = random_photos(batch, size, setup.device)["image"]
     images = images.contiguous(memory_format=module.memory_format)
+    step = annotated_step(setup, module, optimizer, images)
+    step()
+    step()
+    activities = [ProfilerActivity.CPU]
+    if setup.device == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        step()
+    key = "self_cuda_time_total" if setup.device == "cuda" else "self_cpu_time_total"
+    phases = [e for e in prof.key_averages() if e.key.startswith("## ")]
+    total = sum(e.cpu_time_total for e in phases) or 1.0
+    lines = [
+        f"phases of one step ({setup.name}, {mode_name(setup.fast)}, batch {batch}, {size} px):"
+    ]
+    for e in phases:
+        share = 100 * e.cpu_time_total / total
+        lines.append(f"  {e.key[3:]:<48} {e.cpu_time_total / 1e6:7.3f} s  {share:5.1f}%")
+    table = prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=40)
+    return "\n".join(lines) + "\n" + table
+
+
+def annotated_step(setup: Setup, module, optimizer, images: torch.Tensor):
+    """The training step's phases, each a record_function range for the profiler."""
+    from torch.profiler import record_function
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -265,32 +316,22 @@ def profile_training(setup: Setup, batch: int, size: int, weights: str, rows: in
             optimizer.step()
         sync(setup.device)
 
-    step()
-    step()
-    activities = [ProfilerActivity.CPU]
-    if setup.device == "cuda":
-        activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities) as prof:
-        step()
-    key = "self_cuda_time_total" if setup.device == "cuda" else "self_cpu_time_total"
-    phases = [e for e in prof.key_averages() if e.key.startswith("## ")]
-    total = sum(e.cpu_time_total for e in phases) or 1.0
-    lines = [f"phases of one step ({setup.name}, batch {batch}, {size} px):"]
-    for e in phases:
-        share = 100 * e.cpu_time_total / total
-        lines.append(f"  {e.key[3:]:<48} {e.cpu_time_total / 1e6:7.3f} s  {share:5.1f}%")
-    table = prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=40)
-    return "\n".join(lines) + "\n" + table
+    return step
 
 
 # --------------------------------------------------------------------------- stylizing
 
 
+def plain_transformer() -> TransformerNet:
+    """The transform network ``nst-fast train`` builds, untrained, on the CPU."""
+    (model,) = config_groups(project_config("random"), "model")
+    return TransformerNet(TransformerConfig(**model))
+
+
 def make_transformer(setup: Setup) -> torch.nn.Module:
-    model, _, _ = project_config("random")
-    net = TransformerNet(TransformerConfig(**model)).to(setup.device).eval()
-    if setup.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    """The network to stylize with; ``stylize`` itself picks the layout and, with
+    ``fast``, swaps nst_fast.fast's modules in, as ``nst-fast stylize`` runs it."""
+    net = plain_transformer().to(setup.device).eval()
     if "transformer" in setup.compile:
         net = torch.compile(net, dynamic=False)
     return net
@@ -301,7 +342,7 @@ def bench_stylize(setup: Setup, size: int, repeats: int) -> float:
     image = torch.rand(3, size, size)
     half = setup.amp is not None
     times = time_calls(
-        lambda: stylize(net, image, half=half),
+        lambda: stylize(net, image, half=half, fast=setup.fast),
         setup.device,
         warmup=2 if setup.compile else 1,
         repeats=repeats,
@@ -327,17 +368,16 @@ COUNT_SIZE = 64
 
 
 def training_flops_per_image(size: int, reference: bool) -> float:
-    """FLOPs of one training image (CPU, counted at 64 px and scaled).
+    """FLOPs of one training image (CPU, plain modules, counted at 64 px and scaled).
 
     The project's step computes the photo's VGG features only up to the content layer;
     the reference's (pytorch/examples) runs the photo through VGG up to relu4_3 as well:
     its count is the same step with that one difference.
     """
-    model, loss, _ = project_config("random")
-    layers = [loss["content_layer"], *loss["style_layers"]]
-    net = TransformerNet(TransformerConfig(**model))
-    network = LossNetwork("vgg16", layers, "random")
-    criterion = PerceptualLoss(network, loss["content_layer"], loss["style_layers"], 1.0, 1.0, 1.0)
+    loss, style = config_groups(project_config("random"), "loss", "style")
+    net = plain_transformer()
+    criterion = build_criterion(loss, style, net.multiple)
+    network: LossNetwork = criterion.network
     photo = torch.rand(1, 3, COUNT_SIZE, COUNT_SIZE)
     criterion.set_style(photo)
 
@@ -353,8 +393,7 @@ def training_flops_per_image(size: int, reference: bool) -> float:
 
 
 def stylize_flops(size: int) -> float:
-    model, _, _ = project_config("random")
-    net = TransformerNet(TransformerConfig(**model))
+    net = plain_transformer()
     with torch.no_grad():
         flops = count_flops(lambda: net(torch.rand(1, 3, COUNT_SIZE, COUNT_SIZE)))
     return flops * (size / COUNT_SIZE) ** 2
@@ -447,20 +486,18 @@ def child_main(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
     base = peak_rss_mib()
     if spec["what"] == "train":
-        setup = Setup(**{k: v for k, v in spec["setup"].items() if k != "amp"})
-        setup.amp = getattr(torch, spec["setup"]["amp"]) if spec["setup"]["amp"] else None
-        setup.compile = tuple(setup.compile)
+        setup = setup_from_spec(spec["setup"])
         module, optimizer = make_module(setup, spec["weights"])
         batch = random_photos(spec["batch"], spec["size"], device)
         step = train_step_fn(setup, module, optimizer, batch)
         for _ in range(2):
             step()
     elif spec["what"] == "stylize":
-        setup = Setup(**{k: v for k, v in spec["setup"].items() if k != "amp"})
-        setup.amp = getattr(torch, spec["setup"]["amp"]) if spec["setup"]["amp"] else None
+        setup = setup_from_spec(spec["setup"])
         setup.compile = ()  # compiling at 2048 px takes longer than it saves here
         net = make_transformer(setup)
-        stylize(net, torch.rand(3, spec["size"], spec["size"]), half=setup.amp is not None)
+        image = torch.rand(3, spec["size"], spec["size"])
+        stylize(net, image, half=setup.amp is not None, fast=setup.fast)
     elif spec["what"] == "peer-stylize":
         # The reference's own network, imported read-only from ../shared, as its
         # neural_style.py stylize() runs it: eval, no_grad, pixels in [0, 255].
@@ -474,6 +511,13 @@ def child_main(spec: dict) -> dict:
     if device == "cuda":
         return {"peak_mib": torch.cuda.max_memory_allocated() / 2**20, "base_mib": 0.0}
     return {"peak_mib": peak_rss_mib(), "base_mib": base}
+
+
+def setup_from_spec(spec: dict) -> Setup:
+    setup = Setup(**{k: v for k, v in spec.items() if k != "amp"})
+    setup.amp = getattr(torch, spec["amp"]) if spec["amp"] else None
+    setup.compile = tuple(setup.compile)
+    return setup
 
 
 def setup_spec(setup: Setup) -> dict:
@@ -567,35 +611,104 @@ def gflops_per_s(value: float | None, unit: str, flops: float | None) -> float |
     return None
 
 
+def table_cells(row: Row, peak: float, half_peak: float | None = None) -> list[str]:
+    """One row's cells, in COLUMNS order. ``peak``: the fp32 matmul peak (the reference's,
+    and the project's fp32 rows); ``half_peak``: the autocast dtype's, for the project's
+    rows that ran under it."""
+    ratio = row.project / row.reference if row.project and row.reference else None
+    speedup = row.speedup()
+    target = ""
+    if row.target is not None:
+        target = f"{row.target:.1f}x"
+        if speedup is not None:
+            target += " ok" if speedup >= row.target else " MISS"
+    fp = gflops_per_s(row.project, row.unit, row.flops)
+    fr = gflops_per_s(row.reference, row.unit, row.ref_flops or row.flops)
+    own_peak = half_peak if row.half and half_peak else peak
+    pp = f"{100 * fp / own_peak:.0f}%" if fp is not None else ""
+    pr = f"{100 * fr / peak:.0f}%" if fr is not None and row.reference else ""
+    speed = (fmt(speedup) + "x") if speedup else "-"
+    cells = [row.figure, row.unit, fmt(row.project), fmt(row.reference), fmt(ratio), speed]
+    return [*cells, target, pp, pr]
+
+
+# name, width (negative: left-aligned) of the printed table's columns
+COLUMNS = (
+    ("figure", -44),
+    ("unit", -6),
+    ("project", 9),
+    ("reference", 9),
+    ("proj/ref", 8),
+    ("speed-up", 8),
+    ("target", 7),
+    ("% peak proj", 11),
+    ("% peak ref", 10),
+)
+
+
+def text_line(cells: list[str]) -> str:
+    parts = [
+        f"{c:<{-w}}" if w < 0 else f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True)
+    ]
+    return " ".join(parts[:7]) + "  " + " ".join(parts[7:])
+
+
 def print_table(rows: list[Row], peak: float, half_peak: float | None = None) -> None:
-    """``peak``: the fp32 matmul peak (the reference's, and the project's fp32 rows);
-    ``half_peak``: the autocast dtype's, for the project's rows that ran under it."""
-    head = (
-        f"{'figure':<44} {'unit':<6} {'project':>9} {'reference':>9} "
-        f"{'proj/ref':>8} {'speed-up':>8} {'target':>7}  {'% peak proj':>11} {'% peak ref':>10}"
-    )
+    head = text_line([name for name, _ in COLUMNS])
     print(head)
     print("-" * len(head))
     for row in rows:
-        ratio = row.project / row.reference if row.project and row.reference else None
-        speedup = row.speedup()
-        target = ""
-        if row.target is not None and speedup is not None:
-            target = f"{row.target:.1f}x " + ("ok" if speedup >= row.target else "MISS")
-        elif row.target is not None:
-            target = f"{row.target:.1f}x"
-        fp = gflops_per_s(row.project, row.unit, row.flops)
-        fr = gflops_per_s(row.reference, row.unit, row.ref_flops or row.flops)
-        own_peak = half_peak if row.half and half_peak else peak
-        pp = f"{100 * fp / own_peak:.0f}%" if fp is not None else ""
-        pr = f"{100 * fr / peak:.0f}%" if fr is not None and row.reference else ""
-        print(
-            f"{row.figure:<44} {row.unit:<6} {fmt(row.project):>9} {fmt(row.reference):>9} "
-            f"{fmt(ratio):>8} {(fmt(speedup) + 'x') if speedup else '-':>8} {target:>7}  "
-            f"{pp:>11} {pr:>10}"
-        )
+        print(text_line(table_cells(row, peak, half_peak)))
         for note in row.notes:
             print(f"{'':<4}{note}")
+
+
+def markdown_table(rows: list[Row], peaks: Peaks, fast: bool) -> list[str]:
+    who = "nst-fast" if fast else "nst-fast plain"
+    head = ["figure", "unit", who, "reference", f"{who} / ref.", "speed-up", "target"]
+    head += [f"% of peak, {who}", "% of peak, ref."]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join(table_cells(row, peaks.fp32["best"], peaks.half)) + " |")
+    return lines
+
+
+def markdown_section(setup: Setup, rows: list[Row], peaks: Peaks) -> str:
+    """One set-up's table, its peaks and its rows' notes, as Markdown."""
+    text = [f"## {setup.name}: {setup.describe()}", "", peaks_text(setup, peaks) + "."]
+    if peaks.half:
+        text[-1] += (
+            f" nst-fast's rows under autocast are shares of the {dtype_name(setup.amp)} peak, "
+            "the others of the fp32 one."
+        )
+    text[-1] += " Speed-up: how many times better nst-fast is than the reference."
+    notes = [f"- {row.figure}: {note}" for row in rows for note in row.notes]
+    return "\n".join([*text, "", *markdown_table(rows, peaks, setup.fast), "", *notes, ""])
+
+
+def write_markdown(path: Path, run: Run) -> None:
+    """The run's tables as Markdown, marked as generated, with the run's header."""
+    text = [
+        "# Latest benchmark",
+        "",
+        "Generated by `python scripts/benchmark.py`; do not edit. A full run (`make bench`)",
+        "replaces this file; docs/performance.md explains the figures and the options.",
+        "",
+    ]
+    for label, value in run.header:
+        text.append(f"- {label}: `{value}`" if label == "command" else f"- {label}: {value}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([*text, "", *run.sections]).rstrip() + "\n")
+    print(f"wrote {display_path(path)}")
+
+
+def peaks_text(setup: Setup, peaks: Peaks) -> str:
+    half = f", {dtype_name(setup.amp)} {peaks.half:.0f}" if peaks.half else ""
+    return f"fp32 matmul peak {peaks.fp32['best']:.0f} GFLOP/s{half}"
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def cpu_name() -> str:
@@ -606,46 +719,356 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_capability() -> str:
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the checkout where it lies beside it (../shared/...)."""
+    if not path.is_absolute() or not path.resolve().is_relative_to(ROOT.parent):
+        return str(path)
+    return os.path.relpath(path.resolve(), ROOT)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+@dataclass
+class Peaks:
+    fp32: dict  # best and median GFLOP/s of the fp32 matmul
+    half: float | None = None  # the autocast dtype's best; None without autocast
+
+
+@dataclass
+class Work:
+    """FLOPs per image of each figure (the plain modules' count, in either mode)."""
+
+    train: float
+    ref_train: float
+    stylize: dict[int, float]
+
+
+@dataclass
+class Run:
+    """What every set-up of one run shares: options, header, reference runs, results."""
+
+    args: argparse.Namespace
+    command: str
+    weights: str
+    peer_ok: bool
+    header: list[tuple[str, str]] = field(default_factory=list)
+    peer_cache: dict[tuple[str, int], dict] = field(default_factory=dict)
+    ref_memory: dict[tuple[str, int], float] = field(default_factory=dict)
+    results: dict = field(default_factory=lambda: {"setups": {}})
+    sections: list[str] = field(default_factory=list)  # Markdown, one per set-up
+
+    def figures(self, setup: Setup) -> dict:
+        return self.results["setups"].setdefault(setup.name, {})
+
+
+def start_run(args: argparse.Namespace, argv: list[str] | None) -> Run:
+    """Sets the allocator, prints the run's header; the state the set-ups share."""
+    if args.free_memory:
+        allocator = "glibc default"
+    elif keep_freed_memory():
+        allocator = "freed memory kept"
+    else:
+        allocator = "system default (not glibc)"
+    run = Run(args, command_line(argv), vgg_weights(), PEER_BENCH.exists() and not args.no_peer)
+    run.results["args"] = {k: str(v) for k, v in vars(args).items()}
+    run.header = header_lines(run, allocator)
+    print("nst-fast benchmark")
+    for label, value in run.header:
+        host = f"{platform.node()}: " if label == "machine" else ""
+        print(f"  {label:<9} {host}{value}")
+    print()
+    return run
+
+
+def header_lines(run: Run, allocator: str) -> list[tuple[str, str]]:
+    """Date (UTC), machine, software, mode, and how the figures were taken."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    threads = f"{torch.get_num_threads()} torch threads"
+    machine = f"{cpu_name()}, {os.cpu_count()} cores, {threads}, {cpu_capability()}"
+    weights = run.weights if run.weights == "random" else display_path(Path(run.weights))
+    reference = f"{display_path(PEER_BENCH)} (subprocess)"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    quick = "  [--quick: smoke run, not the figures]" if run.args.quick else ""
+    return [
+        ("date", now.strftime("%Y-%m-%d %H:%M UTC")),
+        ("machine", machine),
+        ("gpu", gpu),
+        ("software", f"torch {torch.__version__}, Python {platform.python_version()}"),
+        ("measured", mode_text(not run.args.plain)),
+        ("allocator", f"{allocator} (the reference: as shipped)"),
+        ("VGG16", "random init (no ../shared/weights)" if weights == "random" else weights),
+        ("reference", reference if run.peer_ok else "not run (no ../shared or --no-peer)"),
+        ("load", f"{load:.2f} (1-min load average at start)"),
+        ("command", run.command + quick),
+    ]
+
+
+def command_line(argv: list[str] | None) -> str:
+    """The command as typed (``argv`` None), else as ``main(argv)`` was called."""
+    if argv is None:
+        return shlex.join([Path(sys.executable).name, *sys.argv])
+    return shlex.join(["python", "scripts/benchmark.py", *argv])
+
+
+def measure_peaks(setup: Setup) -> Peaks:
+    peak = matmul_peak(setup.device)
+    print(
+        f"  fp32 matmul 2048^3: best {peak['best']:.1f} GFLOP/s, "
+        f"median {peak['median']:.1f} (the peak below is the best)",
+        flush=True,
+    )
+    peaks = Peaks(peak)
+    if setup.amp is not None:
+        peaks.half = matmul_peak(setup.device, setup.amp)["best"]
+        print(f"  {setup.amp} matmul peak: best {peaks.half:.1f} GFLOP/s", flush=True)
+    return peaks
+
+
+def remeasure_peaks(setup: Setup, before: Peaks) -> Peaks:
+    """The machine's peaks: the best seen before or after the figures."""
+    again = matmul_peak(setup.device)
+    print(f"  fp32 matmul peak again at the end: best {again['best']:.1f} GFLOP/s")
+    peaks = Peaks({**before.fp32, "best": max(before.fp32["best"], again["best"])}, before.half)
+    if setup.amp is not None:
+        peaks.half = max(before.half or 0.0, matmul_peak(setup.device, setup.amp)["best"])
+        print(f"  {setup.amp} peak, best of both: {peaks.half:.1f} GFLOP/s", flush=True)
+    return peaks
+
+
+def count_work(args: argparse.Namespace) -> Work:
+    work = Work(
+        training_flops_per_image(args.size, reference=False),
+        training_flops_per_image(args.size, reference=True),
+        {size: stylize_flops(size) for size in args.stylize_sizes},
+    )
+    print(
+        f"  work: {work.train / 1e9:.0f} GFLOP per training image at {args.size} px "
+        f"(reference's step: {work.ref_train / 1e9:.0f}); stylize "
+        + ", ".join(f"{s} px {f / 1e9:.0f}" for s, f in work.stylize.items())
+        + " GFLOP",
+        flush=True,
+    )
+    return work
+
+
+# --------------------------------------------------------------------------- figure groups
+
+# The speed-ups over the reference the project set out to reach, by batch and by size.
+TRAIN_TARGETS = {4: 1.7}
+STYLIZE_TARGETS = {512: 1.3, 1024: 2.0}
+
+
+def training_rows(run: Run, setup: Setup, work: Work) -> tuple[list[Row], dict[int, dict]]:
+    """Training img/s per batch beside the reference's; and the reference's runs."""
+    args, rows, peer_runs = run.args, [], {}
+    for batch in args.batches:
+        t0 = time.perf_counter()
+        train = bench_training(setup, batch, args.size, args.steps, run.weights)
+        print(
+            f"  train batch {batch}: {train['s_per_step']:.2f} s/step "
+            f"(steps {', '.join(f'{t:.2f}' for t in train['times'])}; first "
+            f"{train['first_step_s']:.1f} s) [{time.perf_counter() - t0:.0f} s]",
+            flush=True,
+        )
+        run.figures(setup)[f"train_b{batch}"] = train
+        peer = reference_training(run, setup.device, batch) if run.peer_ok else None
+        if peer:
+            peer_runs[batch] = run.figures(setup)[f"peer_b{batch}"] = peer
+        rows.append(
+            Row(
+                f"train {args.size}px batch {batch}",
+                train["img_per_s"],
+                peer and peer.get("img_per_s"),
+                "img/s",
+                flops=work.train,
+                ref_flops=work.ref_train,
+                target=TRAIN_TARGETS.get(batch),
+                half=setup.amp is not None,
+            )
+        )
+    return rows, peer_runs
+
+
+def reference_training(run: Run, device: str, batch: int) -> dict:
+    """The reference's run at ``batch``: one per device serves every set-up."""
+    t0 = time.perf_counter()
+    key = (device, batch)
+    if key not in run.peer_cache:
+        run.peer_cache[key] = run_peer(device, batch, run.args.size, run.args.steps)
+    peer = run.peer_cache[key]
+    elapsed = time.perf_counter() - t0
+    print(f"  reference batch {batch}: {peer['lines']} [{elapsed:.0f} s]", flush=True)
+    return peer
+
+
+def reference_stylize(peer_runs: dict[int, dict]) -> dict[int, float]:
+    """Each reference run also stylizes: its best time per size (conservative)."""
+    best: dict[int, float] = {}
+    for peer in peer_runs.values():
+        for size, seconds in peer["stylize"].items():
+            best[size] = min(seconds, best.get(size, seconds))
+    return best
+
+
+def stylize_rows(run: Run, setup: Setup, peer_runs: dict[int, dict], work: Work) -> list[Row]:
+    """Stylize s/img per size, beside the reference's."""
+    reference = reference_stylize(peer_runs)
+    half = inference_dtype(torch.device(setup.device), setup.amp is not None) != torch.float32
+    rows = []
+    for size in run.args.stylize_sizes:
+        seconds = bench_stylize(setup, size, run.args.stylize_repeats)
+        print(f"  stylize {size} px: {seconds:.3f} s/img", flush=True)
+        run.figures(setup)[f"stylize_{size}"] = seconds
+        rows.append(
+            Row(
+                f"stylize {size}px",
+                seconds,
+                reference.get(size),
+                "s/img",
+                higher_is_better=False,
+                flops=work.stylize[size],
+                target=STYLIZE_TARGETS.get(size),
+                half=half,
+            )
+        )
+    return rows
+
+
+def measure_data(args: argparse.Namespace) -> tuple[dict, dict, str]:
+    """The data module's img/s from full-size JPEGs and from a prepare_data.py copy."""
+    batch, workers = args.batches[0], args.data_workers
+    with tempfile.TemporaryDirectory(prefix="nst_bench_") as tmp:
+        if COCO.is_dir():
+            src, label = COCO, "coco128 (full-size JPEGs)"
+        else:
+            src, label = synthetic_photos(Path(tmp) / "photos"), "synthetic 640x480 JPEGs"
+        full = bench_data(src, args.size, batch, workers)
+        prep_s = prepare_copy(src, Path(tmp) / "prepared", args.size)
+        small = bench_data(Path(tmp) / "prepared", args.size, batch, workers)
+    print(
+        f"  data: {full['img_per_s']:.0f} img/s from {label}, "
+        f"{small['img_per_s']:.0f} img/s pre-resized (prepare_data.py took {prep_s:.1f} s)",
+        flush=True,
+    )
+    return full, small, label
+
+
+def data_rows(run: Run, setup: Setup, need: float) -> list[Row]:
+    """The data pipeline's img/s, and its multiple of what the training step takes."""
+    full, small, label = measure_data(run.args)
+    run.figures(setup)["data"] = {"full": full, "prepared": small}
+    workers = run.args.data_workers
+    rows = []
+    for name, figures, source in (
+        (f"full-size JPEGs ({workers} workers)", full, f" ({label})"),
+        (f"prepare_data.py copy ({workers} w.)", small, ""),
+    ):
+        speed = figures["img_per_s"]
+        note = f"{speed / need:.0f}x the training step's need{source}"
+        rows.append(Row(f"data pipeline, {name}", speed, unit="img/s", notes=[note]))
+    return rows
+
+
+def memory_rows(run: Run, setup: Setup, peer: dict | None) -> list[Row]:
+    """Peak memory of training and of stylizing, each figure from a fresh process."""
+    spec = {"device": setup.device, "setup": setup_spec(setup), "weights": run.weights}
+    spec["free_memory"] = run.args.free_memory
+    kind = "max allocated" if setup.device == "cuda" else "peak RSS"
+    row, mem = train_memory_row(run, spec, kind, peer)
+    rows = [row]
+    for size in run.args.memory_sizes:
+        mem = run_child({**spec, "what": "stylize", "size": size})
+        ref = reference_stylize_memory(run, spec, size)
+        figure = f"memory: stylize {size}px ({kind})"
+        rows.append(Row(figure, mem["peak_mib"], ref, "MiB", higher_is_better=False))
+        print(
+            f"  memory stylize {size}: {mem['peak_mib']:.0f} MiB (reference {fmt(ref)})",
+            flush=True,
+        )
+    if setup.device == "cpu":
+        rows[-1].notes.append(
+            f"CPU figures include the Python + torch process itself "
+            f"(~{mem['base_mib']:.0f} MiB after imports)"
+        )
+    return rows
+
+
+def train_memory_row(run: Run, spec: dict, kind: str, peer: dict | None) -> tuple[Row, dict]:
+    args = run.args
+    mem = run_child({**spec, "what": "train", "batch": args.batches[0], "size": args.size})
+    ref = peer.get("peak_rss_mib") if peer and spec["device"] == "cpu" else None
+    print(f"  memory train: {mem['peak_mib']:.0f} MiB (reference {fmt(ref)})")
+    notes = []
+    if ref:
+        notes.append(
+            "reference: peak RSS of its peer_bench.py process (training, "
+            "then stylizing at 512/1024 px)"
+        )
+    figure = f"memory: train {args.size}px b{args.batches[0]} ({kind})"
+    return Row(figure, mem["peak_mib"], ref, "MiB", higher_is_better=False, notes=notes), mem
+
+
+def reference_stylize_memory(run: Run, spec: dict, size: int) -> float | None:
+    """The reference network's peak stylizing at ``size``, once per device and size."""
+    key = (spec["device"], size)
+    if key not in run.ref_memory and PEER_DIR.is_dir() and not run.args.no_peer:
+        child = run_child({**spec, "what": "peer-stylize", "size": size})
+        run.ref_memory[key] = child["peak_mib"]
+    return run.ref_memory.get(key)
+
+
+def report_setup(run: Run, setup: Setup, rows: list[Row], peaks: Peaks) -> None:
+    """Print one set-up's table; keep its figures for --json and its Markdown section."""
+    print(
+        f"-- {setup.name} ({setup.describe()}); {peaks_text(setup, peaks)}"
+        "; speed-up = how many times better the project is"
+    )
+    print_table(rows, peaks.fp32["best"], peaks.half)
+    print()
+    run.figures(setup)["peak_gflops"] = peaks.fp32
+    run.figures(setup)["rows"] = [r.__dict__ for r in rows]
+    run.sections.append(markdown_section(setup, rows, peaks))
+
+
+def bench_setup(run: Run, setup: Setup) -> None:
+    """Every figure group of one set-up, its table, and its profile."""
+    args = run.args
+    print(f"== {setup.name}: {setup.describe()}", flush=True)
+    peaks = measure_peaks(setup)
+    work = count_work(args)
+    rows, peer_runs = training_rows(run, setup, work)
+    rows += stylize_rows(run, setup, peer_runs, work)
+    if not args.no_data and (setup.device == "cpu" or setup.name == "cuda optimized"):
+        rows += data_rows(run, setup, need=rows[0].project or 1.0)
+    if not args.no_memory:
+        rows += memory_rows(run, setup, next(iter(peer_runs.values()), None))
+    peaks = remeasure_peaks(setup, peaks)
+    print()
+    report_setup(run, setup, rows, peaks)
+    if not args.no_profile:
+        print(profile_training(setup, args.batches[0], args.size, run.weights, args.profile_rows))
+
+
 # --------------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: fewer steps and sizes")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "all"])
-    p.add_argument("--size", type=int, default=256, help="training size in px (256)")
-    p.add_argument("--batches", type=int, nargs="+", default=[4, 8], help="training batches")
-    p.add_argument("--steps", type=int, default=3, help="timed training steps (3)")
     p.add_argument(
-        "--stylize-sizes", type=int, nargs="+", default=[512, 1024], help="timed stylize sizes"
-    )
-    p.add_argument("--stylize-repeats", type=int, default=3)
-    p.add_argument(
-        "--memory-sizes", type=int, nargs="+", default=[1024, 2048], help="stylize memory sizes"
-    )
-    p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
-    p.add_argument(
-        "--cpu-precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16"],
-        help="CPU training autocast (auto: bf16 where the CPU has it natively, as training)",
-    )
-    p.add_argument(
-        "--compile", default="auto", choices=["auto", "off", "on", "transformer", "loss"]
-    )
-    p.add_argument("--data-workers", type=int, default=2, help="DataLoader workers (2)")
-    p.add_argument("--no-peer", action="store_true", help="skip the reference")
-    p.add_argument("--no-data", action="store_true", help="skip the data pipeline")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory figures")
-    p.add_argument("--no-profile", action="store_true", help="skip the profiler table")
-    p.add_argument("--profile-rows", type=int, default=20)
-    p.add_argument(
-        "--free-memory",
+        "--plain",
         action="store_true",
-        help="let malloc return freed memory to the OS, as before keep_freed_memory()",
+        help="switch nst-fast's speed work off (fast=false, stylize fast=False), for A/B",
     )
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
-    p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    add_figure_options(p)
+    add_setup_options(p)
+    add_output_options(p)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -657,243 +1080,98 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def add_figure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=int, default=256, help="training size in px (256)")
+    p.add_argument("--batches", type=int, nargs="+", default=[4, 8], help="training batches")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps (3)")
+    p.add_argument(
+        "--stylize-sizes", type=int, nargs="+", default=[512, 1024], help="timed stylize sizes"
+    )
+    p.add_argument("--stylize-repeats", type=int, default=3)
+    p.add_argument(
+        "--memory-sizes", type=int, nargs="+", default=[1024, 2048], help="stylize memory sizes"
+    )
+    p.add_argument("--data-workers", type=int, default=2, help="DataLoader workers (2)")
+    p.add_argument("--no-peer", action="store_true", help="skip the reference")
+    p.add_argument("--no-data", action="store_true", help="skip the data pipeline")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory figures")
+    p.add_argument("--no-profile", action="store_true", help="skip the profiler table")
+    p.add_argument("--profile-rows", type=int, default=20)
+
+
+def add_setup_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "all"])
+    p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
+    p.add_argument(
+        "--cpu-precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="CPU training autocast (auto: bf16 where the CPU has it natively, as training)",
+    )
+    p.add_argument(
+        "--compile", default="auto", choices=["auto", "off", "on", "transformer", "loss"]
+    )
+    p.add_argument(
+        "--free-memory",
+        action="store_true",
+        help="let malloc return freed memory to the OS, as before keep_freed_memory()",
+    )
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    md = p.add_mutually_exclusive_group()
+    md.add_argument(
+        "--write-md",
+        type=Path,
+        metavar="PATH",
+        help="write the table as Markdown to PATH (default for a full run without --plain: "
+        f"{display_path(LATEST_MD)}; never that file for --quick)",
+    )
+    md.add_argument("--no-write-md", action="store_true", help="write no Markdown table")
+
+
+def markdown_path(args: argparse.Namespace) -> Path | None:
+    """Where the Markdown table goes: --write-md, else docs/benchmark-latest.md for a full
+    run of the default mode. A --quick run never replaces that file."""
+    if args.write_md is not None:
+        if args.quick and args.write_md.resolve() == LATEST_MD.resolve():
+            raise SystemExit(
+                f"--quick: a smoke run does not replace {display_path(LATEST_MD)}; "
+                "run without --quick, or --write-md another path"
+            )
+        return args.write_md
+    if args.quick or args.plain or args.no_write_md:
+        return None
+    return LATEST_MD
+
+
+def child_entry(spec_json: str) -> int:
+    spec = json.loads(spec_json)
+    # The reference runs as shipped; the project as its command line runs it.
+    if not spec["what"].startswith("peer") and not spec.get("free_memory"):
+        keep_freed_memory()
+    print(json.dumps(child_main(spec)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
-        spec = json.loads(args.child)
-        # The reference runs as shipped; the project as its command line runs it.
-        if not spec["what"].startswith("peer") and not spec.get("free_memory"):
-            keep_freed_memory()
-        print(json.dumps(child_main(spec)))
-        return 0
-    allocator = "glibc default" if args.free_memory else "freed memory kept"
-    if not args.free_memory and not keep_freed_memory():
-        allocator = "system default (not glibc)"
+        return child_entry(args.child)
+    md_path = markdown_path(args)  # a refused path fails before the run, not after
     started = time.perf_counter()
-    weights = vgg_weights()
-    peer_ok = PEER_BENCH.exists() and not args.no_peer
-    print("nst-fast benchmark")
-    print(f"  date      {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(
-        f"  machine   {platform.node()}: {cpu_name()}, {os.cpu_count()} cores, "
-        f"{torch.get_num_threads()} torch threads, {torch.backends.cpu.get_cpu_capability()}"
-    )
-    if torch.cuda.is_available():
-        print(f"  gpu       {torch.cuda.get_device_name()}")
-    print(f"  software  torch {torch.__version__}, Python {platform.python_version()}")
-    print(f"  allocator {allocator} (the reference: as shipped)")
-    print(
-        "  VGG16     "
-        + (f"{weights}" if weights != "random" else "random init (no ../shared/weights)")
-    )
-    print(
-        "  reference "
-        + (f"{PEER_BENCH} (subprocess)" if peer_ok else "not run (no ../shared or --no-peer)")
-    )
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"  load      {load:.2f} (1-min load average at start)")
-    print(
-        f"  command   {' '.join([Path(sys.executable).name, *sys.argv])}"
-        + ("  [--quick: smoke run, not the figures]" if args.quick else "")
-    )
-    print()
-    peer_cache: dict[tuple[str, int], dict] = {}
-    ref_memory: dict[tuple[str, int], float] = {}
-    results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "setups": {}}
-
+    run = start_run(args, argv)
     for setup in setups(args):
-        dev = setup.device
-        print(f"== {setup.name}: {setup.describe()}", flush=True)
-        peak = matmul_peak(dev)
-        half_gf = None
-        print(
-            f"  fp32 matmul 2048^3: best {peak['best']:.1f} GFLOP/s, "
-            f"median {peak['median']:.1f} (the peak below is the best)",
-            flush=True,
-        )
-        if setup.amp is not None:
-            half = matmul_peak(dev, setup.amp)
-            print(f"  {setup.amp} matmul peak: best {half['best']:.1f} GFLOP/s", flush=True)
-            half_gf = half["best"]
-        rows: list[Row] = []
-        train_flops = training_flops_per_image(args.size, reference=False)
-        ref_train_flops = training_flops_per_image(args.size, reference=True)
-        print(
-            f"  work: {train_flops / 1e9:.0f} GFLOP per training image at {args.size} px "
-            f"(reference's step: {ref_train_flops / 1e9:.0f}); stylize "
-            + ", ".join(f"{s} px {stylize_flops(s) / 1e9:.0f}" for s in args.stylize_sizes)
-            + " GFLOP",
-            flush=True,
-        )
-        peer_runs: dict[int, dict] = {}
-        for batch in args.batches:
-            t0 = time.perf_counter()
-            train = bench_training(setup, batch, args.size, args.steps, weights)
-            print(
-                f"  train batch {batch}: {train['s_per_step']:.2f} s/step "
-                f"(steps {', '.join(f'{t:.2f}' for t in train['times'])}; first "
-                f"{train['first_step_s']:.1f} s) [{time.perf_counter() - t0:.0f} s]",
-                flush=True,
-            )
-            peer = None
-            if peer_ok:
-                t0 = time.perf_counter()
-                key = (dev, batch)  # one reference run per device serves every setup
-                if key not in peer_cache:
-                    peer_cache[key] = run_peer(dev, batch, args.size, args.steps)
-                peer = peer_runs[batch] = peer_cache[key]
-                print(
-                    f"  reference batch {batch}: {peer['lines']} "
-                    f"[{time.perf_counter() - t0:.0f} s]",
-                    flush=True,
-                )
-            rows.append(
-                Row(
-                    f"train {args.size}px batch {batch}",
-                    train["img_per_s"],
-                    peer and peer.get("img_per_s"),
-                    "img/s",
-                    flops=train_flops,
-                    ref_flops=ref_train_flops,
-                    target=1.7 if batch == 4 else None,
-                    half=setup.amp is not None,
-                )
-            )
-            results["setups"].setdefault(setup.name, {})[f"train_b{batch}"] = train
-            if peer:
-                results["setups"][setup.name][f"peer_b{batch}"] = peer
-        peer = next(iter(peer_runs.values()), None)
-        # Each reference run also stylizes: keep its best time per size (conservative).
-        peer_stylize: dict[int, float] = {}
-        for run in peer_runs.values():
-            for size, seconds in run["stylize"].items():
-                peer_stylize[size] = min(seconds, peer_stylize.get(size, seconds))
-        targets = {512: 1.3, 1024: 2.0}
-        for size in args.stylize_sizes:
-            seconds = bench_stylize(setup, size, args.stylize_repeats)
-            print(f"  stylize {size} px: {seconds:.3f} s/img", flush=True)
-            rows.append(
-                Row(
-                    f"stylize {size}px",
-                    seconds,
-                    peer_stylize.get(size),
-                    "s/img",
-                    higher_is_better=False,
-                    flops=stylize_flops(size),
-                    target=targets.get(size),
-                    half=inference_dtype(torch.device(dev), setup.amp is not None) != torch.float32,
-                )
-            )
-            results["setups"][setup.name][f"stylize_{size}"] = seconds
-
-        if not args.no_data and (dev == "cpu" or setup.name == "cuda optimized"):
-            with tempfile.TemporaryDirectory(prefix="nst_bench_") as tmp:
-                if COCO.is_dir():
-                    src, label = COCO, "coco128 (full-size JPEGs)"
-                else:
-                    src, label = synthetic_photos(Path(tmp) / "photos"), "synthetic 640x480 JPEGs"
-                full = bench_data(src, args.size, args.batches[0], args.data_workers)
-                prep_s = prepare_copy(src, Path(tmp) / "prepared", args.size)
-                small = bench_data(
-                    Path(tmp) / "prepared", args.size, args.batches[0], args.data_workers
-                )
-            print(
-                f"  data: {full['img_per_s']:.0f} img/s from {label}, "
-                f"{small['img_per_s']:.0f} img/s pre-resized "
-                f"(prepare_data.py took {prep_s:.1f} s)",
-                flush=True,
-            )
-            need = rows[0].project or 1.0
-            for name, figures, source in (
-                (f"full-size JPEGs ({args.data_workers} workers)", full, f" ({label})"),
-                (f"prepare_data.py copy ({args.data_workers} w.)", small, ""),
-            ):
-                speed = figures["img_per_s"]
-                rows.append(
-                    Row(
-                        f"data pipeline, {name}",
-                        speed,
-                        unit="img/s",
-                        notes=[f"{speed / need:.0f}x the training step's need{source}"],
-                    )
-                )
-            results["setups"][setup.name]["data"] = {"full": full, "prepared": small}
-
-        if not args.no_memory:
-            spec = {"device": dev, "setup": setup_spec(setup), "weights": weights}
-            spec["free_memory"] = args.free_memory
-            mem = run_child({**spec, "what": "train", "batch": args.batches[0], "size": args.size})
-            unit = "MiB"
-            kind = "max allocated" if dev == "cuda" else "peak RSS"
-            ref_train = peer.get("peak_rss_mib") if peer and dev == "cpu" else None
-            print(f"  memory train: {mem['peak_mib']:.0f} MiB (reference {fmt(ref_train)})")
-            rows.append(
-                Row(
-                    f"memory: train {args.size}px b{args.batches[0]} ({kind})",
-                    mem["peak_mib"],
-                    ref_train,
-                    unit,
-                    higher_is_better=False,
-                    notes=[
-                        "reference: peak RSS of its peer_bench.py process (training, "
-                        "then stylizing at 512/1024 px)"
-                    ]
-                    if ref_train
-                    else [],
-                )
-            )
-            for size in args.memory_sizes:
-                mem = run_child({**spec, "what": "stylize", "size": size})
-                ref = ref_memory.get((dev, size))
-                if ref is None and PEER_DIR.is_dir() and not args.no_peer:
-                    ref = run_child({**spec, "what": "peer-stylize", "size": size})["peak_mib"]
-                    ref_memory[(dev, size)] = ref
-                rows.append(
-                    Row(
-                        f"memory: stylize {size}px ({kind})",
-                        mem["peak_mib"],
-                        ref,
-                        unit,
-                        higher_is_better=False,
-                    )
-                )
-                print(
-                    f"  memory stylize {size}: {mem['peak_mib']:.0f} MiB (reference {fmt(ref)})",
-                    flush=True,
-                )
-            if dev == "cpu":
-                rows[-1].notes.append(
-                    f"CPU figures include the Python + torch process itself "
-                    f"(~{mem['base_mib']:.0f} MiB after imports)"
-                )
-
-        # The machine's peaks: the best seen before or after the figures.
-        again = matmul_peak(dev)
-        print(f"  fp32 matmul peak again at the end: best {again['best']:.1f} GFLOP/s")
-        peak = {**peak, "best": max(peak["best"], again["best"])}
-        if setup.amp is not None:
-            half_gf = max(half_gf, matmul_peak(dev, setup.amp)["best"])
-            print(f"  {setup.amp} peak, best of both: {half_gf:.1f} GFLOP/s", flush=True)
-        print()
-        print(
-            f"-- {setup.name} ({setup.describe()}); fp32 matmul peak "
-            f"{peak['best']:.0f} GFLOP/s"
-            + (f", {setup.amp} {half_gf:.0f}" if half_gf else "")
-            + "; speed-up = how many times better the project is"
-        )
-        print_table(rows, peak["best"], half_gf)
-        print()
-        results["setups"][setup.name]["peak_gflops"] = peak
-        results["setups"][setup.name]["rows"] = [r.__dict__ for r in rows]
-
-        if not args.no_profile:
-            print(profile_training(setup, args.batches[0], args.size, weights, args.profile_rows))
-
+        bench_setup(run, setup)
     print(f"total benchmark time {time.perf_counter() - started:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
+        args.json.write_text(json.dumps(run.results, indent=2, default=str))
+    if md_path is not None:
+        write_markdown(md_path, run)
     return 0
 
 
