@@ -1,15 +1,19 @@
 """Inference keeps sizes, tiles without seams, and preserves colour on request."""
 
+from collections import Counter
 from itertools import pairwise
 
 import pytest
 import torch
+from torch import nn
 
+from nst_fast.fast import FastInstanceNorm
 from nst_fast.inference import (
     Stylizer,
     blend,
     forward,
     prepare,
+    prepared,
     preserve_color,
     ramp,
     rgb_to_ycc,
@@ -23,7 +27,7 @@ from tests.conftest import make_photo
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)
-    return transformer_net(channels=(8, 16, 32), residual_blocks=1).eval()
+    return transformer_net(channels=[8, 16, 32], residual_blocks=1).eval()
 
 
 @pytest.mark.parametrize("size", [(32, 32), (33, 47), (50, 21), (17, 18)])
@@ -38,13 +42,26 @@ def test_stylized_values_are_an_image_in_0_1(net):
     assert out.dtype == torch.float32 and out.min() >= 0 and out.max() <= 1
 
 
-def test_the_fast_channels_last_network_matches_the_plain_one(net):
-    image = make_photo((45, 61), 2)[None]
-    fast = prepare(net, "cpu", torch.float32)
-    expected = net(image).clamp(0, 1)
-    assert torch.allclose(
-        forward(fast, image), expected, atol=1e-4
-    )  # fp32 summation order differs by layout
+def test_stylize_without_the_fast_modules_gives_the_same_image(net):
+    image = make_photo((45, 61), 2)
+    plain = stylize(net, image, half=False, fast=False)
+    torch.testing.assert_close(stylize(net, image, half=False), plain, rtol=1e-4, atol=1e-5)
+
+
+def test_the_plain_preparation_runs_torchs_own_modules_but_for_the_tile_sharing_norms(net):
+    plain = prepare(net, "cpu", torch.float32, fast=False)
+    expected = Counter(type(m) for m in net.modules())
+    expected[FastInstanceNorm] = expected.pop(nn.InstanceNorm2d)
+    assert Counter(type(m) for m in plain.modules()) == expected
+    norms = [m for m in plain.modules() if type(m) is FastInstanceNorm]
+    assert norms and not any(norm.cpu_training_kernel for norm in norms)
+
+
+def test_stylize_keeps_the_fast_and_the_plain_copy_apart(net):
+    cpu = torch.device("cpu")
+    fast, plain = (prepared(net, cpu, torch.float32, fast=f) for f in (True, False))
+    assert fast is not plain
+    assert prepared(net, cpu, torch.float32, fast=False) is plain
 
 
 def test_prepare_leaves_the_given_network_untouched(net):
@@ -67,12 +84,14 @@ def test_facing_blend_ramps_sum_to_one():
     assert torch.allclose(falling + rising, torch.ones(16))
 
 
-def test_tiled_equals_untiled_when_the_tiles_share_the_image_statistics(net):
+@pytest.mark.parametrize("fast", [True, False])
+def test_tiled_equals_untiled_when_the_tiles_share_the_image_statistics(net, fast):
     image = make_photo((230, 270), 3)  # not a multiple of 4 on either side
-    fast = prepare(net, "cpu", torch.float32)
-    whole = forward(fast, image[None])
+    ready = prepare(net, "cpu", torch.float32, fast=fast)
+    whole = forward(ready, image[None])
     # the overlap exceeds what this small network sees around a pixel (~22 px)
-    tiled = Stylizer(lambda b: forward(fast, b), 10**9, fast, tile=160, overlap=96)(image[None])
+    run = Stylizer(lambda b: forward(ready, b), 10**9, ready, tile=160, overlap=96)
+    tiled = run(image[None])
     assert tiled.shape == whole.shape
     assert (tiled - whole).abs().max() < 2e-3
 
@@ -110,10 +129,8 @@ def test_strength_blends_between_the_photo_and_the_stylization():
 
 
 def test_stylize_prepares_a_network_once_until_its_weights_change():
-    from nst_fast.inference import prepared
-
     torch.manual_seed(0)
-    net = transformer_net(channels=(8, 16, 32), residual_blocks=1).eval()
+    net = transformer_net(channels=[8, 16, 32], residual_blocks=1).eval()
     image = make_photo((24, 24), 4)
     first = stylize(net, image)
     assert prepared(net, torch.device("cpu"), torch.float32) is prepared(
