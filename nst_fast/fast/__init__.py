@@ -16,8 +16,9 @@ What each swap does (each is tested equal to the plain module in value and gradi
 
 Swaps that are only faster on some hardware are enabled by a capability check
 (``cpu_kernels_pay``), on the hardware where they measured a gain (docs/performance.md).
-Parameter names never change, so state dicts, checkpoints and exported files are the
-same with or without them. ``fast=false`` (training config) and ``nst-fast stylize
+The training swap keeps every parameter name and tensor, so checkpoints and exported
+files are the same with or without it; the inference copy (never saved) differs only in
+the CPU phase output, which replaces the decoder's last two layers. ``fast=false`` (training config) and ``nst-fast stylize
 --plain`` run the plain modules.
 """
 
@@ -53,7 +54,8 @@ def cpu_kernels_pay(device: torch.device | str) -> bool:
 
 def accelerate(net: nn.Module, purpose: Purpose, device: torch.device | str) -> nn.Module:
     """Swap the fast modules into ``net`` in place, for ``purpose`` on ``device``; returns
-    ``net``. Works on a transform network, a perceptual loss, or any module holding them.
+    ``net``. Parameter names are kept, except that for inference on a CPU the decoder's
+    last two layers become one ``PhaseOutput``. Works on a transform network, a perceptual loss, or any module holding them.
 
     For training, every swapped module holds the very tensors of the module it replaces,
     so an optimizer built on the plain network trains the accelerated one too.
