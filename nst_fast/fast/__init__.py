@@ -18,8 +18,8 @@ Swaps that are only faster on some hardware are enabled by a capability check
 (``cpu_kernels_pay``), on the hardware where they measured a gain (docs/performance.md).
 The training swap keeps every parameter name and tensor, so checkpoints and exported
 files are the same with or without it; the inference copy (never saved) differs only in
-the CPU phase output, which replaces the decoder's last two layers. ``fast=false`` (training config) and ``nst-fast stylize
---plain`` run the plain modules.
+the CPU phase output, which replaces the decoder's last two layers. ``fast=false``
+(training config) and ``nst-fast stylize --plain`` run the plain modules.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def cpu_kernels_pay(device: torch.device | str) -> bool:
 def accelerate(net: nn.Module, purpose: Purpose, device: torch.device | str) -> nn.Module:
     """Swap the fast modules into ``net`` in place, for ``purpose`` on ``device``; returns
     ``net``. Parameter names are kept, except that for inference on a CPU the decoder's
-    last two layers become one ``PhaseOutput``. Works on a transform network, a perceptual loss, or any module holding them.
+    last two layers become one ``PhaseOutput``. Works on a transform network, a
+    perceptual loss, or any module holding them.
 
     For training, every swapped module holds the very tensors of the module it replaces,
     so an optimizer built on the plain network trains the accelerated one too.
