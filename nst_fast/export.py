@@ -8,7 +8,7 @@ Hydra nor the training config.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -59,53 +59,172 @@ def save_model(
     return Path(path)
 
 
+class ModelFileError(NstFastError):
+    """A model file that cannot be used: ``path`` and, in ``reason``, why and what to do."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+# Fields that files of earlier versions do not record, with the value those versions
+# built: the output choice came after linear outputs, the norm scope after norms
+# everywhere. The one place that knows about earlier files.
+LEGACY_ARCH = {"output": "linear", "norm_scope": "all"}
+ARCH_FIELDS = tuple(f.name for f in fields(TransformerConfig))
+UPGRADE = "written by a newer nst-fast? upgrade it (pip install -U nst-fast)"
+RE_EXPORT = "export it again from its run (nst-fast export RUN/checkpoints/last.ckpt --format pt)"
+EARLIER_CHECKPOINT = "use an earlier checkpoint of the run (RUN/checkpoints/step=N.ckpt)"
+
+
+def recorded_arch(arch: dict, source: str | os.PathLike = "the file") -> dict:
+    """Every field of ``TransformerConfig`` for an architecture as a model.pt, checkpoint
+    or exported file records it, the fields of earlier versions filled in
+    (``LEGACY_ARCH``). A field this version does not know, or one that is missing,
+    raises ``ModelFileError`` naming it and ``source``."""
+    if not isinstance(arch, dict):
+        raise ModelFileError(source, "not an nst-fast model (its architecture is not a table)")
+    unknown = [key for key in arch if key not in ARCH_FIELDS]
+    if unknown:
+        raise ModelFileError(
+            source,
+            f"records model.{unknown[0]}, which nst-fast {__version__} does not know; {UPGRADE}",
+        )
+    full = {**LEGACY_ARCH, **arch}
+    missing = [key for key in ARCH_FIELDS if key not in full]
+    if missing:
+        raise ModelFileError(
+            source, f"not an nst-fast model (it records no model.{missing[0]}); {RE_EXPORT}"
+        )
+    return full
+
+
+def checkpoint_arch(hparams: dict, source: str | os.PathLike = "the checkpoint") -> dict:
+    """The network's architecture recorded in a training checkpoint's hyper-parameters."""
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict):
+        raise ModelFileError(
+            source, "not an nst-fast training checkpoint (it records no model settings)"
+        )
+    return recorded_arch(hparams["model"], source)
+
+
+def build_network(
+    arch: dict, state: dict, source: str | os.PathLike, remedy: str = RE_EXPORT
+) -> TransformerNet:
+    """The network ``arch`` describes with the weights ``state``, in eval mode; a
+    ``ModelFileError`` naming ``source`` when they cannot make a working network: an
+    architecture this version cannot build, weights that do not fit it, or weights that
+    are not finite (``remedy`` says what to do about those two)."""
+    arch = recorded_arch(arch, source)
+    try:
+        net = TransformerNet(TransformerConfig(**arch))
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(
+            source, f"nst-fast {__version__} cannot build the network it records ({err}); {UPGRADE}"
+        ) from err
+    if not isinstance(state, dict):
+        raise ModelFileError(
+            source, f"not an nst-fast model (its weights are not a table); {remedy}"
+        )
+    misfit = weights_misfit(net.state_dict(), state)
+    if misfit:
+        raise ModelFileError(
+            source, f"its weights do not fit the network it records ({misfit}); {remedy}"
+        )
+    net.load_state_dict(state)
+    bad = next(
+        (k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None
+    )
+    if bad is not None:
+        raise ModelFileError(
+            source,
+            f"weight {bad} holds NaN or infinite values (training diverged before it was "
+            f"saved?); {remedy}",
+        )
+    return net.eval()
+
+
+def weights_misfit(expected: dict[str, torch.Tensor], given: dict) -> str:
+    """What keeps ``given`` from loading into a network whose state dict is ``expected``,
+    in a few words; empty when it fits."""
+    problems = [f"no {k}" for k in expected if k not in given]
+    problems += [f"unexpected {k}" for k in given if k not in expected]
+    for key, value in expected.items():
+        other = given.get(key)
+        if other is None:
+            continue
+        if not isinstance(other, torch.Tensor):
+            problems.append(f"{key} is not a tensor")
+        elif other.shape != value.shape:
+            shape = "x".join(map(str, other.shape)) or "a scalar"
+            problems.append(f"{key} is {shape}, the network's {'x'.join(map(str, value.shape))}")
+    if len(problems) > 2:
+        problems = [*problems[:2], f"{len(problems) - 2} more"]
+    return ", ".join(problems)
+
+
+def _read(path: Path, what: str, map_location) -> object:
+    if not path.is_file():
+        raise ModelFileError(path, f"no such {what} file")
+    try:
+        return load_tensors(path, map_location)
+    except ValueError as err:
+        raise ModelFileError(path, f"not an nst-fast {what} ({err}); {RE_EXPORT}") from err
+
+
 def load_model(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[TransformerNet, ModelInfo]:
     """Rebuild an exported network (in eval mode) and return it with its metadata."""
     path = Path(path)
-    if not path.is_file():
-        raise NstFastError(f"{path}: no such model file")
-    try:
-        payload = load_tensors(path, map_location)
-    except ValueError as err:
-        raise NstFastError(
-            f"{path}: not an nst-fast model ({err}); export one with a training run (DIR/model.pt)"
-        ) from err
+    payload = _read(path, "model", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise NstFastError(f"{path}: not an nst-fast model (no '{FORMAT}' header)")
+        raise ModelFileError(path, f"not an nst-fast model (no '{FORMAT}' header)")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
-        raise NstFastError(
-            f"{path}: model format version {version} (written by nst-fast "
+        raise ModelFileError(
+            path,
+            f"model format version {version} (written by nst-fast "
             f"{payload.get('nst_fast_version')}); this nst-fast {__version__} reads version "
-            f"{FORMAT_VERSION}"
+            f"{FORMAT_VERSION}",
         )
-    arch = recorded_arch(payload["arch"])
-    net = TransformerNet(TransformerConfig(**arch))
-    net.load_state_dict(payload["state_dict"])
-    net.eval()
+    missing = [k for k in ("arch", "state_dict", "style", "step") if k not in payload]
+    if missing:
+        raise ModelFileError(path, f"not an nst-fast model (no '{missing[0]}'); {RE_EXPORT}")
+    net = build_network(payload["arch"], payload["state_dict"], path)
     info = ModelInfo(
-        style=payload["style"],
-        step=payload["step"],
-        arch=arch,
-        nst_fast_version=payload["nst_fast_version"],
+        style=str(payload["style"]),
+        step=int(payload["step"]),
+        arch=net.config.to_dict(),
+        nst_fast_version=str(payload.get("nst_fast_version", "?")),
         format_version=version,
-        extra=payload.get("extra", {}),
+        extra=dict(payload.get("extra") or {}),
     )
     return net, info
 
 
-def recorded_arch(arch: dict) -> dict:
-    """An architecture as a model.pt or checkpoint records it; files written before the
-    output choice existed have a linear output, and before the norm scope, norms
-    everywhere."""
-    return {"output": "linear", "norm_scope": "all", **arch}
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """A training checkpoint (``RUN/checkpoints/*.ckpt``) as saved, checked to hold a
+    network this version can build and run (``ModelFileError`` otherwise)."""
+    return _open_checkpoint(Path(path), map_location)[0]
 
 
-def checkpoint_arch(hparams: dict) -> dict:
-    """The network's architecture recorded in a training checkpoint's hyper-parameters."""
-    return recorded_arch(hparams["model"])
+def _open_checkpoint(path: Path, map_location) -> tuple[dict, TransformerNet]:
+    return checked_checkpoint(_read(path, "training checkpoint", map_location), path)
+
+
+def checked_checkpoint(ckpt: object, path: str | os.PathLike) -> tuple[dict, TransformerNet]:
+    """A loaded training checkpoint and the network it holds; ``ModelFileError`` naming
+    ``path`` when it is not an nst-fast one or its network cannot be built and run."""
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ModelFileError(path, "not an nst-fast training checkpoint (it holds no weights)")
+    hparams = ckpt.get("hyper_parameters")
+    arch = checkpoint_arch(hparams, path)
+    if not isinstance(hparams.get("style"), dict) or "name" not in hparams["style"]:
+        raise ModelFileError(path, "not an nst-fast training checkpoint (it records no style)")
+    prefix = "transformer."
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    return ckpt, build_network(arch, state, path, EARLIER_CHECKPOINT)
 
 
 def load_checkpoint(
@@ -113,27 +232,14 @@ def load_checkpoint(
 ) -> tuple[TransformerNet, ModelInfo]:
     """The transform network of a training checkpoint (``RUN/checkpoints/*.ckpt``), with
     the metadata a model.pt of that step would carry."""
-    path = Path(path)
-    if not path.is_file():
-        raise NstFastError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = load_tensors(path, map_location)
-        hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
-        arch, style = checkpoint_arch(hparams), hparams["style"]
-    except Exception as err:
-        raise NstFastError(
-            f"{path}: not an nst-fast training checkpoint ({str(err).strip().splitlines()[0]})"
-        ) from err
-    prefix = "transformer."
-    net = TransformerNet(TransformerConfig(**arch))
-    net.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-    net.eval()
+    ckpt, net = _open_checkpoint(Path(path), map_location)
+    hparams = ckpt["hyper_parameters"]
     info = ModelInfo(
-        style=style["name"],
+        style=hparams["style"]["name"],
         step=int(ckpt.get("global_step", 0)),
         arch=net.config.to_dict(),
         nst_fast_version=__version__,
-        extra={"style": style, "loss": hparams["loss"]},
+        extra={"style": hparams["style"], "loss": hparams.get("loss", {})},
     )
     return net, info
 
@@ -141,7 +247,18 @@ def load_checkpoint(
 def load_network(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[TransformerNet, ModelInfo]:
-    """A model.pt, or a training checkpoint when the file ends in .ckpt."""
+    """A model.pt, or a training checkpoint when the file ends in .ckpt: the one reader
+    of nst-fast's own model files (``formats.load_for_inference`` adds .ts and .onnx)."""
     if Path(path).suffix.lower() == ".ckpt":
         return load_checkpoint(path, map_location)
     return load_model(path, map_location)
+
+
+def exported_channels(arch: dict | None) -> list[int]:
+    """The widths a TorchScript or ONNX file records (they size the memory budget); the
+    trained default for a file that records none."""
+    if isinstance(arch, dict) and isinstance(arch.get("channels"), list) and arch["channels"]:
+        return [int(c) for c in arch["channels"]]
+    from nst_fast.models.transformer import default_transformer_config
+
+    return list(default_transformer_config().channels)

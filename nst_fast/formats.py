@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from nst_fast.errors import NstFastError
-from nst_fast.export import ModelInfo, load_network
+from nst_fast.export import ModelFileError, ModelInfo, exported_channels, load_network
 from nst_fast.files import atomic_write
-from nst_fast.inference import Backend, forward, prepare
+from nst_fast.inference import Backend, forward, prepared
 from nst_fast.models.transformer import TransformerNet
 
 FORMATS = ("torchscript", "onnx")
@@ -31,6 +31,8 @@ ONNX_OPSET = 17
 # step, which a multiple-of-4 example would trace away.
 EXAMPLE_SIZE = (1, 3, 67, 93)
 CHECK_SIZES = ((1, 3, 67, 93), (2, 3, 128, 96))
+RE_EXPORT_TS = "write it again with nst-fast export MODEL.pt --format torchscript"
+RE_EXPORT_ONNX = "write it again with nst-fast export MODEL.pt --format onnx"
 
 
 @dataclass
@@ -136,83 +138,140 @@ def detect_format(path: Path) -> str:
 
 
 def load_for_inference(
-    path: str | os.PathLike, device: torch.device, dtype: torch.dtype
+    path: str | os.PathLike, device: torch.device, dtype: torch.dtype, *, fast: bool = True
 ) -> LoadedModel:
-    """Any model file nst-fast reads, ready to stylize on ``device`` in ``dtype``."""
+    """Any model file nst-fast reads, ready to stylize on ``device`` in ``dtype``; ``fast``
+    False runs the plain PyTorch modules (model.pt and checkpoints; TorchScript stays in
+    the standard layout; onnxruntime runs as it does). A file that cannot be used raises
+    ``export.ModelFileError``, one line naming it and what to do."""
     path = Path(path)
     if not path.is_file():
-        raise NstFastError(f"{path}: no such model file")
-    loaders: dict[str, Callable[[Path, torch.device, torch.dtype], LoadedModel]] = {
+        raise ModelFileError(path, "no such model file")
+    loaders: dict[str, Callable[[Path, torch.device, torch.dtype, bool], LoadedModel]] = {
         "nst-fast": _load_native,
         "torchscript": _load_torchscript,
         "onnx": _load_onnx,
     }
-    return loaders[detect_format(path)](path, device, dtype)
+    return loaders[detect_format(path)](path, device, dtype, fast)
 
 
-def _load_native(path: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def _load_native(path: Path, device: torch.device, dtype: torch.dtype, fast: bool) -> LoadedModel:
     net, info = load_network(path)
-    fast = prepare(net, device, dtype)
+    ready = prepared(net, device, dtype, fast=fast)
     return LoadedModel(
-        run=lambda batch: forward(fast, batch),
+        run=lambda batch: forward(ready, batch),
         format="nst-fast",
         description=f"style {info.style}, step {info.step}",
         channels=list(net.config.channels),
         multiple=net.multiple,
-        net=fast,
+        net=ready,
     )
 
 
-def _load_torchscript(path: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def _load_torchscript(
+    path: Path, device: torch.device, dtype: torch.dtype, fast: bool
+) -> LoadedModel:
     extra = {"nst_fast.json": ""}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        meta = json.loads(extra["nst_fast.json"] or "{}")
+        arch = json.loads(meta.get("arch", "{}"))
     except Exception as err:
-        raise NstFastError(
-            f"{path}: not a loadable TorchScript file ({str(err).splitlines()[0]})"
+        raise ModelFileError(
+            path, f"not a loadable TorchScript file ({_first_line(err)}); {RE_EXPORT_TS}"
         ) from err
-    meta = json.loads(extra["nst_fast.json"] or "{}")
-    arch = json.loads(meta.get("arch", "{}"))
-    module = module.eval().to(dtype=dtype, memory_format=torch.channels_last)
+    _check_finite(path, {**dict(module.named_parameters()), **dict(module.named_buffers())})
+    module = module.eval().to(dtype=dtype)
+    if fast:
+        module = module.to(memory_format=torch.channels_last)
+    channels = exported_channels(arch)
     return LoadedModel(
         run=lambda batch: forward(module, batch),
         format="torchscript",
         description=f"TorchScript, style {meta.get('style', '?')}",
-        channels=arch.get("channels", [32, 64, 128]),
-        multiple=2 ** (len(arch.get("channels", [0, 0, 0])) - 1),
+        channels=channels,
+        multiple=2 ** (len(channels) - 1),
     )
 
 
-def _load_onnx(path: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def _load_onnx(path: Path, device: torch.device, dtype: torch.dtype, fast: bool) -> LoadedModel:
     try:
         import onnxruntime as ort
     except ImportError as err:
-        raise NstFastError(
-            f"{path}: ONNX models need onnxruntime (pip install 'nst-fast[onnx]')"
+        raise ModelFileError(
+            path, "ONNX models need onnxruntime (pip install 'nst-fast[onnx]')"
         ) from err
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     try:
         session = ort.InferenceSession(str(path), providers=providers)
+        meta = session.get_modelmeta().custom_metadata_map
+        arch = json.loads(meta.get("nst_fast.arch", "{}"))
     except Exception as err:
-        raise NstFastError(
-            f"{path}: not a loadable ONNX model ({str(err).splitlines()[0]})"
+        raise ModelFileError(
+            path, f"not a loadable ONNX model ({_first_line(err)}); {RE_EXPORT_ONNX}"
         ) from err
-    meta = session.get_modelmeta().custom_metadata_map
-    arch = json.loads(meta.get("nst_fast.arch", "{}"))
     name = session.get_inputs()[0].name
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         out = session.run(None, {name: batch.float().contiguous().numpy()})[0]
         return torch.from_numpy(out).clamp_(0, 1)
 
+    channels = exported_channels(arch)
     return LoadedModel(
         run=run,
         format="onnx",
         description=f"ONNX ({session.get_providers()[0]}), style {meta.get('nst_fast.style', '?')}",
-        channels=arch.get("channels", [32, 64, 128]),
-        multiple=2 ** (len(arch.get("channels", [0, 0, 0])) - 1),
+        channels=channels,
+        multiple=2 ** (len(channels) - 1),
     )
+
+
+def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    for name, value in tensors.items():
+        if value.is_floating_point() and not value.isfinite().all():
+            raise ModelFileError(
+                path,
+                f"weight {name} holds NaN or infinite values; export it again from a "
+                "model.pt that stylizes (nst-fast export MODEL --format torchscript)",
+            )
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+# --- converting (what `nst-fast export` runs) ------------------------------------------
+
+
+def write_model(net: TransformerNet, info: ModelInfo, target: Path, fmt: str) -> Path:
+    """Write ``net`` as ``fmt`` (pt, torchscript or onnx) to ``target``; a failed write is
+    one line naming what the system refused."""
+    from nst_fast.batch import cannot_write
+    from nst_fast.export import save_model
+
+    writers = {
+        "pt": lambda: save_model(net, target, style=info.style, step=info.step, extra=info.extra),
+        "torchscript": lambda: export_torchscript(net, info, target),
+        "onnx": lambda: export_onnx(net, info, target),
+    }
+    try:
+        return writers[fmt]()
+    except OSError as err:
+        raise NstFastError(cannot_write(target, err)) from err
+
+
+def check_written(target: Path, net: TransformerNet, fmt: str) -> str:
+    """Run the written file beside the eager network and say how far apart they are."""
+    try:
+        loaded = load_for_inference(target, torch.device("cpu"), torch.float32)
+    except NstFastError as err:
+        if fmt == "onnx" and "onnxruntime" in str(err):
+            return "not checked: onnxruntime is not installed (pip install 'nst-fast[onnx]')"
+        raise
+    diff = check_against_eager(loaded.run, net)
+    return f"checked: max |{fmt} - pytorch| = {diff:.2e} on 1x67x93 and 2x128x96 inputs"

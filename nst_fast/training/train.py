@@ -118,26 +118,51 @@ def check_run(cfg: DictConfig, run_dir: Path) -> None:
             f"{run_dir} holds an earlier run's checkpoints: resume it with ckpt_path=last, "
             "or train anew in another hydra.run.dir (or remove that one)"
         )
-    if cfg.ckpt_path not in (None, "last", "best", "hpc", "registry"):
-        check_checkpoint(Path(cfg.ckpt_path))
+    if cfg.ckpt_path is not None:
+        check_checkpoint(str(cfg.ckpt_path), run_dir)
 
 
-def check_checkpoint(path: Path) -> None:
-    """``ckpt_path=FILE``: a Lightning checkpoint, before Lightning's own tracebacks."""
-    if not path.is_file():
-        raise NstFastError(
-            f"ckpt_path={path}: no such checkpoint file; ckpt_path=last resumes the run "
-            "in hydra.run.dir"
+def check_checkpoint(spec: str, run_dir: Path) -> None:
+    """``ckpt_path=FILE`` or ``last``: the checkpoint Lightning would resume from is one
+    whose network nst-fast can build (``export.checked_checkpoint``); one line otherwise,
+    before Lightning's own tracebacks."""
+    from nst_fast.export import ModelFileError, checked_checkpoint
+
+    if spec in ("best", "hpc", "registry"):
+        return
+    if spec == "last":
+        # As Lightning finds it: the newest last*.ckpt in the run's checkpoint folder
+        # (none: the run starts afresh).
+        found = [p for p in (run_dir / "checkpoints").glob("last*.ckpt") if p.is_file()]
+        if not found:
+            return
+        path = max(found, key=lambda p: p.stat().st_mtime)
+        where = f"ckpt_path=last: {path}"
+        what_to_do = (
+            "; resume an earlier checkpoint (ckpt_path=RUN/checkpoints/step=N.ckpt), or move "
+            f"{path.name} away to train anew"
         )
+    else:
+        path, where, what_to_do = Path(spec), f"ckpt_path={spec}", ""
+        if not path.is_file():
+            raise NstFastError(
+                f"ckpt_path={path}: no such checkpoint file; ckpt_path=last resumes the run "
+                "in hydra.run.dir"
+            )
     try:
         state = load_tensors(path)
     except ValueError as err:
-        raise NstFastError(f"ckpt_path={path}: not a training checkpoint ({err})") from err
+        raise NstFastError(f"{where}: not a training checkpoint ({err}){what_to_do}") from err
     if not isinstance(state, dict) or "pytorch-lightning_version" not in state:
         raise NstFastError(
-            f"ckpt_path={path}: not a training checkpoint (those are in RUN/checkpoints/; "
-            "a model.pt cannot be resumed)"
+            f"{where}: not a training checkpoint (those are in RUN/checkpoints/; "
+            f"a model.pt cannot be resumed){what_to_do}"
         )
+    try:
+        checked_checkpoint(state, path)
+    except ModelFileError as err:
+        hint = "" if ";" in err.reason else what_to_do
+        raise NstFastError(f"{where}: {err.reason}{hint}") from err
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
