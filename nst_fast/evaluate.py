@@ -8,7 +8,9 @@ figures side by side for any model.
 from __future__ import annotations
 
 import csv
+import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,12 +18,14 @@ import torch
 from torchvision.transforms.v2 import functional as F
 from torchvision.utils import make_grid
 
+from nst_fast.errors import NstFastError
+from nst_fast.export import ModelInfo
 from nst_fast.files import atomic_write
 from nst_fast.images import list_images, read_image, save_image
 from nst_fast.inference import stylize
 from nst_fast.losses.perceptual import GRID_PERIOD, PerceptualLoss, grid_offsets
 from nst_fast.models.transformer import TransformerNet
-from nst_fast.optimize import optimize_image
+from nst_fast.optimize import optimize_image, style_criterion, style_override
 
 
 @dataclass
@@ -54,7 +58,8 @@ def grid_strength(image: torch.Tensor, period: int = GRID_PERIOD) -> float:
 
 
 def load_photos(folder: Path, size: int, limit: int | None) -> list[tuple[str, torch.Tensor]]:
-    """Held-out photos, shorter side resized to ``size`` and centre-cropped square."""
+    """Held-out photos, centre-cropped square, ``size`` px a side (shorter side resized
+    to ``size``, then cropped: the square's sides are ``size``)."""
     photos = []
     for path in list_images(folder)[:limit]:
         image = F.center_crop(F.resize(read_image(path), [size], antialias=True), [size])
@@ -159,3 +164,72 @@ def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """The lines of a markdown table."""
     return [f"| {' | '.join(line)} |" for line in [header, ["---"] * len(header), *rows]]
+
+
+# --- a model file against its own loss (what `nst-fast evaluate` runs) ------------------
+
+
+def recorded_style_overrides(style: dict) -> list[str]:
+    """Overrides that restore a model's recorded style settings (size, per-style weights)."""
+    keys = ("size", "content_weight", "style_weight", "tv_weight")
+    return [f"style.{k}={'null' if style[k] is None else style[k]}" for k in keys if k in style]
+
+
+def criterion_as_trained(
+    model: str | os.PathLike,
+    info: ModelInfo,
+    style: str | None = None,
+    overrides: Iterable[str] = (),
+    device: torch.device | str = "cpu",
+) -> PerceptualLoss:
+    """The loss ``model`` was trained with (its recorded style image, size and per-style
+    weights), or against ``style`` instead, with config ``overrides`` on top; on
+    ``device``, its style targets set."""
+    from nst_fast.config import compose
+
+    recorded = info.extra.get("style", {})
+    if style is None and recorded.get("image") is None:
+        raise NstFastError(f"{model}: records no style image; pass --style")
+    # The style as trained: the same image size and per-style weights.
+    as_trained = [] if style else recorded_style_overrides(recorded)
+    cfg = compose([*style_override(style or recorded["image"]), *as_trained, *overrides])
+    return style_criterion(cfg, device)
+
+
+def evaluate_model(
+    model: str | os.PathLike,
+    content: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    style: str | None = None,
+    size: int = 256,
+    limit: int | None = None,
+    iterations: Iterable[int] = (50, 100, 200, 500),
+    inits: Iterable[str] = ("noise",),
+    device: str | torch.device = "auto",
+    overrides: Iterable[str] = (),
+) -> list[Row]:
+    """``evaluate`` a model.pt or training checkpoint on the photos of the folder
+    ``content``, each centre-cropped square and resized to ``size`` px a side (so
+    ``size`` is the longer side here too), at most ``limit`` of them, with the loss it
+    was trained with (or against ``style``; config ``overrides`` on top). Writes
+    ``table.md``, ``table.csv`` and ``grid.jpg`` into the folder ``output``."""
+    from nst_fast.device import pick_device
+    from nst_fast.export import load_network
+
+    content, output = Path(content), Path(output)
+    if not content.is_dir():
+        raise NstFastError(f"{content}: no such folder of held-out photos")
+    device = pick_device(str(device))
+    net, info = load_network(model)
+    try:  # now, so that a bad output fails before the work, not after it
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NstFastError(f"{output}: cannot make this folder ({err.strerror or err})") from err
+    net.to(device)
+    photos = load_photos(content, size, limit)
+    if not photos:
+        raise NstFastError(f"{content}: no photos found")
+    criterion = criterion_as_trained(model, info, style, overrides, device)
+    criterion.grid_period = net.multiple
+    return evaluate(net, criterion, photos, sorted(set(iterations)), output, tuple(inits))

@@ -7,7 +7,9 @@ training run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 
@@ -117,3 +119,100 @@ class _Best:
         if loss < self.loss:
             self.loss = loss
             self.image = image.detach().clone()
+
+
+# --- from files and config (what `nst-fast optimize` runs) -------------------------------
+
+
+def to_dict(node) -> dict:
+    """A config node as plain dicts and lists, interpolations resolved."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def style_override(style: str) -> list[str]:
+    """A style given by name or path: a name from conf/style, else an image (or URL)."""
+    from nst_fast.config import config_dir
+
+    if (config_dir() / "style" / f"{style}.yaml").is_file():
+        return [f"style={style}"]
+    return [f"style.image={style}", f"style.name={Path(style).stem}"]
+
+
+def style_criterion(
+    cfg, device: torch.device | str = "cpu", style: torch.Tensor | None = None
+) -> PerceptualLoss:
+    """The loss a composed config describes, on ``device``, its style targets set from
+    ``style`` (default: the config's style image, read before the loss network may
+    download)."""
+    from nst_fast.styles import load_style_image
+    from nst_fast.training.module import build_criterion
+
+    if style is None:
+        style = load_style_image(cfg.style.image, cfg.style.size)
+    criterion = build_criterion(to_dict(cfg.loss), to_dict(cfg.style)).to(device)
+    criterion.set_style(style[None].to(device))
+    return criterion
+
+
+def optimize_file(
+    content: str | os.PathLike,
+    style: str,
+    output: str | os.PathLike,
+    *,
+    size: int | None = 512,
+    steps: int = 300,
+    optimizer: str = "lbfgs",
+    init: str = "content",
+    lr: float | None = None,
+    device: str | torch.device = "auto",
+    overrides: Iterable[str] = (),
+    tensorboard: str | os.PathLike | None = None,
+    log_every: int = 25,
+    progress: bool = False,
+) -> Path:
+    """Gatys et al. on one photo file: resized so that its longer side is ``size`` px
+    (None: as it is), optimized ``steps`` iterations against ``style`` (a name from
+    conf/style, an image path or URL) with config ``overrides`` (e.g. ``loss=vgg19``),
+    written to ``output``. ``tensorboard``: a folder for the losses and, every
+    ``log_every`` iterations, the image."""
+    from tqdm import tqdm
+
+    from nst_fast.batch import resize
+    from nst_fast.config import compose
+    from nst_fast.device import pick_device
+    from nst_fast.images import read_image, save_image
+    from nst_fast.styles import load_style_image
+
+    cfg = compose([*style_override(style), *overrides])
+    device = pick_device(str(device))
+    # Inputs first: a wrong path must fail before the loss network downloads.
+    style_image = load_style_image(cfg.style.image, cfg.style.size)
+    photo = resize(read_image(content), size, None)[None].to(device)
+    criterion = style_criterion(cfg, device, style_image)
+    writer = None
+    if tensorboard is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(tensorboard))
+    bar = tqdm(total=steps, desc="optimize", unit="it", disable=not progress)
+
+    def report(iteration: int, terms: dict[str, float], image: torch.Tensor) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{terms['total']:.4g}")
+        if writer is not None:
+            for name, value in terms.items():
+                writer.add_scalar(f"loss/{name}", value, iteration)
+            if iteration % log_every == 0 or iteration == steps:
+                writer.add_image("image", image[0].clamp(0, 1).cpu(), iteration)
+
+    try:
+        image, _ = optimize_image(
+            criterion, photo, steps=steps, optimizer=optimizer, init=init, lr=lr, progress=report
+        )
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    return save_image(image[0], output)

@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from nst_fast.cli import to_dict  # noqa: E402
 from nst_fast.config import compose  # noqa: E402
 from nst_fast.data.datamodule import PhotoDataModule  # noqa: E402
 from nst_fast.data.samples import sample_photos_dir  # noqa: E402
@@ -43,6 +42,7 @@ from nst_fast.errors import NstFastError  # noqa: E402
 from nst_fast.evaluate import Row, gatys_snapshots, load_photos  # noqa: E402
 from nst_fast.images import save_image  # noqa: E402
 from nst_fast.models.transformer import ConvBlock, TransformerConfig, TransformerNet  # noqa: E402
+from nst_fast.optimize import to_dict  # noqa: E402
 from nst_fast.styles import load_style_image  # noqa: E402
 from nst_fast.training.module import build_criterion  # noqa: E402
 

@@ -6,10 +6,11 @@
         [--init noise] [--reuse] [loss.weights=PATH ...]
 
 Each RUN_DIR is a training run directory (its ``model.pt``, and its TensorBoard events for
-the step count and training time). For each run, ``nst-fast evaluate`` writes
-``OUT/<run name>/table.md``, ``table.csv`` and ``grid.jpg``; this script then writes
-``OUT/README.md``: one summary row per run (network loss beside L-BFGS after each
-iteration count, and the fewest iterations whose loss the network matches) and the grids.
+the step count and training time). For each run, ``nst_fast.evaluate.evaluate_model``
+(what ``nst-fast evaluate`` runs) writes ``OUT/<run name>/table.md``, ``table.csv`` and
+``grid.jpg``; this script then writes ``OUT/README.md``: one summary row per run (network
+loss beside L-BFGS after each iteration count, and the fewest iterations whose loss the
+network matches) and the grids.
 ``--reuse`` keeps an evaluation already written and newer than its model (they take
 minutes each). Held-out photos default to the scikit-image photos bundled with nst-fast,
 which no run trains on unless told to.
@@ -29,10 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from nst_fast.cli import main as nst_fast  # noqa: E402
 from nst_fast.data.samples import sample_photos_dir  # noqa: E402
 from nst_fast.errors import NstFastError  # noqa: E402
-from nst_fast.evaluate import markdown_table  # noqa: E402
+from nst_fast.evaluate import evaluate_model, markdown_table  # noqa: E402
 from nst_fast.export import load_model  # noqa: E402
 from nst_fast.files import atomic_write  # noqa: E402
 
@@ -91,12 +91,25 @@ def evaluate_run(run_dir: Path, out_dir: Path, args: argparse.Namespace) -> RunS
 
 
 def evaluate(model: Path, out_dir: Path, args: argparse.Namespace) -> None:
-    argv = ["evaluate", str(model), "--content", str(args.content), "-o", str(out_dir)]
-    argv += ["--size", str(args.size), "--iterations", args.iterations, "--init", args.init]
-    if args.limit:
-        argv += ["--limit", str(args.limit)]
-    if nst_fast([*argv, *args.overrides]) != 0:
-        raise NstFastError(f"evaluating {model} failed (see above)")
+    """What ``nst-fast evaluate`` does for one model, called as a library function."""
+    counts = [] if args.iterations == "none" else args.iterations.split(",")
+    try:
+        iterations = [int(n) for n in counts]
+    except ValueError as err:
+        raise NstFastError(
+            f"--iterations {args.iterations}: numbers, e.g. 50,100,200, or none"
+        ) from err
+    evaluate_model(
+        model,
+        args.content,
+        out_dir,
+        size=args.size,
+        limit=args.limit or None,
+        iterations=iterations,
+        inits=args.init.split(","),
+        overrides=args.overrides,
+    )
+    print(f"{model}: evaluated into {out_dir}")
 
 
 def row_total(summary: RunSummary, method: str) -> str:

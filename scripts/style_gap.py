@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from nst_fast.cli import criterion_as_trained  # noqa: E402
 from nst_fast.errors import NstFastError  # noqa: E402
-from nst_fast.evaluate import gatys_snapshots, load_photos  # noqa: E402
+from nst_fast.evaluate import criterion_as_trained, gatys_snapshots, load_photos  # noqa: E402
 from nst_fast.export import load_network  # noqa: E402
 from nst_fast.inference import stylize  # noqa: E402
 from nst_fast.losses.perceptual import PerceptualLoss, gram_matrix  # noqa: E402
