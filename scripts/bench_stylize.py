@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seconds per image of nst-fast's stylization, beside the reference implementation's.
 
-    python scripts/bench_stylize.py [--model model.pt] [--sizes 256 512 1024 2048]
+    python scripts/bench_stylize.py [--model model.pt] [--sizes 256 512 1024 2048] [--plain]
 
 Times one forward pass of the transform network (the default config's `model`, the default
 architecture, with random weights unless --model is given: speed does not depend on the
@@ -72,10 +72,13 @@ def repeats_for(size: int, device: torch.device) -> int:
     return 2 if size <= 512 else 1
 
 
-def bench_device(net, device: torch.device, sizes: list[int], peer: dict[int, float]) -> None:
+def bench_device(
+    net, device: torch.device, sizes: list[int], peer: dict[int, float], plain: bool = False
+) -> None:
     dtype = inference_dtype(device)
-    fast = prepare(net, device, dtype)
-    print(f"\n{device.type} ({str(dtype).removeprefix('torch.')}, channels_last)")
+    fast = prepare(net, device, dtype, fast=not plain)
+    layout = "plain PyTorch modules" if plain else "channels_last"
+    print(f"\n{device.type} ({str(dtype).removeprefix('torch.')}, {layout})")
     print(f"  {'size':>6} {'batch 1':>12} {'batched':>18} {'peer (batch 1)':>16} {'ratio':>7}")
     for size in sizes:
         x = torch.rand(1, 3, size, size, device=device)
@@ -118,6 +121,10 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a model.pt (default: random weights)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--no-peer", action="store_true", help="skip the reference run")
+    parser.add_argument(
+        "--plain", action="store_true",
+        help="time the plain PyTorch modules, without nst-fast's speed work (A/B)",
+    )  # fmt: skip
     args = parser.parse_args()
     keep_freed_memory()  # as the nst-fast command runs (1024 px bf16: 1.50 s without, 0.93 with)
     for size in args.sizes:
@@ -134,7 +141,7 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
         peer = {} if args.no_peer else peer_figures(device.type)
-        bench_device(net, device, args.sizes, peer)
+        bench_device(net, device, args.sizes, peer, plain=args.plain)
         if device.type == "cpu":
             bench_onnx(net, info, args.sizes, peer)
 
