@@ -8,6 +8,7 @@ import sys
 
 import torch
 
+from nst_fast import compat
 from nst_fast.errors import NstFastError
 
 # glibc mallopt() parameters (malloc.h).
@@ -81,8 +82,7 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles), where
     oneDNN's bf16 convolutions run at about twice its fp32 rate. Elsewhere bf16 is
     emulated and slower than fp32."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return compat.cpu_has_native_bf16()
 
 
 def training_precision(accelerator: str = "auto") -> str:

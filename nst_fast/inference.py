@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst_fast.compat import tensor_version
 from nst_fast.device import inference_dtype
 from nst_fast.errors import NstFastError
 from nst_fast.fast import FastInstanceNorm, accelerate
@@ -87,7 +88,7 @@ def prepared(
     """``prepare(net, device, dtype, fast)``, reused across calls until a weight of ``net`` is
     replaced or changed in place (an optimizer step, ``load_state_dict``, ``.to()``)."""
     tensors = [*net.parameters(), *net.buffers()]
-    versions = tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors)
+    versions = tuple((t.data_ptr(), tensor_version(t)) for t in tensors)
     key = (str(device), dtype, fast, versions)
     hit = _PREPARED.get(net)
     if hit is not None and hit[0] == key:

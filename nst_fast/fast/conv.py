@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nst_fast.compat import conv2d_backward
 from nst_fast.fast.norm import eager_cpu_training
 
 
@@ -28,20 +29,16 @@ class _CpuConv2dFunction(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[override]
         x, weight = ctx.saved_tensors
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
-        conv = (ctx.stride, [0, 0], [1, 1], False, [0, 0], 1)
         grad_x = grad_weight = grad_bias = None
-        if need_x:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, *conv, [True, False, False]
-            )[0]
-        if need_weight or need_bias:
-            _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        if need_x:  # channels_last, as the forward pass ran
+            grad_x = conv2d_backward(grad, x, weight, ctx.stride, (True, False, False))[0]
+        if need_weight or need_bias:  # NCHW copies
+            _, grad_weight, grad_bias = conv2d_backward(
                 grad.contiguous(),
                 x.contiguous(),
                 weight.contiguous(),
-                [weight.shape[0]] if need_bias else None,
-                *conv,
-                [False, need_weight, need_bias],
+                ctx.stride,
+                (False, need_weight, need_bias),
             )
         return grad_x, grad_weight, grad_bias, None
 

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst_fast.compat import native_group_norm
+
 
 def mean_var(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and (biased) variance of (B, N, C) pixels, in fp32:
@@ -155,8 +157,7 @@ class _CpuInstanceNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):  # type: ignore[override]
-        b, c, h, w = x.shape
-        y, mean, rstd = torch.ops.aten.native_group_norm(x, weight, bias, b, c, h * w, c, eps)
+        y, mean, rstd = native_group_norm(x, weight, bias, x.shape[1], eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         return y
 
