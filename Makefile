@@ -3,12 +3,13 @@ PYTHON ?= python3
 VGG_WEIGHTS ?= imagenet
 DEMO_DIR ?= outputs/demo
 
-.PHONY: help install demo test lint tensorboard bench bench-quick clean
+.PHONY: help install demo test test-fast lint tensorboard bench bench-quick clean
 
 help:
 	@echo "make install       install nst-fast and its dev tools (pip install -e '.[dev]')"
 	@echo "make demo          train the demo style network (VGG_WEIGHTS=path for offline weights)"
-	@echo "make test          run the test suite (offline, CPU)"
+	@echo "make test          run the whole test suite (offline, CPU), as CI does"
+	@echo "make test-fast     the tests not marked slow: about a minute, for everyday work"
 	@echo "make lint          ruff"
 	@echo "make tensorboard   tensorboard --logdir outputs"
 	@echo "make bench         training/stylize/data/memory figures beside the reference"
@@ -22,6 +23,9 @@ demo:
 
 test:
 	$(PYTHON) -m pytest -q
+
+test-fast:
+	$(PYTHON) -m pytest -q -m "not slow"
 
 lint:
 	$(PYTHON) -m ruff check .
