@@ -79,6 +79,7 @@ def test_printed_table_keeps_its_columns(capsys) -> None:
     assert row.split() == ["stylize", "512px", "s/img", "0.500", "1.00", "0.500", "2.00x"]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*self.log")
 def test_plain_training_step_runs_the_plain_network_train_builds() -> None:
     """The step as the benchmark times it, on the module ``nst-fast train`` builds."""

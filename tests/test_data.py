@@ -144,6 +144,7 @@ def test_a_position_past_the_end_of_fewer_photos_starts_a_fresh_pass(workers):
     assert sorted(n for batch in fewer for n in batch.tolist()) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_workers_left_running_by_an_error_do_not_hold_up_the_exit():
     # Workers ignore SIGTERM (see ignore_sigterm), which multiprocessing sends them at exit.
     script = (

@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
 import torch
 
 from nst_fast.export import load_model
 
 from .conftest import nst_fast, tiny_overrides
+
+pytestmark = pytest.mark.slow
 
 
 def test_two_processes_share_the_data_keep_weights_in_sync_and_write_once(

@@ -39,6 +39,7 @@ def faults_of_a_reallocation(mode: str) -> tuple[str, int]:
     return tuned, int(faults)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 def test_kept_memory_is_reused_without_page_faults():
     tuned, kept = faults_of_a_reallocation("keep")

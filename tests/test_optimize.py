@@ -19,6 +19,7 @@ def criterion() -> PerceptualLoss:
     return loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "optimizer,init", [("lbfgs", "content"), ("adam", "noise"), ("lbfgs", "mean")]
 )

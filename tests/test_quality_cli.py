@@ -26,6 +26,7 @@ def load_script(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_optimize_writes_the_stylized_photo_and_tensorboard_logs(
     photo_folder, style_file, tmp_path
 ):
@@ -93,6 +94,7 @@ def tiny_model_and_photos(tmp_path: Path) -> tuple[Path, Path]:
     return model, photos
 
 
+@pytest.mark.slow
 def test_evaluate_writes_a_table_and_a_grid(tmp_path):
     model, photos = tiny_model_and_photos(tmp_path)
     out = tmp_path / "eval"
@@ -184,6 +186,7 @@ def test_evaluate_refuses_bad_options(tmp_path, bad, capsys):
     assert capsys.readouterr().err.startswith("nst-fast evaluate: error:")
 
 
+@pytest.mark.slow
 def test_quality_report_evaluates_each_run_and_writes_a_page_with_its_grids(tmp_path):
     quality_report = load_script("quality_report").main
     photos = tmp_path / "held_out"
@@ -217,6 +220,7 @@ def test_quality_report_names_a_run_without_a_model(tmp_path, capsys):
     assert "no model.pt" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_scores_with_the_style_settings_the_model_was_trained_with(tmp_path):
     photos = tmp_path / "held_out"
     save_image(make_photo((30, 40), 1), photos / "a.png")
@@ -253,6 +257,7 @@ def probe_overrides(photos: Path, style: Path, run_dir: Path) -> list[str]:
     return [o for o in tiny_overrides(photos, style, run_dir) if not o.startswith("hydra.")]
 
 
+@pytest.mark.slow
 def test_quality_probe_prints_the_held_out_curve_and_the_lbfgs_bar(
     photo_folder, style_file, tmp_path, capsys
 ):
@@ -292,6 +297,7 @@ def test_quality_probe_warms_the_learning_rate_up_then_follows_the_schedule():
     assert lr_factor(10, 10, 4, "cosine") == pytest.approx(0.0)
 
 
+@pytest.mark.slow
 def test_style_gap_prints_gram_size_and_direction_for_the_network_and_lbfgs(tmp_path, capsys):
     model, photos = tiny_model_and_photos(tmp_path)
     gap = load_script("style_gap")

@@ -60,6 +60,7 @@ def long_run(photo_folder, style_file, tmp_path):
     return run_dir, tiny_overrides(photo_folder, style_file, run_dir, steps=10_000)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_continues_from_the_last_checkpoint(long_run):
     run_dir, overrides = long_run
     process = start_training(*overrides)
@@ -81,6 +82,7 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(long_run):
     assert ckpt_step(run_dir / "checkpoints" / "last.ckpt") == last + 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 1)])
 @pytest.mark.parametrize("to", ["main process", "process group"])
 def test_sigterm_and_sigint_save_a_checkpoint_and_say_how_to_resume(long_run, sig, code, to):
@@ -107,6 +109,7 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_say_how_to_resume(long_run, si
     assert ckpt_step(run_dir / "checkpoints" / "last.ckpt") >= 2
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(long_run):
     run_dir, overrides = long_run
     good = nst_fast("train", *overrides, "trainer.max_steps=2")
@@ -196,6 +199,7 @@ def test_messy_folder_yields_every_good_photo_and_skips_every_bad_one(messy_fold
     assert sum("bomb.png: too large" in message for message in skipped) == 4
 
 
+@pytest.mark.slow
 def test_training_on_a_messy_folder_proceeds_and_reports_the_skipped(
     messy_folder, style_file, tmp_path
 ):
@@ -212,6 +216,7 @@ def test_training_on_a_messy_folder_proceeds_and_reports_the_skipped(
     assert events.Scalars("data/skipped")[-1].value >= n_bad
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["data.image_size=0", "data.image_size=8", "data.batch_size=0"])
 def test_non_positive_sizes_stop_before_any_work(photo_folder, style_file, tmp_path, value):
     result = nst_fast("train", *tiny_overrides(photo_folder, style_file, tmp_path / "run"), value)
@@ -294,6 +299,7 @@ def test_model_files_never_run_code(tmp_path):
 
 
 # The second case: a run checkpointed on a machine with more cores goes on on one with fewer.
+@pytest.mark.slow
 @pytest.mark.parametrize(("before", "after"), [(0, 0), (2, 1)], ids=["same", "fewer-workers"])
 def test_resume_mid_epoch_continues_the_same_data_order(
     photo_folder, style_file, tmp_path, before, after
@@ -319,6 +325,7 @@ def test_resume_mid_epoch_continues_the_same_data_order(
     assert resumed == straight[4:]
 
 
+@pytest.mark.slow
 def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(
     photo_folder, style_file, tmp_path, monkeypatch
 ):

@@ -12,6 +12,8 @@ from nst_fast.export import load_model
 
 from .conftest import ckpt_step, nst_fast, tiny_overrides
 
+pytestmark = pytest.mark.slow
+
 
 def events(run_dir: Path) -> EventAccumulator:
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
