@@ -215,6 +215,7 @@ def test_a_file_of_an_earlier_version_gets_the_fields_it_does_not_record(tmp_pat
 # --- training's ckpt_path=last ------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
