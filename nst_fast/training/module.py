@@ -205,7 +205,7 @@ class StyleTransferModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The config is composed anew when a run resumes: a changed model.* (or a changed
         # default) would load the weights into a different network, silently or not.
-        saved = checkpoint_arch(checkpoint.get("hyper_parameters", {"model": {}}))
+        saved = checkpoint_arch(checkpoint.get("hyper_parameters"))
         current = self.transformer.config.to_dict()
         changed = [
             f"model.{k}={v}".replace(" ", "") for k, v in saved.items() if current.get(k) != v
