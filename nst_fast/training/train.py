@@ -45,16 +45,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
     pl.seed_everything(cfg.seed, workers=True)
     quiet_library_notices()
     datamodule = PhotoDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
-    module = StyleTransferModule(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        loss=OmegaConf.to_container(cfg.loss, resolve=True),
-        style=OmegaConf.to_container(cfg.style, resolve=True),
-        lr=cfg.optim.lr,
-        schedule=cfg.optim.schedule,
-        channels_last=cfg.channels_last,
-        compile=cfg.compile,
-        fast=cfg.fast,
-    )
+    module = StyleTransferModule.from_config(cfg)
     model_path = run_dir / "model.pt"
     checkpoints = ResumableCheckpoint(
         resume_hint=resume_hint,
