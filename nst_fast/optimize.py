@@ -146,8 +146,8 @@ def style_criterion(
     """The loss a composed config describes, on ``device``, its style targets set from
     ``style`` (default: the config's style image, read before the loss network may
     download)."""
+    from nst_fast.losses.build import build_criterion
     from nst_fast.styles import load_style_image
-    from nst_fast.training.module import build_criterion
 
     if style is None:
         style = load_style_image(cfg.style.image, cfg.style.size)

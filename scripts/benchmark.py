@@ -68,9 +68,10 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from nst_fast.config import compose  # noqa: E402
 from nst_fast.device import inference_dtype, keep_freed_memory, training_precision  # noqa: E402
 from nst_fast.inference import stylize  # noqa: E402
+from nst_fast.losses.build import build_criterion  # noqa: E402
 from nst_fast.losses.network import LossNetwork  # noqa: E402
 from nst_fast.models.transformer import TransformerConfig, TransformerNet  # noqa: E402
-from nst_fast.training.module import StyleTransferModule, build_criterion  # noqa: E402
+from nst_fast.training.module import StyleTransferModule  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 PEER_BENCH = SHARED / "bench" / "peer_bench.py"

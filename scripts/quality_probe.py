@@ -41,10 +41,10 @@ from nst_fast.device import is_channels_last  # noqa: E402
 from nst_fast.errors import NstFastError  # noqa: E402
 from nst_fast.evaluate import Row, gatys_snapshots, load_photos  # noqa: E402
 from nst_fast.images import save_image  # noqa: E402
+from nst_fast.losses.build import build_criterion  # noqa: E402
 from nst_fast.models.transformer import ConvBlock, TransformerConfig, TransformerNet  # noqa: E402
 from nst_fast.optimize import to_dict  # noqa: E402
 from nst_fast.styles import load_style_image  # noqa: E402
-from nst_fast.training.module import build_criterion  # noqa: E402
 
 Terms = dict[str, float]
 

@@ -228,7 +228,7 @@ def test_a_period_8_grid_hidden_from_the_period_4_penalty_is_seen_at_period_8():
 )
 def test_style_layers_need_one_layer_and_no_negative_weight(style_layers, message):
     from nst_fast.config import compose
-    from nst_fast.training.module import build_criterion
+    from nst_fast.losses.build import build_criterion
 
     loss = {**compose(["loss.weights=random"]).loss, "style_layers": style_layers}
     with pytest.raises(NstFastError, match=message):

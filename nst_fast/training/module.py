@@ -13,8 +13,7 @@ from torch import nn
 from nst_fast.errors import NstFastError
 from nst_fast.export import checkpoint_arch
 from nst_fast.fast import accelerate, share_parameters
-from nst_fast.losses.network import LossNetwork
-from nst_fast.losses.perceptual import GRID_PERIOD, PerceptualLoss
+from nst_fast.losses.build import build_criterion
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.styles import load_style_image
 
@@ -25,38 +24,6 @@ SCHEDULES = ("constant", "cosine")
 
 class NonFiniteLossError(NstFastError):
     """The loss became NaN or infinite: training cannot continue from here."""
-
-
-def build_criterion(loss: dict, style: dict, grid_period: int = GRID_PERIOD) -> PerceptualLoss:
-    """The perceptual loss of ``loss`` (a LossConfig dict), with per-style weight overrides;
-    ``grid_period``: the total stride of the network it trains (``TransformerNet.multiple``).
-    """
-
-    def weight(name: str) -> float:
-        own = style.get(name)
-        return float(loss[name] if own is None else own)
-
-    if not loss["style_layers"]:
-        raise NstFastError(
-            "loss.style_layers: empty; name at least one VGG layer and its weight, "
-            "e.g. loss.style_layers={relu3_3:1.0}"
-        )
-    for name, layer_weight in loss["style_layers"].items():
-        if layer_weight < 0:
-            raise NstFastError(f"loss.style_layers.{name}={layer_weight}: expected 0 or more")
-    layers = [loss["content_layer"], *loss["style_layers"]]
-    network = LossNetwork(loss["network"], layers, loss["weights"])
-    return PerceptualLoss(
-        network,
-        content_layer=loss["content_layer"],
-        style_layers=loss["style_layers"],
-        content_weight=weight("content_weight"),
-        style_weight=weight("style_weight"),
-        tv_weight=weight("tv_weight"),
-        normalize=loss["normalize"],
-        grid_weight=float(loss.get("grid_weight", 0.0)),  # absent in older checkpoints
-        grid_period=grid_period,
-    )
 
 
 class StyleTransferModule(pl.LightningModule):
