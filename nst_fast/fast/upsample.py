@@ -70,6 +70,13 @@ def phase_rows(b: int, h: int, w: int, border: int, device: torch.device) -> tor
         return torch.stack(phases, dim=-1).unflatten(-1, (2, 2))
 
 
+@functools.lru_cache(maxsize=16)
+def interleave_rows(b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """``phase_rows`` without a border, in the full-resolution map's pixel order."""
+    with torch.inference_mode(False):
+        return phase_rows(b, h, w, 0, device).permute(0, 1, 3, 2, 4).flatten()
+
+
 def upsample_conv2d(x: torch.Tensor, conv: nn.Conv2d | nn.Module) -> torch.Tensor:
     """``conv(reflection_pad(upsample_nearest_x2(x), 1))`` for a 3x3 ``conv``, without
     upsampling. The result keeps ``x``'s memory layout."""
@@ -78,7 +85,7 @@ def upsample_conv2d(x: torch.Tensor, conv: nn.Conv2d | nn.Module) -> torch.Tenso
     b, _, h, w = x.shape
     out_channels = kernel.shape[0] // 4
     rows = y.permute(0, 2, 3, 1).reshape(-1, out_channels)  # (B, h+1, w+1, 4 phases)
-    index = phase_rows(b, h, w, 0, y.device).permute(0, 1, 3, 2, 4).flatten()
+    index = interleave_rows(b, h, w, y.device)
     out = rows.index_select(0, index).view(b, 2 * h, 2 * w, out_channels).permute(0, 3, 1, 2)
     channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
     return out if channels_last else out.contiguous()
