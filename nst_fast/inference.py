@@ -29,7 +29,7 @@ from torch import nn
 from nst_fast.compat import tensor_version
 from nst_fast.device import inference_dtype
 from nst_fast.errors import NstFastError
-from nst_fast.fast import FastInstanceNorm, accelerate
+from nst_fast.fast import FastInstanceNorm, accelerate, share_statistics
 
 Backend = Callable[[torch.Tensor], torch.Tensor]
 
@@ -55,11 +55,7 @@ def prepare(
     if fast:
         accelerate(prepared_net, "inference", device)
         return prepared_net.to(device=device, dtype=dtype, memory_format=torch.channels_last)
-    for module in list(prepared_net.modules()):
-        for name, child in module.named_children():
-            if type(child) is nn.InstanceNorm2d and child.affine:
-                setattr(module, name, FastInstanceNorm(child))
-    return prepared_net.to(device=device, dtype=dtype)
+    return share_statistics(prepared_net).to(device=device, dtype=dtype)
 
 
 def forward(net: nn.Module, batch: torch.Tensor) -> torch.Tensor:

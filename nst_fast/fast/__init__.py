@@ -39,7 +39,13 @@ from nst_fast.losses.perceptual import GramMatrix
 
 Purpose = Literal["training", "inference"]
 
-__all__ = ["FastInstanceNorm", "accelerate", "cpu_kernels_pay", "share_parameters"]
+__all__ = [
+    "FastInstanceNorm",
+    "accelerate",
+    "cpu_kernels_pay",
+    "share_parameters",
+    "share_statistics",
+]
 
 
 def cpu_kernels_pay(device: torch.device | str) -> bool:
@@ -62,9 +68,17 @@ def accelerate(net: nn.Module, purpose: Purpose, device: torch.device | str) -> 
     so an optimizer built on the plain network trains the accelerated one too.
     """
     cpu = cpu_kernels_pay(device)
+    _swap_children(net, purpose, cpu)
     if purpose == "inference" and cpu:
         _swap_output_tails(net)
-    _swap_children(net, purpose, cpu)
+    return net
+
+
+def share_statistics(net: nn.Module) -> nn.Module:
+    """Only the swap that inference needs on the plain path too: instance norms become
+    ``FastInstanceNorm``, through which tiles of one image share its statistics. In
+    place; returns ``net``."""
+    _swap_children(net, "inference", cpu=False)
     return net
 
 
@@ -102,16 +116,12 @@ def _unpadded(conv: nn.Conv2d) -> bool:
 
 
 def _swap_output_tails(net: nn.Module) -> None:
-    """A decoder's last upsampling block and 9x9 output convolution become a PhaseOutput
-    (its norm first becomes a FastInstanceNorm, whose statistics it shares)."""
+    """A decoder's last upsampling block and 9x9 output convolution become a PhaseOutput,
+    which shares the block's (already swapped) FastInstanceNorm statistics."""
     decoder = getattr(net, "decoder", None)
     if not isinstance(decoder, nn.Sequential) or len(decoder) < 2:
         return
     upsample, output = decoder[-2], decoder[-1]
-    for i, layer in enumerate(list(upsample)):
-        fast = _fast_child(layer, "inference", cpu=True)
-        if isinstance(fast, FastInstanceNorm):
-            upsample[i] = fast
     if PhaseOutput.supports(upsample, output):
         tail = PhaseOutput(upsample, output)
         del decoder[-1]

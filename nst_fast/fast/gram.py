@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nst_fast.losses.perceptual import gram_matrix
+
 
 class _GramFunction(torch.autograd.Function):
     @staticmethod
@@ -40,8 +42,6 @@ class FastGramMatrix(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-            from nst_fast.losses.perceptual import gram_matrix
-
             return gram_matrix(features)
         with torch.autocast(features.device.type, enabled=False):
             return _GramFunction.apply(features.float())
