@@ -99,10 +99,17 @@ class StyleTransferModule(pl.LightningModule):
         if self.hparams.compile:  # compiles the plain modules, fusing them itself
             self.use_step_net(torch.compile(self.transformer))
         elif self.hparams.fast:
-            # Where training will run: setup comes before the strategy moves the module.
-            device = self.trainer.strategy.root_device if self._trainer else self.device
+            device = self.training_device()
             self.use_step_net(accelerate(share_parameters(self.transformer), "training", device))
             accelerate(self.criterion, "training", device)
+
+    def training_device(self) -> torch.device:
+        """Where training will run: the trainer's device (setup comes before the strategy
+        moves the module there), or the module's own when no trainer is attached."""
+        try:
+            return self.trainer.strategy.root_device
+        except RuntimeError:  # Lightning: "... is not attached to a `Trainer`"
+            return self.device
 
     def on_fit_start(self) -> None:
         self.criterion.set_style(self.style_image.unsqueeze(0))
