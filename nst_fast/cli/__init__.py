@@ -24,13 +24,15 @@ usage:
                             Gatys et al.: optimize one photo's pixels (L-BFGS or Adam)
   nst-fast evaluate MODEL --content DIR [--style STYLE] [-o DIR]
                             loss on held-out photos beside Gatys L-BFGS at 50..500 its
+  nst-fast serve MODEL_OR_FOLDER [...] [--host H] [--port P]
+                            a web page to stylize photos and the webcam live ([web])
   nst-fast --version
 
 'nst-fast train --help' lists the config groups and their options,
 'nst-fast COMMAND --help' the options of the others.
 """
 
-COMMANDS = ("train", "stylize", "export", "optimize", "evaluate")
+COMMANDS = ("train", "stylize", "export", "optimize", "evaluate", "serve")
 
 
 def main(argv: list[str] | None = None) -> int:

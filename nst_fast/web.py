@@ -1,0 +1,588 @@
+"""A web page to stylize photos and a webcam live, built on Gradio (``pip install -e ".[web]"``).
+
+``nst-fast serve`` runs ``serve``; from Python::
+
+    from nst_fast.web import build_app, serve
+
+    serve(["outputs/"])  # prints the address, serves until interrupted
+    app = build_app(["outputs/demo/model.pt"])  # a gradio.Blocks to launch or mount yourself
+
+The page stylizes as ``nst-fast stylize`` does (``batch.stylize_paths``): the same model
+loading, precision, strength, colour preservation, output size (the longer side) and
+tiling of photos too large for one pass. It reads the model files it is given and the
+photos visitors upload, nothing else: a style image is shown as a thumbnail when the
+model generates it (``generated:...``) or when the file lies inside a path given.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nst_fast.errors import NstFastError
+
+if TYPE_CHECKING:
+    import gradio as gr
+    import numpy as np
+    from PIL import Image
+
+INSTALL = 'the web page needs Gradio: pip install -e ".[web]"'
+MODEL_SUFFIXES = (".pt", ".onnx", ".ts")
+# What a visitor may send: the file size (Gradio refuses larger uploads on the page) and
+# the pixels of one photo (checked from the header, before anything is decoded).
+MAX_UPLOAD_MB = 50
+MAX_MEGAPIXELS = 40.0
+WEBCAM_SIZES = ("auto", "128", "192", "256", "384", "512", "720")
+WEBCAM_START = 256  # px, the longer side where "auto" starts
+WEBCAM_FPS = 8.0  # "auto" shrinks frames below this rate and grows them well above it
+WEBCAM_INTERVAL = 0.1  # s between frames the browser sends
+THUMBNAIL = 160  # px
+
+
+def require_gradio() -> Any:
+    """The gradio module, or an ``NstFastError`` saying how to install it."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio
+    except ImportError as err:
+        raise NstFastError(INSTALL) from err
+    return gradio
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+@dataclass
+class WebModel:
+    """A model file the page offers: ``label`` is what the list shows."""
+
+    path: Path
+    style: str
+    run: str
+    thumbnail: Image.Image | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.style} ({self.run})" if self.run else self.style
+
+
+def model_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
+    """(model file, the path given that holds it) for each file given and each model.pt,
+    .onnx and .ts file below each folder given (hidden folders left out), in order."""
+    found: list[tuple[Path, Path]] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_file():
+            found.append((path, path))
+        elif path.is_dir():
+            files = sorted(
+                p
+                for p in path.rglob("*")
+                if (p.name == "model.pt" or p.suffix.lower() in (".onnx", ".ts"))
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not files:
+                raise NstFastError(
+                    f"{path}: no model files in this folder (model.pt, *.onnx, *.ts); "
+                    "train one (make demo) or name a model file"
+                )
+            found += [(p, path) for p in files]
+        else:
+            raise NstFastError(f"{path}: no such model file or folder")
+    if not found:
+        raise NstFastError("no models: name model files or folders (e.g. outputs/)")
+    return found
+
+
+def run_name(path: Path, given: Path) -> str:
+    """Where a model sits: its folder below the path given (the run), with the file name
+    where it is not model.pt; for a file given itself, its folder's name."""
+    if given == path:
+        parts = [path.parent.resolve().name]
+    else:
+        parts = list(path.parent.relative_to(given).parts) or [given.resolve().name]
+    if path.name != "model.pt":
+        parts.append(path.name)
+    return "/".join(parts)
+
+
+def describe(path: Path, given: Path, roots: Sequence[Path]) -> WebModel:
+    """A model file's style, run and thumbnail; ``ModelFileError`` for a file that
+    cannot be used. The style image is read only when it lies inside ``roots``."""
+    from nst_fast.formats import detect_format
+
+    if detect_format(path) == "nst-fast":
+        from nst_fast.export import load_network
+
+        _, info = load_network(path)
+        spec = (info.extra.get("style") or {}).get("image")
+        return WebModel(path, info.style, run_name(path, given), thumbnail(spec, roots))
+    from nst_fast.formats import load_for_inference
+
+    # TorchScript and ONNX files carry their style in their metadata, which the loader
+    # puts in its description ("..., style NAME").
+    loaded = load_for_inference(path, torch.device("cpu"), torch.float32)
+    style = loaded.description.rsplit("style ", 1)[-1]
+    return WebModel(path, style, run_name(path, given))
+
+
+def thumbnail(spec: object, roots: Sequence[Path]) -> Image.Image | None:
+    """The style image a model records, small: generated, or a file inside ``roots``;
+    None for a URL, a file elsewhere, or one that cannot be read."""
+    from nst_fast.images import to_pil
+    from nst_fast.styles import GENERATED_PREFIX, load_style_image
+
+    if not isinstance(spec, str) or spec.startswith(("http://", "https://")):
+        return None
+    if not spec.startswith(GENERATED_PREFIX):
+        file = Path(spec).expanduser().resolve()
+        inside = any(file == r or file.is_relative_to(r) for r in roots)
+        if not inside or not file.is_file():
+            return None
+    try:
+        return to_pil(load_style_image(spec, size=THUMBNAIL))
+    except NstFastError:
+        return None
+
+
+def find_models(
+    paths: Iterable[str | os.PathLike], warn: Callable[[str], None] | None = None
+) -> list[WebModel]:
+    """The models in ``paths`` (files, and folders searched for model.pt, .onnx, .ts),
+    labels made distinct. A file that cannot be used is left out with one line to
+    ``warn``; ``NstFastError`` when no model is left."""
+    from nst_fast.export import ModelFileError
+
+    paths = list(paths)
+    found = model_files(paths)
+    roots = [Path(p).resolve() for p in paths]
+    models, skipped = [], []
+    for path, given in found:
+        try:
+            models.append(describe(path, given, roots))
+        except ModelFileError as err:
+            skipped.append(str(err))
+            if warn is not None:
+                warn(f"left out: {err}")
+    if not models:
+        raise NstFastError(skipped[0] if len(skipped) == 1 else "none of the model files loads")
+    seen: dict[str, int] = {}
+    for model in models:
+        seen[model.label] = seen.get(model.label, 0) + 1
+    for model in models:
+        if seen[model.label] > 1:
+            model.run = str(model.path)
+    return models
+
+
+@dataclass
+class Engine:
+    """Loaded models and how they stylize, shared by every visitor: one image at a time
+    per model (tiling shares a network's norm statistics between its tiles)."""
+
+    models: list[WebModel]
+    device: torch.device
+    dtype: torch.dtype
+    max_pixels: int = int(MAX_MEGAPIXELS * 1e6)
+    _loaded: dict[Path, tuple[Any, threading.Lock]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def labels(self) -> list[str]:
+        return [m.label for m in self.models]
+
+    def model(self, label: str) -> WebModel:
+        for model in self.models:
+            if model.label == label:
+                return model
+        raise NstFastError(f"model {label!r}: not on this page; pick one from the list")
+
+    def stylizer(self, label: str) -> tuple[Any, threading.Lock]:
+        """The model's ``inference.Stylizer`` (loaded on first use) and its lock."""
+        from nst_fast.formats import load_for_inference
+        from nst_fast.inference import Stylizer, max_pixels
+
+        path = self.model(label).path
+        with self._lock:
+            if path not in self._loaded:
+                model = load_for_inference(path, self.device, self.dtype)
+                dtype = torch.float32 if model.format == "onnx" else self.dtype
+                stylizer = Stylizer(
+                    model.run,
+                    max_pixels(self.device, model.channels, dtype),
+                    net=model.net,
+                    multiple=model.multiple,
+                )
+                self._loaded[path] = (stylizer, threading.Lock())
+            return self._loaded[path]
+
+    def stylize(
+        self,
+        label: str,
+        image: torch.Tensor,
+        *,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        size: int | None = None,
+        tick: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        """A (3, H, W) image in [0, 1] stylized as ``nst-fast stylize`` does: resized so its
+        longer side is ``size`` px first (None: its own size), tiled when too large for
+        one pass; ``tick()`` after each pass (each tile of a tiled image)."""
+        from nst_fast.batch import Finish, check_options, resize
+
+        check_options(size=size, strength=strength)
+        content = resize(image, size, None)[None]
+        stylizer, lock = self.stylizer(label)
+        run = stylizer.run
+        if tick is not None:
+
+            def counted(batch: torch.Tensor) -> torch.Tensor:
+                out = run(batch)
+                tick()
+                return out
+
+            stylizer.run = counted
+        try:
+            with lock:
+                out = stylizer(content)
+        finally:
+            stylizer.run = run
+        if not out.isfinite().all():
+            raise NstFastError(
+                f"{label}: the model computed NaN or infinite values; "
+                "try nst-fast serve --precision fp32"
+            )
+        return Finish(strength, preserve_color)(out, content)[0]
+
+
+def photo_size(path: Path, name: str, max_pixels: int) -> tuple[int, int]:
+    """(width, height) from the file's header, before anything is decoded; an
+    ``NstFastError`` naming ``name`` for a file that is not an image or too large."""
+    from PIL import Image
+
+    megapixels = f"{max_pixels / 1e6:g} megapixels"
+    too_large = f"this page takes photos up to {megapixels}; resize it, or use nst-fast stylize"
+    if path.stat().st_size == 0:
+        raise NstFastError(f"{name}: an empty file; upload a photo (JPEG, PNG, WebP ...)")
+    try:
+        with Image.open(path) as pil:
+            width, height = pil.size
+    except Image.DecompressionBombError as err:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        raise NstFastError(f"{name}: more than {limit:.0f} megapixels; {too_large}") from err
+    except (OSError, ValueError) as err:
+        raise NstFastError(
+            f"{name}: not an image Pillow reads; upload a photo (JPEG, PNG, WebP ...)"
+        ) from err
+    if width * height > max_pixels:
+        raise NstFastError(
+            f"{name}: {width}x{height} px is {width * height / 1e6:.0f} megapixels; {too_large}"
+        )
+    return width, height
+
+
+def read_photo(path: Path, name: str, max_pixels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An uploaded photo and its alpha channel, checked first (``photo_size``)."""
+    from nst_fast.images import ImageReadError, read_alpha, read_image
+
+    photo_size(path, name, max_pixels)
+    try:
+        return read_image(path), read_alpha(path)
+    except ImageReadError as err:
+        raise NstFastError(f"{name}: not a readable image; upload a photo") from err
+
+
+def output_size(value: float | None) -> int | None:
+    """The page's size box: empty or 0 keeps the photo's own size."""
+    if value is None or value == 0:
+        return None
+    if not math.isfinite(value) or value != int(value):
+        raise NstFastError(f"Output size {value}: expected whole pixels, or 0 for the photo's own")
+    return int(value)
+
+
+# --- the page -----------------------------------------------------------------------------
+
+
+@dataclass
+class Webcam:
+    """One visitor's stream: the frame size "auto" has reached and the measured rate."""
+
+    size: float = WEBCAM_START
+    last: float | None = None
+    fps: float | None = None
+
+    def measure(self, now: float, seconds: float, auto: bool, largest: int) -> None:
+        if self.last is not None and now > self.last:
+            rate = 1 / (now - self.last)
+            self.fps = rate if self.fps is None else 0.7 * self.fps + 0.3 * rate
+        self.last = now
+        if auto:  # a frame that took longer than the rate wants shrinks the next ones
+            if seconds > 1.2 / WEBCAM_FPS:
+                self.size = max(64, self.size * 0.85)
+            elif seconds < 0.5 / WEBCAM_FPS:
+                self.size = min(largest, self.size * 1.1)
+
+
+def build_app(
+    paths: Iterable[str | os.PathLike],
+    *,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    max_megapixels: float = MAX_MEGAPIXELS,
+    warn: Callable[[str], None] | None = None,
+) -> gr.Blocks:
+    """The page for the models in ``paths`` (files, and folders searched for model.pt,
+    .onnx and .ts): a gradio.Blocks, queued, to ``launch()`` (``serve`` does) or mount.
+
+    ``device`` and ``precision`` as for ``nst-fast stylize``; photos over
+    ``max_megapixels`` are refused with a message on the page. ``NstFastError`` when
+    gradio is missing, a path names nothing or no model loads.
+    """
+    gr = require_gradio()
+    engine = make_engine(paths, device, precision, max_megapixels, warn)
+    return _page(gr, engine, Path(tempfile.mkdtemp(prefix="nst-fast-web-")))
+
+
+def make_engine(
+    paths: Iterable[str | os.PathLike],
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    max_megapixels: float = MAX_MEGAPIXELS,
+    warn: Callable[[str], None] | None = None,
+) -> Engine:
+    """The models in ``paths`` ready to stylize on ``device`` in ``precision``."""
+    from nst_fast.batch import KEYWORDS, pick_dtype
+    from nst_fast.device import pick_device
+
+    if not max_megapixels > 0:
+        raise NstFastError(f"max_megapixels={max_megapixels}: expected a positive number")
+    models = find_models(paths, warn)
+    chosen = pick_device(str(device))
+    dtype = pick_dtype(chosen, precision, KEYWORDS)
+    return Engine(models, chosen, dtype, int(max_megapixels * 1e6))
+
+
+def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
+    import numpy as np
+
+    from nst_fast.batch import resize
+    from nst_fast.images import save_image, to_pil
+
+    first = engine.labels[0]
+
+    def gallery_items() -> list[tuple[Any, str]]:
+        items = []
+        for model in engine.models:
+            image = model.thumbnail
+            if image is None:  # a neutral tile: the model records no style image we may read
+                image = to_pil(torch.full((3, THUMBNAIL, THUMBNAIL), 0.85))
+            items.append((image, model.label))
+        return items
+
+    def stylize_photos(
+        files: list[str] | None,
+        label: str,
+        strength: float,
+        preserve: bool,
+        size: float | None,
+        progress: Any = gr.Progress(),  # noqa: B008 (gradio's way to report progress)
+    ) -> tuple[list[str], list[str], list[str], str]:
+        """Each photo stylized; a photo that cannot be is a line on the page (a toast and
+        the status line), the others go on."""
+        originals, results, problems = [], [], []
+        try:
+            longer = output_size(size)
+            if not files:
+                raise NstFastError("no photos: upload one or more first")
+        except NstFastError as err:
+            problems.append(str(err))
+            files = []
+        folder = Path(tempfile.mkdtemp(dir=outputs))
+        for i, file in enumerate(files):
+            path = Path(file)
+            name = path.name
+            progress((i, len(files)), desc=f"{name}: reading", unit="photos")
+            passes = 0
+
+            def tick(name: str = name) -> None:
+                nonlocal passes
+                passes += 1
+                if passes > 1:
+                    progress((passes, None), desc=f"{name}: tile {passes}", unit="tiles")
+
+            try:
+                image, alpha = read_photo(path, name, engine.max_pixels)
+                out = engine.stylize(
+                    label, image, strength=strength, preserve_color=preserve, size=longer,
+                    tick=tick,
+                )  # fmt: skip
+            except NstFastError as err:
+                problems.append(str(err))
+                continue
+            if alpha is not None:  # kept, as nst-fast stylize keeps it
+                out = torch.cat([out, resize(alpha, longer, None)])
+            style = engine.model(label).style
+            originals.append(str(path))
+            results.append(str(save_image(out, folder / f"{path.stem}-{style}.png")))
+        for line in problems:
+            gr.Warning(line)
+        lines = [f"{len(results)} stylized with {label}."] if results else []
+        lines += [f"⚠ {line}" for line in problems]
+        return originals, results, results, "\n\n".join(lines)
+
+    def webcam_frame(
+        frame: np.ndarray | None,
+        label: str,
+        strength: float,
+        preserve: bool,
+        choice: str,
+        state: Webcam | None,
+    ) -> tuple[Any, str, Webcam]:
+        state = state or Webcam()
+        if frame is None:
+            return None, "", state
+        image = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).permute(2, 0, 1)
+        image = image.float() / 255
+        auto = choice == "auto"
+        largest = max(image.shape[-2:])
+        longer = min(largest, round(state.size) if auto else int(choice))
+        start = time.perf_counter()
+        try:
+            out = engine.stylize(label, image, strength=strength, preserve_color=preserve,
+                                 size=longer)  # fmt: skip
+        except NstFastError as err:
+            return None, f"⚠ {err}", state
+        now = time.perf_counter()
+        state.measure(now, now - start, auto, largest)
+        h, w = out.shape[-2:]
+        rate = "…" if state.fps is None else f"{state.fps:.1f}"
+        text = f"**{rate} frames/s** at {w}x{h} px ({'auto' if auto else choice})"
+        pixels = (out.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        return pixels, text, state
+
+    def pick(evt: Any) -> Any:
+        return gr.update(value=engine.labels[evt.index])
+
+    pick.__annotations__["evt"] = gr.SelectData  # how gradio knows to pass the click
+
+    with gr.Blocks(title="nst-fast", analytics_enabled=False) as page:
+        gr.Markdown("# nst-fast\nFast neural style transfer: pick a style, then a tab.")
+        styles = gr.Gallery(
+            gallery_items(), label="Styles (click one to pick it)", columns=8, height=170,
+            allow_preview=False, object_fit="cover", fit_columns=False, elem_id="styles",
+        )  # fmt: skip
+        with gr.Row():
+            model = gr.Dropdown(engine.labels, value=first, label="Model", elem_id="model")
+            strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength", elem_id="strength")
+            preserve = gr.Checkbox(label="Preserve colours", elem_id="preserve")
+        styles.select(pick, None, model, show_progress="hidden", queue=False)
+        with gr.Tabs():
+            with gr.Tab("Photo", id="photo"):
+                with gr.Row():
+                    files = gr.File(
+                        file_count="multiple", label="Photos (drop one or more)",
+                        elem_id="photos", height=160,
+                    )  # fmt: skip
+                    size = gr.Number(
+                        0, label="Output size (px, longer side; 0 = the photo's own)",
+                        precision=0, minimum=0, elem_id="size",
+                    )  # fmt: skip
+                    go = gr.Button("Stylize", variant="primary", elem_id="stylize")
+                status = gr.Markdown(elem_id="status")
+                with gr.Row():
+                    before = gr.Gallery(
+                        label="Photo", columns=1, object_fit="contain", elem_id="before",
+                        format="png", height=480,
+                    )  # fmt: skip
+                    after = gr.Gallery(
+                        label="Stylized", columns=1, object_fit="contain", elem_id="after",
+                        format="png", height=480, buttons=["download", "fullscreen"],
+                    )  # fmt: skip
+                downloads = gr.File(label="Download at full size", elem_id="downloads")
+                go.click(
+                    stylize_photos,
+                    [files, model, strength, preserve, size],
+                    [before, after, downloads, status],
+                    concurrency_limit=1,
+                    concurrency_id="stylize",
+                    show_progress_on=[after],
+                )
+            with gr.Tab("Webcam", id="webcam"):
+                with gr.Row():
+                    camera = gr.Image(
+                        sources=["webcam"], streaming=True, type="numpy", label="Camera",
+                        elem_id="camera",
+                    )  # fmt: skip
+                    live = gr.Image(label="Stylized", streaming=True, elem_id="live")
+                with gr.Row():
+                    frame_size = gr.Dropdown(
+                        list(WEBCAM_SIZES), value="auto", elem_id="webcam-size",
+                        label="Frame size (px, longer side; auto: what keeps up)",
+                    )  # fmt: skip
+                    fps = gr.Markdown(elem_id="fps")
+                state = gr.State(None)
+                camera.stream(
+                    webcam_frame,
+                    [camera, model, strength, preserve, frame_size, state],
+                    [live, fps, state],
+                    stream_every=WEBCAM_INTERVAL,
+                    time_limit=600,
+                    concurrency_limit=4,
+                    concurrency_id="webcam",
+                    show_progress="hidden",
+                )
+    page.queue(default_concurrency_limit=1)
+    return page
+
+
+def serve(
+    paths: Iterable[str | os.PathLike],
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    max_upload_mb: float = MAX_UPLOAD_MB,
+    max_megapixels: float = MAX_MEGAPIXELS,
+    echo: Callable[[str], None] = print,
+    block: bool = True,
+) -> str:
+    """Serve the page for ``paths`` on ``host``:``port`` (the first free port from 7860
+    when None), only on this machine unless ``host`` says otherwise; ``share`` asks
+    Gradio for a public link. ``echo`` hears the address and any model left out.
+    Returns the local address; ``block`` False returns at once, the server running."""
+    if not max_upload_mb > 0:
+        raise NstFastError(f"max_upload_mb={max_upload_mb}: expected a positive number")
+    gr = require_gradio()
+    engine = make_engine(paths, device, precision, max_megapixels, echo)
+    page = _page(gr, engine, Path(tempfile.mkdtemp(prefix="nst-fast-web-")))
+    try:
+        _, local, public = page.launch(
+            server_name=host, server_port=port, share=share, inbrowser=False, quiet=True,
+            max_file_size=int(max_upload_mb * 1024 * 1024), prevent_thread_lock=True,
+            ssr_mode=False, show_error=True, footer_links=[],
+        )  # fmt: skip
+    except OSError as err:
+        raise NstFastError(f"cannot listen on {host}:{port or '7860+'} ({err})") from err
+    echo(f"{len(engine.models)} model(s) at {local} (Ctrl+C stops)")
+    if public:
+        echo(f"public link (--share): {public}")
+    if block:
+        try:
+            page.block_thread()
+        finally:
+            page.close()
+    return local
