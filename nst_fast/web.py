@@ -43,7 +43,8 @@ MAX_UPLOAD_MB = 50
 MAX_MEGAPIXELS = 40.0
 WEBCAM_SIZES = ("auto", "128", "192", "256", "384", "512", "720")
 WEBCAM_START = 256  # px, the longer side where "auto" starts
-WEBCAM_FPS = 8.0  # "auto" shrinks frames below this rate and grows them well above it
+WEBCAM_FPS = 5.0  # "auto" shrinks frames below this rate and grows them well above it
+WEBCAM_SMALLEST = 128  # px: "auto" goes no smaller
 WEBCAM_INTERVAL = 0.1  # s between frames the browser sends
 THUMBNAIL = 160  # px
 
@@ -330,7 +331,7 @@ class Webcam:
         self.last = now
         if auto:  # a frame that took longer than the rate wants shrinks the next ones
             if seconds > 1.2 / WEBCAM_FPS:
-                self.size = max(64, self.size * 0.85)
+                self.size = max(WEBCAM_SMALLEST, self.size * 0.85)
             elif seconds < 0.5 / WEBCAM_FPS:
                 self.size = min(largest, self.size * 1.1)
 
@@ -453,8 +454,7 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
         state = state or Webcam()
         if frame is None:
             return None, "", state
-        image = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).permute(2, 0, 1)
-        image = image.float() / 255
+        image = torch.from_numpy(np.array(frame[..., :3])).permute(2, 0, 1).float() / 255
         auto = choice == "auto"
         largest = max(image.shape[-2:])
         longer = min(largest, round(state.size) if auto else int(choice))
@@ -469,6 +469,8 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
         h, w = out.shape[-2:]
         rate = "…" if state.fps is None else f"{state.fps:.1f}"
         text = f"**{rate} frames/s** at {w}x{h} px ({'auto' if auto else choice})"
+        if (h, w) != image.shape[-2:]:  # shown as large as the camera's picture
+            out = resize(out, largest, None)
         pixels = (out.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         return pixels, text, state
 
@@ -480,7 +482,7 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
     with gr.Blocks(title="nst-fast", analytics_enabled=False) as page:
         gr.Markdown("# nst-fast\nFast neural style transfer: pick a style, then a tab.")
         styles = gr.Gallery(
-            gallery_items(), label="Styles (click one to pick it)", columns=8, height=170,
+            gallery_items(), label="Styles (click one to pick it)", columns=6, height=200,
             allow_preview=False, object_fit="cover", fit_columns=False, elem_id="styles",
         )  # fmt: skip
         with gr.Row():
