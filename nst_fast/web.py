@@ -42,6 +42,7 @@ MODEL_SUFFIXES = (".pt", ".onnx", ".ts")
 MAX_UPLOAD_MB = 50
 MAX_MEGAPIXELS = 40.0
 WEBCAM_SIZES = ("auto", "128", "192", "256", "384", "512", "720")
+WEBCAM_SHOWN = 640  # px, the longer side of a stylized frame as sent back
 WEBCAM_START = 256  # px, the longer side where "auto" starts
 WEBCAM_FPS = 5.0  # "auto" shrinks frames below this rate and grows them well above it
 WEBCAM_SMALLEST = 128  # px: "auto" goes no smaller
@@ -469,8 +470,9 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
         h, w = out.shape[-2:]
         rate = "…" if state.fps is None else f"{state.fps:.1f}"
         text = f"**{rate} frames/s** at {w}x{h} px ({'auto' if auto else choice})"
-        if (h, w) != image.shape[-2:]:  # shown as large as the camera's picture
-            out = resize(out, largest, None)
+        shown = min(largest, WEBCAM_SHOWN)
+        if max(h, w) < shown:  # shown as large as the camera's picture, up to 640 px
+            out = resize(out, shown, None)
         pixels = (out.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         return pixels, text, state
 
@@ -525,7 +527,9 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
                 with gr.Row():
                     camera = gr.Image(
                         sources=["webcam"], streaming=True, type="numpy", label="Camera",
-                        elem_id="camera",
+                        elem_id="camera", webcam_options=gr.WebcamOptions(constraints={
+                            "video": {"width": {"ideal": 640}, "height": {"ideal": 480}}
+                        }),
                     )  # fmt: skip
                     live = gr.Image(label="Stylized", streaming=True, elem_id="live")
                 with gr.Row():

@@ -359,5 +359,5 @@ def test_in_a_browser_the_webcam_tab_streams_stylized_frames_and_shows_the_rate(
         time.sleep(0.2)
     assert len(frames) >= 2
     frame = fetch_image(page, page.locator("#live img").first)
-    assert max(frame.size) <= 720 and frame.size[0] > frame.size[1]  # the camera's 4:3
+    assert max(frame.size) <= 640 and frame.size[0] > frame.size[1]  # the camera's 4:3
     page.locator("#fps", has_text=re.compile(r"\d+\.\d frames/s at \d+x\d+ px")).wait_for()
