@@ -3,7 +3,7 @@ PYTHON ?= python3
 VGG_WEIGHTS ?= imagenet
 DEMO_DIR ?= outputs/demo
 
-.PHONY: help install demo test test-fast lint tensorboard bench bench-quick clean
+.PHONY: help install demo test test-fast lint tensorboard bench bench-quick web-screenshots clean
 
 help:
 	@echo "make install       install nst-fast and its dev tools (pip install -e '.[dev]')"
@@ -14,6 +14,7 @@ help:
 	@echo "make tensorboard   tensorboard --logdir outputs"
 	@echo "make bench         training/stylize/data/memory figures beside the reference"
 	@echo "make bench-quick   a short smoke run of the benchmark"
+	@echo "make web-screenshots  docs/web/*.png: the web page with the demo model (Chromium)"
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -39,6 +40,9 @@ bench:
 
 bench-quick:
 	$(PYTHON) scripts/benchmark.py --quick
+
+web-screenshots:
+	$(PYTHON) scripts/web_screenshots.py $(DEMO_DIR)/model.pt
 
 clean:
 	rm -rf outputs multirun .pytest_cache

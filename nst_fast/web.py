@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -411,6 +412,9 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
         except NstFastError as err:
             problems.append(str(err))
             files = []
+        for old in outputs.iterdir():  # copied into Gradio's cache long since
+            if time.time() - old.stat().st_mtime > 600:
+                shutil.rmtree(old, ignore_errors=True)
         folder = Path(tempfile.mkdtemp(dir=outputs))
         for i, file in enumerate(files):
             path = Path(file)
@@ -481,7 +485,8 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
 
     pick.__annotations__["evt"] = gr.SelectData  # how gradio knows to pass the click
 
-    with gr.Blocks(title="nst-fast", analytics_enabled=False) as page:
+    # Gradio copies results into its cache, from which it deletes them after a day.
+    with gr.Blocks(title="nst-fast", analytics_enabled=False, delete_cache=(3600, 86400)) as page:
         gr.Markdown("# nst-fast\nFast neural style transfer: pick a style, then a tab.")
         styles = gr.Gallery(
             gallery_items(), label="Styles (click one to pick it)", columns=6, height=200,
