@@ -23,7 +23,8 @@ from nst_fast.export import ModelInfo
 from nst_fast.files import atomic_write
 from nst_fast.images import list_images, read_image, save_image
 from nst_fast.inference import stylize
-from nst_fast.losses.perceptual import GRID_PERIOD, PerceptualLoss, grid_offsets
+from nst_fast.losses.grid import GRID_PERIOD, grid_offsets
+from nst_fast.losses.perceptual import PerceptualLoss
 from nst_fast.models.transformer import TransformerNet
 from nst_fast.optimize import optimize_image, style_criterion, style_override
 

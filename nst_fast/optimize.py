@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from nst_fast.errors import NstFastError
-from nst_fast.losses.network import IMAGENET_MEAN
 from nst_fast.losses.perceptual import PerceptualLoss
+from nst_fast.losses.vgg import IMAGENET_MEAN
 
 OPTIMIZERS = ("lbfgs", "adam")
 # content: the photo; noise: each pixel uniform in [0, 1]; mean: jcjohnson/neural-style's

@@ -13,7 +13,7 @@ from nst_fast.data.samples import GENERATED_STYLES
 from nst_fast.errors import NstFastError
 from nst_fast.files import cache_dir, download
 from nst_fast.images import read_image
-from nst_fast.losses.network import MIN_IMAGE_SIZE
+from nst_fast.losses.vgg import MIN_IMAGE_SIZE
 
 GENERATED_PREFIX = "generated:"
 

@@ -31,6 +31,7 @@ from tests.conftest import make_photo
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 CHANNELS_LAST = torch.channels_last
 CPU = torch.device("cpu")
+WEIGHTS = {"content": 1.0, "style": 1.0, "tv": 0.1}
 
 needs_cpu_kernels = pytest.mark.skipif(
     not cpu_kernels_pay("cpu"), reason="the CPU kernels are only swapped in on AVX2/AVX-512"
@@ -360,7 +361,7 @@ def test_fast_gram_matrix_is_fp32_under_bf16_autocast_like_gram_matrix():
 def test_the_accelerated_perceptual_loss_equals_the_plain_one_in_value_and_gradient():
     torch.manual_seed(0)
     network = LossNetwork("vgg16", ["relu1_2", "relu2_2"], weights="random")
-    plain = PerceptualLoss(network, "relu2_2", {"relu1_2": 1.0, "relu2_2": 0.5}, 1.0, 1.0, 0.1)
+    plain = PerceptualLoss(network, "relu2_2", {"relu1_2": 1.0, "relu2_2": 0.5}, WEIGHTS)
     fast = accelerate(copy.deepcopy(plain), "training", CPU)
     style = torch.rand(1, 3, 32, 32)
     plain.set_style(style)
@@ -549,7 +550,7 @@ def test_where_the_cpu_kernels_pay_training_swaps_in_every_fast_training_module(
     assert {FastInstanceNorm, CpuTrainingConv2d, PhaseUpsampleConv} <= types
     assert not types & {nn.InstanceNorm2d, nn.Conv2d}
     assert all(m.cpu_training_kernel for m in twin.modules() if isinstance(m, FastInstanceNorm))
-    loss = accelerate(PerceptualLoss(nn.Identity(), "x", {"x": 1.0}, 1, 1, 0), "training", CPU)
+    loss = accelerate(PerceptualLoss(nn.Identity(), "x", {"x": 1.0}, WEIGHTS), "training", CPU)
     assert type(loss.gram) is FastGramMatrix
 
 
@@ -564,5 +565,5 @@ def test_where_the_cpu_kernels_do_not_pay_only_the_fast_instance_norm_is_swapped
     accelerate(net, purpose, CPU)
     assert Counter(type(m) for m in net.modules()) == expected
     assert not any(m.cpu_training_kernel for m in net.modules() if isinstance(m, FastInstanceNorm))
-    loss = accelerate(PerceptualLoss(nn.Identity(), "x", {"x": 1.0}, 1, 1, 0), purpose, CPU)
+    loss = accelerate(PerceptualLoss(nn.Identity(), "x", {"x": 1.0}, WEIGHTS), purpose, CPU)
     assert type(loss.gram) is GramMatrix

@@ -8,14 +8,10 @@ from torchvision import models
 
 from nst_fast.errors import NstFastError
 from nst_fast.losses import network as network_module
-from nst_fast.losses.network import LossNetwork, relu_names, vgg_features
-from nst_fast.losses.perceptual import (
-    PerceptualLoss,
-    gram_matrix,
-    grid_penalty,
-    squared_error,
-    total_variation,
-)
+from nst_fast.losses.grid import grid_penalty
+from nst_fast.losses.network import LossNetwork
+from nst_fast.losses.perceptual import PerceptualLoss, gram_matrix, squared_error, total_variation
+from nst_fast.losses.vgg import relu_names, vgg_features
 
 from .conftest import SHARED_WEIGHTS, make_photo
 
@@ -128,12 +124,11 @@ def test_real_imagenet_weights_load_and_respond_to_images():
     assert out["relu1_2"].mean() > 1.0  # Caffe-scale activations, unlike a random init
 
 
-def make_loss(**kwargs) -> PerceptualLoss:
+def make_loss(**weights: float) -> PerceptualLoss:
     torch.manual_seed(0)
     net = LossNetwork("vgg16", ["relu1_2", "relu2_2"], weights="random")
-    options = dict(content_weight=1.0, style_weight=1.0, tv_weight=0.0, normalize=True)
-    options.update(kwargs)
-    return PerceptualLoss(net, "relu2_2", {"relu1_2": 1.0, "relu2_2": 0.5}, **options)
+    weights = {"content": 1.0, "style": 1.0, "tv": 0.0, **weights}
+    return PerceptualLoss(net, "relu2_2", {"relu1_2": 1.0, "relu2_2": 0.5}, weights)
 
 
 def test_perceptual_loss_is_zero_for_the_content_itself_in_the_style_image():
@@ -145,7 +140,7 @@ def test_perceptual_loss_is_zero_for_the_content_itself_in_the_style_image():
 
 
 def test_perceptual_loss_combines_weighted_terms_and_has_gradients():
-    loss = make_loss(content_weight=2.0, style_weight=3.0, tv_weight=0.5, grid_weight=7.0)
+    loss = make_loss(content=2.0, style=3.0, tv=0.5, grid_penalty=7.0)
     loss.set_style(torch.rand(1, 3, 40, 40))
     output = torch.rand(2, 3, 32, 32, requires_grad=True)
     terms = loss(output, torch.rand(2, 3, 32, 32))

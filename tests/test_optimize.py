@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from nst_fast.errors import NstFastError
-from nst_fast.losses.network import IMAGENET_MEAN, LossNetwork
+from nst_fast.losses.network import LossNetwork
 from nst_fast.losses.perceptual import PerceptualLoss
+from nst_fast.losses.vgg import IMAGENET_MEAN
 from nst_fast.optimize import optimize_image, start_image
 
 from .conftest import make_photo
@@ -14,7 +15,12 @@ from .conftest import make_photo
 def criterion() -> PerceptualLoss:
     torch.manual_seed(0)
     network = LossNetwork("vgg16", ["relu1_2", "relu2_2"], weights="random")
-    loss = PerceptualLoss(network, "relu2_2", {"relu1_2": 1.0, "relu2_2": 1.0}, 1.0, 5.0, 0.01)
+    loss = PerceptualLoss(
+        network,
+        "relu2_2",
+        {"relu1_2": 1.0, "relu2_2": 1.0},
+        {"content": 1.0, "style": 5.0, "tv": 0.01},
+    )
     loss.set_style(make_photo((40, 40), 7)[None])
     return loss
 

@@ -321,7 +321,9 @@ def test_a_gram_matrix_agrees_with_itself_and_not_with_a_scaled_image():
     from nst_fast.losses.perceptual import PerceptualLoss
 
     network = LossNetwork("vgg16", ["relu1_2", "relu2_2"], weights="random")
-    criterion = PerceptualLoss(network, "relu2_2", {"relu1_2": 1.0, "relu2_2": 1.0}, 1, 1, 0)
+    criterion = PerceptualLoss(
+        network, "relu2_2", {"relu1_2": 1.0, "relu2_2": 1.0}, {"content": 1, "style": 1, "tv": 0}
+    )
     style = make_photo((32, 32), 3)[None]
     criterion.set_style(style)
     for size, cosine in gap.gram_agreement(criterion, style).values():

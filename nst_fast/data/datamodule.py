@@ -20,7 +20,7 @@ from nst_fast import compat
 from nst_fast.data.folder import PhotoFolder, check_photo, collate_skipping
 from nst_fast.errors import NstFastError
 from nst_fast.images import ImageReadError, read_image, read_image_uint8
-from nst_fast.losses.network import MIN_IMAGE_SIZE
+from nst_fast.losses.vgg import MIN_IMAGE_SIZE
 
 CROPS = ("center", "random", "random_resized")
 

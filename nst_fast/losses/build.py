@@ -4,8 +4,9 @@ one-line error naming the option that cannot build it."""
 from __future__ import annotations
 
 from nst_fast.errors import NstFastError
+from nst_fast.losses.grid import GRID_PERIOD
 from nst_fast.losses.network import LossNetwork
-from nst_fast.losses.perceptual import GRID_PERIOD, PerceptualLoss
+from nst_fast.losses.perceptual import PerceptualLoss
 
 
 def build_criterion(loss: dict, style: dict, grid_period: int = GRID_PERIOD) -> PerceptualLoss:
@@ -31,10 +32,12 @@ def build_criterion(loss: dict, style: dict, grid_period: int = GRID_PERIOD) -> 
         network,
         content_layer=loss["content_layer"],
         style_layers=loss["style_layers"],
-        content_weight=weight("content_weight"),
-        style_weight=weight("style_weight"),
-        tv_weight=weight("tv_weight"),
+        weights={
+            "content": weight("content_weight"),
+            "style": weight("style_weight"),
+            "tv": weight("tv_weight"),
+            "grid_penalty": float(loss.get("grid_weight", 0.0)),  # absent in older checkpoints
+        },
         normalize=loss["normalize"],
-        grid_weight=float(loss.get("grid_weight", 0.0)),  # absent in older checkpoints
         grid_period=grid_period,
     )

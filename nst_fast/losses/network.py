@@ -6,43 +6,8 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
-from torchvision import models
 
-from nst_fast.errors import NstFastError
-from nst_fast.losses.weights import load_weights
-
-# Every pretrained VGG in torchvision expects RGB in [0, 1] normalized with these.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# The smallest image side VGG takes up to its deepest style layer: four 2x poolings
-# (relu5_1) leave 16 px one pixel.
-MIN_IMAGE_SIZE = 16
-
-# name -> (torchvision's layer config, its ImageNet weights enum)
-ARCHITECTURES = {
-    "vgg16": ("D", models.VGG16_Weights.IMAGENET1K_V1),
-    "vgg19": ("E", models.VGG19_Weights.IMAGENET1K_V1),
-}
-
-
-def vgg_features(arch: str) -> nn.Sequential:
-    """A randomly initialised ``torchvision.models.<arch>().features`` (no classifier)."""
-    if arch not in ARCHITECTURES:
-        raise NstFastError(f"loss.network={arch!r}: expected one of {sorted(ARCHITECTURES)}")
-    return models.vgg.make_layers(models.vgg.cfgs[ARCHITECTURES[arch][0]])
-
-
-def relu_names(features: nn.Sequential) -> dict[str, int]:
-    """Map 'relu{block}_{conv}' (Gatys' naming) to the index of that ReLU in ``features``."""
-    names, block, conv = {}, 1, 0
-    for index, layer in enumerate(features):
-        if isinstance(layer, nn.Conv2d):
-            conv += 1
-        elif isinstance(layer, nn.ReLU):
-            names[f"relu{block}_{conv}"] = index
-        elif isinstance(layer, nn.MaxPool2d):
-            block, conv = block + 1, 0
-    return names
+from nst_fast.losses import vgg
 
 
 class LossNetwork(nn.Module):
@@ -54,25 +19,17 @@ class LossNetwork(nn.Module):
 
     def __init__(self, arch: str = "vgg16", layers: Iterable[str] = (), weights: str = "imagenet"):
         super().__init__()
-        layers = list(dict.fromkeys(layers))
-        features = vgg_features(arch)
-        names = relu_names(features)
-        unknown = [name for name in layers if name not in names]
-        if unknown or not layers:
-            raise NstFastError(
-                f"unknown loss layer {', '.join(unknown) or '(none given)'} for {arch}; "
-                f"valid layers: {', '.join(names)}"
-            )
-        load_weights(features, arch, weights, ARCHITECTURES[arch][1])
-        self.indices = {names[name]: name for name in layers}
+        features = vgg.vgg_features(arch)
+        self.indices = vgg.layer_indices(features, arch, layers)  # before a weight download
+        vgg.load_weights(features, arch, weights)
         self.features = features[: max(self.indices) + 1]
-        for layer in self.features:
-            if isinstance(layer, nn.ReLU):
-                layer.inplace = False  # activations are kept as outputs
         self.requires_grad_(False)
         self.eval()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = (
+            torch.tensor(v).view(1, 3, 1, 1) for v in (vgg.IMAGENET_MEAN, vgg.IMAGENET_STD)
+        )
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
 
     def train(self, mode: bool = True) -> LossNetwork:
         return super().train(False)  # frozen: dropout/batch-norm free, but stay in eval

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from nst_fast.losses.grid import GRID_PERIOD, grid_penalty
 from nst_fast.losses.network import LossNetwork
 
 
@@ -39,51 +39,11 @@ class GramMatrix(nn.Module):
         return gram_matrix(features)
 
 
-# The stride of the default network (three model.channels widths); a network's own is
-# TransformerNet.multiple, which training and evaluation pass in.
-GRID_PERIOD = 4
-
-
 def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels (anisotropic TV)."""
     dh = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
     dw = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
     return dh + dw
-
-
-def grid_offsets(
-    image: torch.Tensor, period: int = GRID_PERIOD
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """An image's fine detail (itself minus its 5x5 box blur) and that detail's mean at
-    each of the period x period pixel phases: (B, C, H, W) -> detail, (B, C, period, period).
-
-    A transform network that downsamples and upsamples twice can draw a grid of period 4:
-    the same offset on every pixel of a phase, which the phase means keep and natural
-    detail averages out of.
-    """
-    blurred = F.avg_pool2d(F.pad(image, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
-    h, w = (size // period * period for size in image.shape[-2:])
-    detail = (image - blurred)[..., :h, :w]
-    b, c = detail.shape[:2]
-    phases = detail.reshape(b, c, h // period, period, w // period, period).mean(dim=(2, 4))
-    return detail, phases
-
-
-def grid_penalty(image: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
-    """Squared phase offsets of the detail, relative to the detail's variance.
-
-    ``period`` is the transform network's total stride (``TransformerNet.multiple``): 4
-    for the default three widths, 8 for four.
-
-    VGG is blind to such a grid (its stride-2 poolings alias it away: removing the grid
-    from The Scream network's outputs moved the loss by under 1%), so without this term
-    nothing in the loss stops the network drawing one (docs/quality/findings.md, "Four
-    styles at 256 px"). The variance is a constant here, so the term only shrinks the
-    offsets, not the detail.
-    """
-    detail, phases = grid_offsets(image, period)
-    offsets = phases - phases.mean(dim=(-2, -1), keepdim=True)
-    return offsets.pow(2).mean() / detail.detach().var().clamp_min(1e-12)
 
 
 def squared_error(x: torch.Tensor, target: torch.Tensor, normalize: bool) -> torch.Tensor:
@@ -98,28 +58,23 @@ def squared_error(x: torch.Tensor, target: torch.Tensor, normalize: bool) -> tor
 
 
 class PerceptualLoss(nn.Module):
-    """Content + weighted style + total-variation loss against one style image."""
+    """The weighted sum of content, style, total-variation and grid terms against one
+    style image; ``weights`` by term name (``grid_penalty`` may be left out: 0)."""
 
     def __init__(
         self,
         network: LossNetwork,
         content_layer: str,
         style_layers: Mapping[str, float],
-        content_weight: float,
-        style_weight: float,
-        tv_weight: float,
+        weights: Mapping[str, float],
         normalize: bool = True,
-        grid_weight: float = 0.0,
         grid_period: int = GRID_PERIOD,
     ) -> None:
         super().__init__()
         self.network = network
         self.content_layer = content_layer
         self.style_layers = dict(style_layers)
-        self.content_weight = content_weight
-        self.style_weight = style_weight
-        self.tv_weight = tv_weight
-        self.grid_weight = grid_weight
+        self.weights = {"grid_penalty": 0.0, **weights}
         self.grid_period = grid_period
         self.normalize = normalize
         self.style_grams: dict[str, torch.Tensor] = {}
@@ -148,21 +103,13 @@ class PerceptualLoss(nn.Module):
         }
         style_loss = sum(self.style_layers[name] * term for name, term in per_layer.items())
         pixels = output.float()  # one fp32 copy under autocast for both pixel terms
-        tv_loss = total_variation(pixels)
-        grid_loss = grid_penalty(pixels, self.grid_period)
-        total = (
-            self.content_weight * content_loss
-            + self.style_weight * style_loss
-            + self.tv_weight * tv_loss
-            + self.grid_weight * grid_loss
-        )
         terms = {
-            "total": total,
             "content": content_loss,
             "style": style_loss,
-            "tv": tv_loss,
-            "grid_penalty": grid_loss,
+            "tv": total_variation(pixels),
+            "grid_penalty": grid_penalty(pixels, self.grid_period),
         }
+        total = sum(weight * terms[name] for name, weight in self.weights.items())
         # Each layer's unweighted term: which scale of texture a network lags on.
-        terms.update({f"style/{name}": term for name, term in per_layer.items()})
-        return terms
+        layers = {f"style/{name}": term for name, term in per_layer.items()}
+        return {"total": total, **terms, **layers}
