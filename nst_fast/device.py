@@ -5,8 +5,12 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 from nst_fast import compat
 from nst_fast.errors import NstFastError
@@ -63,6 +67,15 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise NstFastError(f"--device {name}: MPS is not available on this machine")
     return device
+
+
+def training_device(module: pl.LightningModule) -> torch.device:
+    """Where ``module`` will train: its trainer's device (Lightning calls ``setup`` before
+    the strategy moves the module there), or the module's own when no trainer is attached."""
+    try:
+        return module.trainer.strategy.root_device
+    except RuntimeError:  # Lightning: "... is not attached to a `Trainer`"
+        return module.device
 
 
 def inference_dtype(device: torch.device, half: bool = True) -> torch.dtype:

@@ -1,5 +1,26 @@
-"""The one exception type whose message is shown to users as is, without a traceback."""
+"""The exception types whose message is shown to users as is, without a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 
 class NstFastError(Exception):
     """A problem with the user's input (a file, an option) that the message explains."""
+
+
+class ConfigError(NstFastError, ValueError):
+    """An option value that cannot work; a ValueError too, for Python callers."""
+
+
+class NonFiniteLossError(NstFastError):
+    """The loss became NaN or infinite: training cannot continue from here."""
+
+    def __init__(self, losses: Mapping[str, Any], step: int) -> None:
+        terms = ", ".join(f"{k} {float(losses[k]):.4g}" for k in ("content", "style", "tv"))
+        super().__init__(
+            f"the loss became {float(losses['total'])} at step {step} ({terms}); lower "
+            "optim.lr or the loss weights, then resume from the last good checkpoint with "
+            "ckpt_path=last"
+        )

@@ -108,6 +108,18 @@ def checkpoint_arch(hparams: dict, source: str | os.PathLike = "the checkpoint")
     return recorded_arch(hparams["model"], source)
 
 
+def check_same_arch(hparams: dict, config: TransformerConfig) -> None:
+    """A one-line error when a checkpoint being resumed was trained with another
+    architecture than ``config``, naming the ``model.*`` overrides that would resume it."""
+    saved, current = checkpoint_arch(hparams), config.to_dict()
+    changed = [f"model.{k}={v}".replace(" ", "") for k, v in saved.items() if current.get(k) != v]
+    if changed:
+        raise NstFastError(
+            f"this checkpoint was trained with {' '.join(changed)}; add "
+            f"{'that' if len(changed) == 1 else 'those'} to the command to resume it"
+        )
+
+
 def build_network(
     arch: dict, state: dict, source: str | os.PathLike, remedy: str = RE_EXPORT
 ) -> TransformerNet:

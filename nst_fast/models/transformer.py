@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nst_fast.errors import ConfigError
+
 NORMS = ("instance", "batch")
 OUTPUTS = ("linear", "tanh")
 NORM_SCOPES = ("all", "residual", "encoder")
@@ -134,14 +136,14 @@ class TransformerNet(nn.Module):
 
 
 def check_config(config: TransformerConfig) -> None:
-    """A ValueError naming the ``model.*`` option that cannot build a network."""
+    """A ConfigError (a ValueError) naming the ``model.*`` option that cannot build a network."""
     for key, allowed in (("norm", NORMS), ("output", OUTPUTS), ("norm_scope", NORM_SCOPES)):
         if getattr(config, key) not in allowed:
-            raise ValueError(f"model.{key}={getattr(config, key)!r}: expected one of {allowed}")
+            raise ConfigError(f"model.{key}={getattr(config, key)!r}: expected one of {allowed}")
     if len(config.channels) < 2 or min(config.channels) < 1:
-        raise ValueError("model.channels needs at least two widths, e.g. [32, 64, 128]")
+        raise ConfigError("model.channels needs at least two widths, e.g. [32, 64, 128]")
     if config.residual_blocks < 0:
-        raise ValueError(f"model.residual_blocks={config.residual_blocks}: expected 0 or more")
+        raise ConfigError(f"model.residual_blocks={config.residual_blocks}: expected 0 or more")
 
 
 def default_transformer_config(**overrides: Any) -> TransformerConfig:

@@ -17,6 +17,7 @@ from nst_fast.errors import NstFastError
 from nst_fast.export import save_model
 from nst_fast.images import ImageReadError, read_image, save_image
 from nst_fast.inference import stylize
+from nst_fast.training.module import cosine_factor
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +126,21 @@ class StylizeSamples(pl.Callback):
 
 
 class SkippedPhotosReport(pl.Callback):
-    """Once per epoch, say how many unreadable photos were skipped, and why."""
+    """Log how many unreadable photos were skipped (``data/skipped``), and once per epoch
+    say which."""
 
     def __init__(self, examples: int = 5) -> None:
         self.examples = examples
         self.skipped: list[str] = []
+        self.total = 0  # since this process started training
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.skipped += batch["skipped"]
+        self.total += len(batch["skipped"])
+        # A running count, logged every step once there is one: Lightning writes only
+        # every log_every_n_steps-th value, and per-batch counts in between would be lost.
+        if self.total:
+            pl_module.log("data/skipped", float(self.total))
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -147,6 +155,27 @@ class SkippedPhotosReport(pl.Callback):
                 f"\n  ... and {more} more" if more > 0 else "",
             )
         self.skipped = []
+
+
+class ResumeLearningRate(pl.Callback):
+    """A resumed run trains at the ``optim.lr`` of the resuming command.
+
+    Lightning restores the optimizer's state, learning rate included; lowering optim.lr
+    to fine-tune is the usual reason to give it when resuming. With a cosine schedule the
+    given rate is decayed to the step the run is at.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        lr, max_steps = pl_module.hparams.lr, trainer.max_steps
+        if pl_module.hparams.schedule == "constant":
+            for optimizer in trainer.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            return
+        for config in trainer.lr_scheduler_configs:
+            config.scheduler.base_lrs = [lr] * len(config.scheduler.base_lrs)
+            for group in config.scheduler.optimizer.param_groups:
+                group["lr"] = lr * cosine_factor(trainer.global_step, max_steps)
 
 
 class ResumableCheckpoint(ModelCheckpoint):

@@ -30,6 +30,7 @@ from nst_fast.training.callbacks import (
     ExportModel,
     ImageGridLogger,
     ResumableCheckpoint,
+    ResumeLearningRate,
     SkippedPhotosReport,
     StylizeSamples,
 )
@@ -70,6 +71,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
             ),
             StylizeSamples(run_dir / "samples"),
             SkippedPhotosReport(),
+            ResumeLearningRate(),
             LearningRateMonitor(logging_interval="step"),
         ],
     )
