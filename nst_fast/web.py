@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
+    from nst_fast.batch import Spelling
+
 INSTALL = 'the web page needs Gradio: pip install -e ".[web]"'
 MODEL_SUFFIXES = (".pt", ".onnx", ".ts")
 # What a visitor may send: the file size (Gradio refuses larger uploads on the page) and
@@ -364,16 +366,21 @@ def make_engine(
     precision: str = "auto",
     max_megapixels: float = MAX_MEGAPIXELS,
     warn: Callable[[str], None] | None = None,
+    spelling: Spelling | None = None,
 ) -> Engine:
-    """The models in ``paths`` ready to stylize on ``device`` in ``precision``."""
+    """The models in ``paths`` ready to stylize on ``device`` in ``precision``; messages
+    name the options as ``spelling`` spells them (keywords by default)."""
     from nst_fast.batch import KEYWORDS, pick_dtype
     from nst_fast.device import pick_device
 
+    spelling = spelling or KEYWORDS
     if not max_megapixels > 0:
-        raise NstFastError(f"max_megapixels={max_megapixels}: expected a positive number")
+        raise NstFastError(
+            f"{spelling.value('max_megapixels', max_megapixels)}: expected a positive number"
+        )
     models = find_models(paths, warn)
     chosen = pick_device(str(device))
-    dtype = pick_dtype(chosen, precision, KEYWORDS)
+    dtype = pick_dtype(chosen, precision, spelling)
     return Engine(models, chosen, dtype, int(max_megapixels * 1e6))
 
 
@@ -570,15 +577,22 @@ def serve(
     max_megapixels: float = MAX_MEGAPIXELS,
     echo: Callable[[str], None] = print,
     block: bool = True,
+    spelling: Spelling | None = None,
 ) -> str:
     """Serve the page for ``paths`` on ``host``:``port`` (the first free port from 7860
     when None), only on this machine unless ``host`` says otherwise; ``share`` asks
     Gradio for a public link. ``echo`` hears the address and any model left out.
-    Returns the local address; ``block`` False returns at once, the server running."""
+    Returns the local address; ``block`` False returns at once, the server running.
+    Messages name the options as ``spelling`` spells them (keywords by default)."""
+    from nst_fast.batch import KEYWORDS
+
+    spelling = spelling or KEYWORDS
     if not max_upload_mb > 0:
-        raise NstFastError(f"max_upload_mb={max_upload_mb}: expected a positive number")
+        raise NstFastError(
+            f"{spelling.value('max_upload_mb', max_upload_mb)}: expected a positive number"
+        )
     gr = require_gradio()
-    engine = make_engine(paths, device, precision, max_megapixels, echo)
+    engine = make_engine(paths, device, precision, max_megapixels, echo, spelling)
     page = _page(gr, engine, Path(tempfile.mkdtemp(prefix="nst-fast-web-")))
     try:
         _, local, public = page.launch(
@@ -586,11 +600,15 @@ def serve(
             max_file_size=int(max_upload_mb * 1024 * 1024), prevent_thread_lock=True,
             ssr_mode=False, show_error=True, footer_links=[],
         )  # fmt: skip
-    except OSError as err:
-        raise NstFastError(f"cannot listen on {host}:{port or '7860+'} ({err})") from err
+    except OSError as err:  # the port is taken, or the host is not this machine's
+        where = f"port {port}" if port else "a free port from 7860 to 7959"
+        raise NstFastError(
+            f"{spelling.value('host', host)}: cannot listen on {where} there; "
+            f"name another with {spelling.name('port')}"
+        ) from err
     echo(f"{len(engine.models)} model(s) at {local} (Ctrl+C stops)")
     if public:
-        echo(f"public link (--share): {public}")
+        echo(f"public link: {public}")
     if block:
         try:
             page.block_thread()

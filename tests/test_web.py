@@ -197,6 +197,16 @@ def test_without_gradio_serve_says_how_to_install_it(tmp_path, monkeypatch, caps
     assert err == 'nst-fast serve: error: the web page needs Gradio: pip install -e ".[web]"'
 
 
+def test_options_the_page_cannot_use_are_named_as_the_command_line_spells_them(tmp_path):
+    from nst_fast.cli.options import FLAGS
+
+    model = tiny_model(tmp_path / "model.pt")
+    with pytest.raises(NstFastError, match=r"^--precision fp16: not on the CPU"):
+        make_engine([model], device="cpu", precision="fp16", spelling=FLAGS)
+    with pytest.raises(NstFastError, match=r"^precision='fp16': not on the CPU"):
+        make_engine([model], device="cpu", precision="fp16")
+
+
 def test_serve_listens_on_this_machine_only_and_shares_nothing_unless_asked():
     from nst_fast.cli.serve import parser
 

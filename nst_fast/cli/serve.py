@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import sys
 
+from nst_fast.cli.options import FLAGS
 from nst_fast.errors import NstFastError
 
 PROG = "nst-fast serve"
@@ -70,6 +71,6 @@ def main(argv: list[str]) -> int:
         serve(
             args.models, host=args.host, port=args.port, share=args.share, device=args.device,
             precision=args.precision, max_upload_mb=args.max_upload_mb,
-            max_megapixels=args.max_megapixels, echo=echo,
+            max_megapixels=args.max_megapixels, echo=echo, spelling=FLAGS,
         )  # fmt: skip
     return 0
