@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -249,20 +250,20 @@ class Engine:
         check_options(size=size, strength=strength)
         content = resize(image, size, None)[None]
         stylizer, lock = self.stylizer(label)
-        run = stylizer.run
-        if tick is not None:
+        with lock:
+            run = stylizer.run
+            if tick is not None:
 
-            def counted(batch: torch.Tensor) -> torch.Tensor:
-                out = run(batch)
-                tick()
-                return out
+                def counted(batch: torch.Tensor) -> torch.Tensor:
+                    out = run(batch)
+                    tick()
+                    return out
 
-            stylizer.run = counted
-        try:
-            with lock:
+                stylizer.run = counted
+            try:
                 out = stylizer(content)
-        finally:
-            stylizer.run = run
+            finally:
+                stylizer.run = run
         if not out.isfinite().all():
             raise NstFastError(
                 f"{label}: the model computed NaN or infinite values; "
@@ -297,11 +298,22 @@ def photo_size(path: Path, name: str, max_pixels: int) -> tuple[int, int]:
     return width, height
 
 
-def read_photo(path: Path, name: str, max_pixels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """An uploaded photo and its alpha channel, checked first (``photo_size``)."""
+def read_photo(
+    path: Path, name: str, max_pixels: int, size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An uploaded photo and its alpha channel, checked first (``photo_size``), and so is
+    its size after resizing the longer side to ``size`` px."""
     from nst_fast.images import ImageReadError, read_alpha, read_image
 
-    photo_size(path, name, max_pixels)
+    width, height = photo_size(path, name, max_pixels)
+    if size is not None:
+        factor = size / max(width, height)
+        pixels = round(width * factor) * round(height * factor)
+        if pixels > max_pixels:
+            raise NstFastError(
+                f"{name}: at Output size {size} it would be {pixels / 1e6:.0f} megapixels; "
+                f"this page makes up to {max_pixels / 1e6:g}: choose a smaller size"
+            )
     try:
         return read_image(path), read_alpha(path)
     except ImageReadError as err:
@@ -310,10 +322,14 @@ def read_photo(path: Path, name: str, max_pixels: int) -> tuple[torch.Tensor, to
 
 def output_size(value: float | None) -> int | None:
     """The page's size box: empty or 0 keeps the photo's own size."""
+    from nst_fast.batch import MIN_SIZE
+
     if value is None or value == 0:
         return None
-    if not math.isfinite(value) or value != int(value):
-        raise NstFastError(f"Output size {value}: expected whole pixels, or 0 for the photo's own")
+    if not math.isfinite(value) or value != int(value) or value < MIN_SIZE:
+        raise NstFastError(
+            f"Output size {value:g}: expected {MIN_SIZE} px or more, or 0 for the photo's own"
+        )
     return int(value)
 
 
@@ -412,6 +428,7 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
         """Each photo stylized; a photo that cannot be is a line on the page (a toast and
         the status line), the others go on."""
         originals, results, problems = [], [], []
+        strength = 1.0 if strength is None else strength
         try:
             longer = output_size(size)
             if not files:
@@ -436,7 +453,7 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
                     progress((passes, None), desc=f"{name}: tile {passes}", unit="tiles")
 
             try:
-                image, alpha = read_photo(path, name, engine.max_pixels)
+                image, alpha = read_photo(path, name, engine.max_pixels, longer)
                 out = engine.stylize(
                     label, image, strength=strength, preserve_color=preserve, size=longer,
                     tick=tick,
@@ -446,7 +463,7 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
                 continue
             if alpha is not None:  # kept, as nst-fast stylize keeps it
                 out = torch.cat([out, resize(alpha, longer, None)])
-            style = engine.model(label).style
+            style = re.sub(r"[^\w.-]+", "_", engine.model(label).style)
             originals.append(str(path))
             results.append(str(save_image(out, folder / f"{path.stem}-{style}.png")))
         for line in problems:
@@ -467,7 +484,8 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
         if frame is None:
             return None, "", state
         image = torch.from_numpy(np.array(frame[..., :3])).permute(2, 0, 1).float() / 255
-        auto = choice == "auto"
+        auto = choice not in WEBCAM_SIZES[1:]  # "auto", or a value the page never offered
+        strength = 1.0 if strength is None else strength
         largest = max(image.shape[-2:])
         longer = min(largest, round(state.size) if auto else int(choice))
         start = time.perf_counter()

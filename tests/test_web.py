@@ -28,7 +28,15 @@ from nst_fast.errors import NstFastError
 from nst_fast.export import save_model
 from nst_fast.images import read_image, save_image
 from nst_fast.models.transformer import transformer_net
-from nst_fast.web import Webcam, find_models, make_engine, photo_size, require_gradio
+from nst_fast.web import (
+    Webcam,
+    find_models,
+    make_engine,
+    output_size,
+    photo_size,
+    read_photo,
+    require_gradio,
+)
 from tests.conftest import make_photo
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -171,6 +179,16 @@ def test_uploads_that_are_not_photos_or_too_large_are_refused_by_name_before_dec
         photo_size(huge, "huge.png", 40_000_000)
     assert time.perf_counter() - start < 0.5  # read from the header, nothing decoded
     assert photo_size(wide, "wide.png", 50_000_000) == (9000, 5000)
+
+
+def test_an_output_size_that_would_make_too_many_pixels_is_refused_before_stylizing(tmp_path):
+    photo = save_image(make_photo((30, 40), 8), tmp_path / "small.png")
+    with pytest.raises(NstFastError, match=r"small.png: at Output size 8000 it would be 48 mega"):
+        read_photo(photo, "small.png", 40_000_000, size=8000)
+    assert read_photo(photo, "small.png", 40_000_000, size=4000)[0].shape == (3, 30, 40)
+    with pytest.raises(NstFastError, match=r"Output size 4: expected 8 px or more, or 0"):
+        output_size(4)
+    assert output_size(0) is None and output_size(512.0) == 512
 
 
 def test_auto_webcam_frames_shrink_when_slow_and_grow_when_fast():
