@@ -19,13 +19,25 @@ import nst_fast.fast as fast_package
 from nst_fast.fast import accelerate, cpu_kernels_pay, share_parameters
 from nst_fast.fast.conv import CpuTrainingConv2d
 from nst_fast.fast.gram import FastGramMatrix
-from nst_fast.fast.norm import FastInstanceNorm, mean_var, phase_statistics, remove_moments
+from nst_fast.fast.norm import (
+    FastConditionalInstanceNorm,
+    FastInstanceNorm,
+    mean_var,
+    phase_statistics,
+    remove_moments,
+)
 from nst_fast.fast.phase_output import PhaseOutput, space_to_depth_kernel
 from nst_fast.fast.upsample import PhaseUpsampleConv, phase_kernel, phase_rows, upsample_conv2d
 from nst_fast.inference import forward, prepare
 from nst_fast.losses.network import LossNetwork
 from nst_fast.losses.perceptual import GramMatrix, PerceptualLoss, gram_matrix
-from nst_fast.models.transformer import ConvBlock, transformer_net
+from nst_fast.models.transformer import (
+    ConditionalInstanceNorm2d,
+    ConvBlock,
+    TransformerNet,
+    default_transformer_config,
+    transformer_net,
+)
 from tests.conftest import make_photo
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
@@ -77,7 +89,8 @@ def assert_same_values_and_grads(fast, plain, x, params, rtol=1e-4):
 
 def randomize_norms(net: nn.Module) -> nn.Module:
     """Instance norms with a scale and shift that are not a fresh network's identity."""
-    for norm in (m for m in net.modules() if isinstance(m, nn.InstanceNorm2d)):
+    norms = (nn.InstanceNorm2d, ConditionalInstanceNorm2d)
+    for norm in (m for m in net.modules() if isinstance(m, norms)):
         nn.init.uniform_(norm.weight, 0.5, 1.5)
         nn.init.uniform_(norm.bias, -0.5, 0.5)
     return net
@@ -111,6 +124,25 @@ def test_fast_instance_norm_equals_torchs_instance_norm_in_value_and_gradient(
     x = (torch.randn(3, 5, 7, 6) * 4 + 2).contiguous(memory_format=memory_format)
     y, (grad_x, *_) = assert_same_values_and_grads(fast, norm, x, [norm.weight, norm.bias])
     if memory_format == CHANNELS_LAST:  # the point of it: no copy back to NCHW
+        assert y.is_contiguous(memory_format=CHANNELS_LAST)
+        assert grad_x.is_contiguous(memory_format=CHANNELS_LAST)
+
+
+@pytest.mark.parametrize("cpu_training_kernel", [True, False])
+@pytest.mark.parametrize("memory_format", LAYOUTS)
+def test_fast_conditional_norm_equals_the_plain_one_in_value_and_gradient(
+    memory_format, cpu_training_kernel
+):
+    torch.manual_seed(0)
+    norm = randomize_norms(ConditionalInstanceNorm2d(5, styles=3))
+    fast = FastConditionalInstanceNorm(norm, cpu_training_kernel=cpu_training_kernel)
+    x = (torch.randn(2, 5, 7, 6) * 4 + 2).contiguous(memory_format=memory_format)
+    style = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.2, 0.3]])
+    params = [norm.weight, norm.bias]
+    y, (grad_x, *_) = assert_same_values_and_grads(
+        lambda t: fast(t, style), lambda t: norm(t, style), x, params
+    )
+    if memory_format == CHANNELS_LAST:
         assert y.is_contiguous(memory_format=CHANNELS_LAST)
         assert grad_x.is_contiguous(memory_format=CHANNELS_LAST)
 
@@ -389,6 +421,28 @@ def test_the_accelerated_training_twin_equals_the_plain_network_in_value_and_gra
     x = torch.rand(2, 3, 32, 32).contiguous(memory_format=memory_format)
     params = list(net.parameters())
     results = [value_and_grads(m, x, params) for m in (twin, net)]
+    (y, grads), (y_plain, grads_plain) = results
+    assert_same(y, y_plain)
+    names = [name for name, _ in net.named_parameters()]
+    for name, grad, grad_plain in zip(["input", *names], grads, grads_plain, strict=True):
+        assert_same(grad, grad_plain, rtol=1e-3, name=name)
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS)
+@pytest.mark.parametrize("norm_scope", ["residual", "all"])
+def test_the_accelerated_twin_of_a_network_of_several_styles_equals_it_in_value_and_gradients(
+    norm_scope, memory_format
+):
+    torch.manual_seed(0)
+    config = default_transformer_config(channels=[8, 16, 32], residual_blocks=1)
+    config.norm_scope = norm_scope
+    net = randomize_norms(TransformerNet(config, styles=3)).to(memory_format=memory_format)
+    twin = accelerate(share_parameters(net), "training", CPU)
+    assert any(isinstance(m, FastConditionalInstanceNorm) for m in twin.modules())
+    x = torch.rand(2, 3, 32, 32).contiguous(memory_format=memory_format)
+    style = torch.tensor([0.0, 0.0, 1.0])
+    params = list(net.parameters())
+    results = [value_and_grads(lambda t, m=m: m(t, style), x, params) for m in (twin, net)]
     (y, grads), (y_plain, grads_plain) = results
     assert_same(y, y_plain)
     names = [name for name, _ in net.named_parameters()]

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from nst_fast.models.transformer import (
+    ConditionalInstanceNorm2d,
     TransformerConfig,
     TransformerNet,
     default_transformer_config,
@@ -201,3 +202,89 @@ def test_the_network_compiles_whole_and_trains_channels_last():
         results.append((y.detach(), net.decoder[0][2].weight.grad.clone()))
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(results[1][1], results[0][1], atol=1e-3, rtol=1e-3)
+
+
+# --- several styles in one network (Dumoulin et al. 2017) -------------------------------
+
+
+def multi_style_net(styles: int = 3, **overrides) -> TransformerNet:
+    """A small network of several styles whose conditional norms differ per style."""
+    torch.manual_seed(0)
+    net = TransformerNet(
+        default_transformer_config(channels=[8, 16, 32], residual_blocks=1, **overrides), styles
+    )
+    for norm in net.modules():
+        if isinstance(norm, ConditionalInstanceNorm2d):
+            nn.init.uniform_(norm.weight, 0.5, 1.5)
+            nn.init.uniform_(norm.bias, -0.5, 0.5)
+    return net
+
+
+def instance_norm_by_hand(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+    mean = x.mean((2, 3), keepdim=True)
+    var = x.var((2, 3), unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + 1e-5) * weight[:, None, None] + bias[:, None, None]
+
+
+def test_conditional_norm_with_one_style_is_ulyanovs_instance_norm():
+    torch.manual_seed(0)
+    plain = nn.InstanceNorm2d(5, affine=True)
+    nn.init.uniform_(plain.weight, 0.5, 1.5)
+    nn.init.uniform_(plain.bias, -0.5, 0.5)
+    conditional = ConditionalInstanceNorm2d(5, styles=1)
+    conditional.load_state_dict({"weight": plain.weight[None], "bias": plain.bias[None]})
+    x = torch.randn(2, 5, 6, 7) * 3 + 1
+    torch.testing.assert_close(conditional(x, torch.ones(2, 1)), plain(x))
+
+
+def test_blending_two_styles_blends_their_scales_and_shifts():
+    torch.manual_seed(0)
+    norm = ConditionalInstanceNorm2d(4, styles=2)
+    nn.init.uniform_(norm.weight, 0.5, 1.5)
+    nn.init.uniform_(norm.bias, -0.5, 0.5)
+    x = torch.randn(1, 4, 5, 5)
+    weight = 0.3 * norm.weight[0] + 0.7 * norm.weight[1]
+    bias = 0.3 * norm.bias[0] + 0.7 * norm.bias[1]
+    expected = instance_norm_by_hand(x, weight, bias)
+    torch.testing.assert_close(norm(x, torch.tensor([[0.3, 0.7]])), expected)
+
+
+def test_each_image_of_a_batch_takes_its_own_style():
+    net = multi_style_net(3)
+    x = torch.rand(2, 3, 24, 20)
+    rows = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    together = net(x, rows)
+    torch.testing.assert_close(together[0], net(x[:1], rows[0])[0])
+    torch.testing.assert_close(together[1], net(x[1:], rows[1])[0])
+    assert not torch.allclose(together[1], net(x[1:], rows[0])[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("weights", [[0.0, 1.0, 0.0], [0.2, 0.5, 0.3]])
+def test_the_single_style_network_of_a_blend_stylizes_as_the_network_given_those_weights(weights):
+    net = multi_style_net(3, norm_scope="all").eval()
+    single = net.single_style(torch.tensor(weights))
+    assert single.styles == 1
+    assert not any(isinstance(m, ConditionalInstanceNorm2d) for m in single.modules())
+    x = torch.rand(2, 3, 24, 20)
+    torch.testing.assert_close(single(x), net(x, torch.tensor(weights)))
+
+
+def test_a_network_of_one_style_keeps_its_parameter_names_and_shapes():
+    net = small_net()
+    one = TransformerNet(net.config, styles=1)
+    shapes = {k: v.shape for k, v in net.state_dict().items()}
+    assert {k: v.shape for k, v in one.state_dict().items()} == shapes
+    assert norm_names(one, ConditionalInstanceNorm2d) == []
+
+
+def test_style_weights_are_required_exactly_when_the_network_has_several_styles():
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="style weights"):
+        multi_style_net(2)(x)
+    with pytest.raises(ValueError, match="style weights"):
+        small_net()(x, torch.ones(1))
+
+
+def test_several_styles_need_instance_norms():
+    with pytest.raises(ValueError, match=r"model\.norm=instance"):
+        TransformerNet(default_transformer_config(norm="batch"), styles=2)

@@ -6,6 +6,7 @@ What each swap does (each is tested equal to the plain module in value and gradi
 * ``FastInstanceNorm`` (norm.py): instance norm that keeps the channels_last layout, with
   a CPU training backward pass on the (B, H*W, C) view, and statistics shared across the
   tiles of one image; every fast path's norm statistics come from norm.py;
+  ``FastConditionalInstanceNorm`` the same for a network of several styles;
 * ``CpuTrainingConv2d`` (conv.py): weight gradients in NCHW while training on a CPU;
 * ``PhaseUpsampleConv`` (upsample.py): nearest x2 upsampling + 3x3 convolution as one
   convolution on the low-resolution grid (4/9 of the multiply-adds, no upsampled copy);
@@ -32,10 +33,11 @@ from torch import nn
 
 from nst_fast.fast.conv import CpuTrainingConv2d
 from nst_fast.fast.gram import FastGramMatrix
-from nst_fast.fast.norm import FastInstanceNorm
+from nst_fast.fast.norm import FastConditionalInstanceNorm, FastInstanceNorm
 from nst_fast.fast.phase_output import PhaseOutput
 from nst_fast.fast.upsample import PhaseUpsampleConv
 from nst_fast.losses.perceptual import GramMatrix
+from nst_fast.models.transformer import ConditionalInstanceNorm2d
 
 Purpose = Literal["training", "inference"]
 
@@ -101,6 +103,8 @@ def _swap_children(module: nn.Module, purpose: Purpose, cpu: bool) -> None:
 def _fast_child(child: nn.Module, purpose: Purpose, cpu: bool) -> nn.Module | None:
     if type(child) is nn.InstanceNorm2d and child.affine and not child.track_running_stats:
         return FastInstanceNorm(child, cpu_training_kernel=cpu and purpose == "training")
+    if type(child) is ConditionalInstanceNorm2d:
+        return FastConditionalInstanceNorm(child, cpu_training_kernel=cpu and purpose == "training")
     if type(child) is nn.Conv2d and cpu and purpose == "training" and _unpadded(child):
         return CpuTrainingConv2d(child)
     upsampling = type(child) is not PhaseUpsampleConv and PhaseUpsampleConv.supports(child)

@@ -139,6 +139,30 @@ class FastInstanceNorm(nn.Module):
         return mean, var
 
 
+class FastConditionalInstanceNorm(nn.Module):
+    """``ConditionalInstanceNorm2d``, same parameters (the very same tensors) and results:
+    ``FastInstanceNorm``'s normalization without its affine step, then each image's own
+    scale and shift, in the input's layout."""
+
+    takes_style = True
+
+    def __init__(self, norm: nn.Module, cpu_training_kernel: bool = False) -> None:
+        super().__init__()
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+        self.cpu_training_kernel = cpu_training_kernel
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        if self.cpu_training_kernel and channels_last and eager_cpu_training(x):
+            y = _CpuInstanceNormFunction.apply(x, None, None, self.eps)
+        else:
+            y = F.group_norm(x, x.shape[1], None, None, self.eps)
+        scale, shift = (style @ p for p in (self.weight, self.bias))  # (B, C) each
+        return torch.addcmul(
+            shift[..., None, None].to(y.dtype), y, scale[..., None, None].to(y.dtype)
+        )
+
+
 def eager_cpu_training(x: torch.Tensor) -> bool:
     """Whether a hand-written CPU training kernel may run: autograd on, on the CPU, and not
     being traced by torch.compile or the ONNX exporter (which want plain ATen ops)."""

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from nst_fast.fast.conv import conv2d
+from nst_fast.models.transformer import StyledSequential, takes_style
 
 
 def _phase_taps(weight: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +92,7 @@ def upsample_conv2d(x: torch.Tensor, conv: nn.Conv2d | nn.Module) -> torch.Tenso
     return out if channels_last else out.contiguous()
 
 
-class PhaseUpsampleConv(nn.Sequential):
+class PhaseUpsampleConv(StyledSequential):
     """A decoder block [nearest x2 upsampling, reflection pad, 3x3 conv, norm..., ReLU]
     (same children, so the same parameter names) whose first three layers run as
     ``upsample_conv2d``."""
@@ -110,10 +111,10 @@ class PhaseUpsampleConv(nn.Sequential):
             and getattr(layers[2], "stride", (1, 1)) in (1, (1, 1))
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-            return super().forward(x)  # both fuse the plain form themselves
+            return super().forward(x, style)  # both fuse the plain form themselves
         x = upsample_conv2d(x, self[2])
         for layer in list(self)[3:]:
-            x = layer(x)
+            x = layer(x, style) if takes_style(layer) else layer(x)
         return x

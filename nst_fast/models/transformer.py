@@ -48,17 +48,54 @@ class TransformerConfig:
         return asdict(self)
 
 
-def norm_layer(kind: str | None, channels: int) -> list[nn.Module]:
+class ConditionalInstanceNorm2d(nn.Module):
+    """Dumoulin et al. (2017): instance norm with a learned scale and shift per style.
+
+    ``style`` (B, styles) weighs the styles' scales and shifts: a one-hot row is one
+    style, other rows blend them, which is how the paper interpolates between styles.
+    """
+
+    def __init__(self, channels: int, styles: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(styles, channels))
+        self.bias = nn.Parameter(torch.zeros(styles, channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        scale, shift = style @ self.weight, style @ self.bias  # (B, C) each
+        x = nn.functional.instance_norm(x, eps=self.eps)
+        return x * scale[..., None, None] + shift[..., None, None]
+
+
+def norm_layer(kind: str | None, channels: int, styles: int = 1) -> list[nn.Module]:
     """The normalization after a convolution: Ulyanov's instance norm (learned scale and
-    shift per channel), batch norm, or none."""
+    shift per channel; per style and channel when the network carries several styles),
+    batch norm, or none."""
     if kind is None:
         return []
+    if kind == "instance" and styles > 1:
+        return [ConditionalInstanceNorm2d(channels, styles)]
     if kind == "instance":
         return [nn.InstanceNorm2d(channels, affine=True)]
     return [nn.BatchNorm2d(channels)]
 
 
-class ConvBlock(nn.Sequential):
+class StyledSequential(nn.Sequential):
+    """``nn.Sequential`` that hands the style weights to the layers that take them."""
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, style) if takes_style(layer) else layer(x)
+        return x
+
+
+def takes_style(layer: nn.Module) -> bool:
+    return isinstance(layer, (ConditionalInstanceNorm2d, StyledSequential, ResidualBlock)) or (
+        getattr(layer, "takes_style", False)
+    )
+
+
+class ConvBlock(StyledSequential):
     """[nearest x2 upsampling,] reflection pad, convolution, [norm,] [ReLU]."""
 
     def __init__(
@@ -70,12 +107,13 @@ class ConvBlock(nn.Sequential):
         norm: str | None = "instance",
         relu: bool = True,
         upsample: bool = False,
+        styles: int = 1,
     ) -> None:
         layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")] if upsample else []
         layers += [
             nn.ReflectionPad2d(kernel_size // 2),
             nn.Conv2d(in_channels, out_channels, kernel_size, stride),
-            *norm_layer(norm, out_channels),
+            *norm_layer(norm, out_channels, styles),
         ]
         if relu:
             layers.append(nn.ReLU(inplace=True))
@@ -85,15 +123,15 @@ class ConvBlock(nn.Sequential):
 class ResidualBlock(nn.Module):
     """x + conv-norm-relu-conv-norm(x), as Johnson et al.'s supplementary material draws it."""
 
-    def __init__(self, channels: int, norm: str | None) -> None:
+    def __init__(self, channels: int, norm: str | None, styles: int = 1) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            ConvBlock(channels, channels, 3, norm=norm),
-            ConvBlock(channels, channels, 3, norm=norm, relu=False),
+        self.body = StyledSequential(
+            ConvBlock(channels, channels, 3, norm=norm, styles=styles),
+            ConvBlock(channels, channels, 3, norm=norm, relu=False, styles=styles),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        return x + self.body(x, style)
 
 
 class TransformerNet(nn.Module):
@@ -102,37 +140,64 @@ class TransformerNet(nn.Module):
 
     Height and width are any size: the image is padded by reflection to a multiple of the
     network's total stride and the output cropped back, so it keeps the input's size.
+
+    With ``styles`` > 1 the network carries several styles (Dumoulin et al. 2017): its
+    instance norms are conditional, and ``forward`` takes the style weights.
     """
 
-    def __init__(self, config: TransformerConfig) -> None:
+    def __init__(self, config: TransformerConfig, styles: int = 1) -> None:
         super().__init__()
         check_config(config)
-        self.config = config
+        if styles < 1 or (styles > 1 and config.norm != "instance"):
+            raise ConfigError(f"{styles} styles: need 1 or more, and model.norm=instance for 2+")
+        self.config, self.styles = config, styles
         ch, norm = list(config.channels), config.norm
         residual_norm = None if config.norm_scope == "encoder" else norm
         decoder_norm = norm if config.norm_scope == "all" else None
-        self.encoder = nn.Sequential(
-            ConvBlock(3, ch[0], 9, norm=norm),
-            *(ConvBlock(a, b, 3, stride=2, norm=norm) for a, b in pairwise(ch)),
+        self.encoder = StyledSequential(
+            ConvBlock(3, ch[0], 9, norm=norm, styles=styles),
+            *(ConvBlock(a, b, 3, stride=2, norm=norm, styles=styles) for a, b in pairwise(ch)),
         )
-        self.residuals = nn.Sequential(
-            *(ResidualBlock(ch[-1], residual_norm) for _ in range(config.residual_blocks))
+        self.residuals = StyledSequential(
+            *(ResidualBlock(ch[-1], residual_norm, styles) for _ in range(config.residual_blocks))
         )
-        self.decoder = nn.Sequential(
-            *(ConvBlock(a, b, 3, norm=decoder_norm, upsample=True) for a, b in pairwise(ch[::-1])),
+        self.decoder = StyledSequential(
+            *(
+                ConvBlock(a, b, 3, norm=decoder_norm, upsample=True, styles=styles)
+                for a, b in pairwise(ch[::-1])
+            ),
             ConvBlock(ch[0], 3, 9, norm=None, relu=False),
         )
         self.multiple = 2 ** (len(ch) - 1)  # total stride
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """``style``: for a network of several styles, their weights, (styles,) for the
+        whole batch or (B, styles) per image; a one-hot row picks one style."""
+        if (style is None) != (self.styles == 1):
+            raise ValueError(f"a network of {self.styles} style(s) takes style weights iff 2+")
+        if style is not None:
+            style = style.to(x.device, torch.float32).expand(x.shape[0], self.styles)
         h, w = x.shape[-2:]
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
         if pad_h or pad_w:
             x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-        y = self.decoder(self.residuals(self.encoder(x)))
+        y = self.decoder(self.residuals(self.encoder(x, style), style), style)
         if self.config.output == "tanh":
             y = 0.5 * (torch.tanh(y) + 1)
         return y[..., :h, :w]
+
+    def single_style(self, weights: torch.Tensor) -> TransformerNet:
+        """The one-style network of style weights (styles,): every conditional norm's
+        scales and shifts mixed by ``weights``, the rest shared. For a whole image this is
+        the network itself with those weights, ready for every single-style path."""
+        net = TransformerNet(self.config).to(next(self.parameters()).device)
+        state = self.state_dict()
+        for name, module in self.named_modules():
+            if isinstance(module, ConditionalInstanceNorm2d):
+                for key in (f"{name}.weight", f"{name}.bias"):
+                    state[key] = weights.to(state[key]) @ state[key]
+        net.load_state_dict(state)
+        return net.train(self.training)
 
 
 def check_config(config: TransformerConfig) -> None:
