@@ -449,11 +449,12 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
             def tick(name: str = name) -> None:
                 nonlocal passes
                 passes += 1
-                if passes > 1:
-                    progress((passes, None), desc=f"{name}: tile {passes}", unit="tiles")
+                if passes > 1:  # a tiled photo: one pass per tile
+                    progress((passes, None), desc=f"{name}: {passes} tiles done", unit="tiles")
 
             try:
                 image, alpha = read_photo(path, name, engine.max_pixels, longer)
+                progress((i, len(files)), desc=f"{name}: stylizing", unit="photos")
                 out = engine.stylize(
                     label, image, strength=strength, preserve_color=preserve, size=longer,
                     tick=tick,
