@@ -74,7 +74,7 @@ def png_claiming(width: int, height: int, path: Path) -> Path:
 # --- the models a page offers ---------------------------------------------------------------
 
 
-def test_folders_are_searched_for_model_files_each_listed_by_style_and_run(tmp_path):
+def test_folders_are_searched_for_model_files_each_listed_by_style_and_run_and_usable(tmp_path):
     from nst_fast.export import load_model
     from nst_fast.formats import export_onnx, export_torchscript
 
@@ -86,13 +86,18 @@ def test_folders_are_searched_for_model_files_each_listed_by_style_and_run(tmp_p
     net, info = load_model(outputs / "mosaic-run" / "model.pt")
     export_torchscript(net, info, outputs / "mosaic-run" / "model.ts")
     export_onnx(net, info, outputs / "exported" / "mosaic.onnx")
-    labels = [m.label for m in find_models([outputs])]
-    assert labels == [
+    engine = make_engine([outputs], device="cpu", precision="fp32")
+    assert engine.labels == [
         "mosaic (exported/mosaic.onnx)",
         "mosaic (mosaic-run)",
         "mosaic (mosaic-run/model.ts)",
         "wave (wave-run)",
     ]
+    photo = make_photo((20, 28), 9)
+    results = [engine.stylize(label, photo) for label in engine.labels]
+    assert all(result.shape == (3, 20, 28) for result in results)
+    for exported in results[0], results[2]:  # the same network in each format
+        assert (exported - results[1]).abs().max() < 1e-4
 
 
 def test_a_model_file_given_itself_is_listed_under_its_folder(tmp_path):
