@@ -273,9 +273,10 @@ def server(tmp_path_factory):
     if importlib.util.find_spec("gradio") is None:
         pytest.skip('the web extra is not installed (pip install -e ".[web]")')
     folder = tmp_path_factory.mktemp("web")
-    tiny_model(folder / "run" / "model.pt", image="generated:mosaic")
+    tiny_model(folder / "runs" / "run" / "model.pt", image="generated:mosaic")
+    tiny_model(folder / "runs" / "run2" / "model.pt", "other", seed=1)
     env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio")}
-    command = [sys.executable, "-m", "nst_fast", "serve", str(folder / "run")]
+    command = [sys.executable, "-m", "nst_fast", "serve", str(folder / "runs")]
     server = Server([*command, "--port", str(free_port()), "--max-upload-mb", "1"], env)
     yield server  # starting (about 15 s) while the browser starts
     server.process.terminate()
@@ -322,12 +323,16 @@ def fetch_image(page, locator) -> Image.Image:
 
 
 @pytest.mark.slow
-def test_in_a_browser_an_uploaded_photo_comes_back_stylized_at_its_size_to_download(
+def test_in_a_browser_a_thumbnail_picks_a_style_and_a_photo_comes_back_stylized_to_download(
     page, server, tmp_path
 ):
     address = server.address
     assert address.startswith("http://127.0.0.1:")
-    assert page.locator("#styles img").count() == 1  # the generated style as a thumbnail
+    assert page.locator("#styles img").count() == 2  # the generated style, a grey tile
+    page.locator("#styles img").nth(1).click()
+    page.wait_for_function("document.querySelector('#model input').value == 'other (run2)'")
+    page.locator("#styles img").nth(0).click()
+    page.wait_for_function("document.querySelector('#model input').value == 'tiny (run)'")
     photo = save_image(make_photo((60, 90), 3), tmp_path / "street.png")
     upload(page, photo)
     page.click("#stylize")
