@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -81,6 +82,9 @@ class Config:
     trainer: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = MISSING
     seed: int = MISSING
+    # Several styles in one network (conditional instance norm): conf/style names, image
+    # paths or URLs; null trains ``style`` alone.
+    styles: list[str] | None = None
     # Resume: 'last' (this run directory's last checkpoint) or a checkpoint path.
     ckpt_path: str | None = None
     checkpoint_every_n_steps: int = MISSING
@@ -106,6 +110,39 @@ def group_defaults(group: str, option: str) -> dict[str, Any]:
     path = config_dir() / group / f"{option}.yaml"
     values = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     return {k: v for k, v in values.items() if k != "defaults"}
+
+
+def style_name(entry: str) -> str:
+    """The name a ``styles`` entry trains under: a conf/style config's name, or an image
+    path's or URL's file stem."""
+    if (config_dir() / "style" / f"{entry}.yaml").is_file():
+        return entry
+    return Path(unquote(urlparse(entry).path)).stem or entry
+
+
+def resolve_styles(entries: list[str], size: int | None) -> list[dict[str, Any]]:
+    """The style configs of ``styles=[...]``: a conf/style name brings its own image, size
+    and loss weights; an image path or URL is named by its file stem and sized ``size``
+    (``style.size``). A one-line error for an empty list or a name given twice."""
+    if not entries:
+        raise NstFastError("styles=[]: name the styles, e.g. styles=[starry_night,wave]")
+    specs = []
+    for entry in entries:
+        name = style_name(entry)
+        if name == entry and (config_dir() / "style" / f"{entry}.yaml").is_file():
+            specs.append(group_defaults("style", entry))
+        else:
+            specs.append({"name": name, "image": entry, "size": size})
+    names = [spec["name"] for spec in specs]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        raise NstFastError(f"styles: {twice} is named twice; give each style once")
+    return specs
+
+
+def run_name(styles: list[str] | None, name: str) -> str:
+    """The run directory's name: the style's, or the styles' joined by '+'."""
+    return "+".join(style_name(str(entry)) for entry in styles) if styles else name
 
 
 def compose(overrides: list[str] = ()) -> DictConfig:
@@ -163,6 +200,8 @@ def register() -> None:
     ConfigStore.instance().store(name="config_schema", node=Config)
     if not OmegaConf.has_resolver("nst_fast.precision"):
         OmegaConf.register_new_resolver("nst_fast.precision", training_precision)
+    if not OmegaConf.has_resolver("nst_fast.run_name"):
+        OmegaConf.register_new_resolver("nst_fast.run_name", run_name)
     if not OmegaConf.has_resolver("nst_fast.workers"):
         OmegaConf.register_new_resolver("nst_fast.workers", loader_workers)
     if not OmegaConf.has_resolver("nst_fast.sample_photos"):

@@ -19,19 +19,25 @@ from nst_fast.files import atomic_write, load_tensors
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 
 FORMAT = "nst-fast-model"
+# Version 2 files carry several styles; files of one style stay version 1, so that every
+# nst-fast reads them, and an earlier nst-fast names the version it cannot read.
 FORMAT_VERSION = 1
+MULTI_STYLE_VERSION = 2
 
 
 @dataclass
 class ModelInfo:
     """What an exported model says about itself."""
 
-    style: str
+    style: str  # the style's name; several styles' names joined by '+'
     step: int
     arch: dict
     nst_fast_version: str
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
+    # The names of the styles a network of several carries, in the order of its style
+    # weights; empty for a network of one style.
+    styles: list[str] = field(default_factory=list)
 
 
 def save_model(
@@ -41,12 +47,16 @@ def save_model(
     style: str,
     step: int,
     extra: dict | None = None,
+    styles: list[str] | None = None,
 ) -> Path:
-    """Write ``net`` and its metadata to ``path`` atomically."""
+    """Write ``net`` and its metadata to ``path`` atomically; ``styles``: the names of the
+    styles of a network of several, in the order of its style weights."""
+    if (len(styles) if styles else 1) != net.styles:
+        raise ValueError(f"a network of {net.styles} style(s) needs as many style names")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     payload = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if net.styles == 1 else MULTI_STYLE_VERSION,
         "nst_fast_version": __version__,
         "arch": net.config.to_dict(),
         "style": style,
@@ -54,6 +64,8 @@ def save_model(
         "extra": dict(extra or {}),
         "state_dict": state,
     }
+    if net.styles > 1:
+        payload["styles"] = list(styles)
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -108,6 +120,26 @@ def checkpoint_arch(hparams: dict, source: str | os.PathLike = "the checkpoint")
     return recorded_arch(hparams["model"], source)
 
 
+def check_same_styles(hparams: dict, names: list[str]) -> None:
+    """A one-line error when a checkpoint being resumed was trained on other styles than
+    ``names`` (a network of several styles keeps them in order)."""
+    saved = checkpoint_styles(hparams, "the checkpoint")
+    if (len(saved) > 1 or len(names) > 1) and saved != names:
+        raise NstFastError(
+            f"this checkpoint was trained on {', '.join(saved)} (in that order); resume it "
+            "with the same styles"
+        )
+
+
+def checkpoint_styles(hparams: dict, source: str | os.PathLike) -> list[str]:
+    """The names of the styles a training checkpoint was trained on, in order."""
+    style = hparams.get("style") if isinstance(hparams, dict) else None
+    styles = style if isinstance(style, list) else [style]
+    if not all(isinstance(s, dict) and "name" in s for s in styles):
+        raise ModelFileError(source, "not an nst-fast training checkpoint (it records no style)")
+    return [str(s["name"]) for s in styles]
+
+
 def check_same_arch(hparams: dict, config: TransformerConfig) -> None:
     """A one-line error when a checkpoint being resumed was trained with another
     architecture than ``config``, naming the ``model.*`` overrides that would resume it."""
@@ -121,7 +153,7 @@ def check_same_arch(hparams: dict, config: TransformerConfig) -> None:
 
 
 def build_network(
-    arch: dict, state: dict, source: str | os.PathLike, remedy: str = RE_EXPORT
+    arch: dict, state: dict, source: str | os.PathLike, remedy: str = RE_EXPORT, styles: int = 1
 ) -> TransformerNet:
     """The network ``arch`` describes with the weights ``state``, in eval mode; a
     ``ModelFileError`` naming ``source`` when they cannot make a working network: an
@@ -129,7 +161,7 @@ def build_network(
     are not finite (``remedy`` says what to do about those two)."""
     arch = recorded_arch(arch, source)
     try:
-        net = TransformerNet(TransformerConfig(**arch))
+        net = TransformerNet(TransformerConfig(**arch), styles)
     except (TypeError, ValueError) as err:
         raise ModelFileError(
             source, f"nst-fast {__version__} cannot build the network it records ({err}); {UPGRADE}"
@@ -193,17 +225,21 @@ def load_model(
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(path, f"not an nst-fast model (no '{FORMAT}' header)")
     version = payload.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in (FORMAT_VERSION, MULTI_STYLE_VERSION):
         raise ModelFileError(
             path,
             f"model format version {version} (written by nst-fast "
-            f"{payload.get('nst_fast_version')}); this nst-fast {__version__} reads version "
-            f"{FORMAT_VERSION}",
+            f"{payload.get('nst_fast_version')}); this nst-fast {__version__} reads versions "
+            f"{FORMAT_VERSION} and {MULTI_STYLE_VERSION}",
         )
-    missing = [k for k in ("arch", "state_dict", "style", "step") if k not in payload]
+    required = ("arch", "state_dict", "style", "step", *(("styles",) if version == 2 else ()))
+    missing = [k for k in required if k not in payload]
     if missing:
         raise ModelFileError(path, f"not an nst-fast model (no '{missing[0]}'); {RE_EXPORT}")
-    net = build_network(payload["arch"], payload["state_dict"], path)
+    styles = [str(name) for name in payload.get("styles") or []]
+    if version == MULTI_STYLE_VERSION and (len(styles) < 2 or len(set(styles)) != len(styles)):
+        raise ModelFileError(path, f"its list of styles is not two or more names; {RE_EXPORT}")
+    net = build_network(payload["arch"], payload["state_dict"], path, styles=max(len(styles), 1))
     info = ModelInfo(
         style=str(payload["style"]),
         step=int(payload["step"]),
@@ -211,6 +247,7 @@ def load_model(
         nst_fast_version=str(payload.get("nst_fast_version", "?")),
         format_version=version,
         extra=dict(payload.get("extra") or {}),
+        styles=styles,
     )
     return net, info
 
@@ -232,11 +269,10 @@ def checked_checkpoint(ckpt: object, path: str | os.PathLike) -> tuple[dict, Tra
         raise ModelFileError(path, "not an nst-fast training checkpoint (it holds no weights)")
     hparams = ckpt.get("hyper_parameters")
     arch = checkpoint_arch(hparams, path)
-    if not isinstance(hparams.get("style"), dict) or "name" not in hparams["style"]:
-        raise ModelFileError(path, "not an nst-fast training checkpoint (it records no style)")
+    styles = len(checkpoint_styles(hparams, path))
     prefix = "transformer."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    return ckpt, build_network(arch, state, path, EARLIER_CHECKPOINT)
+    return ckpt, build_network(arch, state, path, EARLIER_CHECKPOINT, styles)
 
 
 def load_checkpoint(
@@ -246,12 +282,15 @@ def load_checkpoint(
     the metadata a model.pt of that step would carry."""
     ckpt, net = _open_checkpoint(Path(path), map_location)
     hparams = ckpt["hyper_parameters"]
+    names = checkpoint_styles(hparams, path)
     info = ModelInfo(
-        style=hparams["style"]["name"],
+        style="+".join(names),
         step=int(ckpt.get("global_step", 0)),
         arch=net.config.to_dict(),
         nst_fast_version=__version__,
+        format_version=FORMAT_VERSION if len(names) == 1 else MULTI_STYLE_VERSION,
         extra={"style": hparams["style"], "loss": hparams.get("loss", {})},
+        styles=names if len(names) > 1 else [],
     )
     return net, info
 

@@ -216,7 +216,7 @@ def make_module(setup: Setup, weights: str) -> tuple[StyleTransferModule, torch.
     module.to(setup.device)
     module.setup("fit")
     if "loss" in setup.compile:
-        module.criterion.network = torch.compile(module.criterion.network)
+        module.criteria[0].network = torch.compile(module.criteria[0].network)
     torch.backends.cudnn.benchmark = setup.cudnn_benchmark
     module.on_fit_start()
     module.train()
@@ -310,7 +310,7 @@ def annotated_step(setup: Setup, module, optimizer, images: torch.Tensor):
             with record_function("## transform net forward"):
                 output = module.step_net(images)
             with record_function("## loss (VGG on output and photo, Gram, TV)"):
-                losses = module.criterion(output, images)
+                losses = module.criteria[0](output, images)
         with record_function("## backward"):
             losses["total"].backward()
         with record_function("## optimizer (Adam)"):

@@ -25,7 +25,7 @@ def tiny_module(style_file, *overrides: str) -> StyleTransferModule:
 def test_the_grid_penalty_looks_at_the_period_the_network_can_draw(style_file, channels, period):
     module = tiny_module(style_file, f"model.channels={channels}")
     assert module.transformer.multiple == period
-    assert module.criterion.grid_period == period
+    assert module.criteria[0].grid_period == period
 
 
 def run_step(module: StyleTransferModule, photos: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ def test_the_step_network_shares_the_weights_checkpoints_hold(style_file, fast):
         for p in module.transformer.parameters():
             p.add_(0.1)
     assert not torch.allclose(module.step_net(photos), before)
-    assert all(k.startswith(("transformer.", "criterion.")) for k in module.state_dict())
+    assert all(k.startswith(("transformer.", "criteria.")) for k in module.state_dict())
 
 
 def test_fast_false_trains_the_plain_modules_and_fast_true_the_same_function(style_file):

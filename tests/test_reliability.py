@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from nst_fast.data.datamodule import PhotoDataModule
 from nst_fast.errors import NstFastError
-from nst_fast.export import FORMAT_VERSION, load_model, save_model
+from nst_fast.export import MULTI_STYLE_VERSION, load_model, save_model
 from nst_fast.images import save_image
 from nst_fast.models.transformer import transformer_net
 
@@ -258,10 +258,10 @@ def test_a_model_from_another_format_version_names_both_versions(tmp_path):
     path = tmp_path / "old.pt"
     save_model(transformer_net(channels=(8, 16), residual_blocks=1), path, style="a", step=1)
     payload = torch.load(path, weights_only=True)
-    payload["format_version"] = FORMAT_VERSION + 1
+    payload["format_version"] = MULTI_STYLE_VERSION + 1
     payload["nst_fast_version"] = "9.0.0"
     torch.save(payload, path)
-    with pytest.raises(NstFastError, match=rf"version {FORMAT_VERSION + 1}.*9\.0\.0.*reads"):
+    with pytest.raises(NstFastError, match=rf"version {MULTI_STYLE_VERSION + 1}.*9\.0\.0.*reads"):
         load_model(path)
 
 

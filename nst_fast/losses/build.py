@@ -9,9 +9,12 @@ from nst_fast.losses.network import LossNetwork
 from nst_fast.losses.perceptual import PerceptualLoss
 
 
-def build_criterion(loss: dict, style: dict, grid_period: int = GRID_PERIOD) -> PerceptualLoss:
+def build_criterion(
+    loss: dict, style: dict, grid_period: int = GRID_PERIOD, network: LossNetwork | None = None
+) -> PerceptualLoss:
     """The perceptual loss of ``loss`` (a LossConfig dict), with per-style weight overrides;
-    ``grid_period``: the total stride of the network it trains (``TransformerNet.multiple``).
+    ``grid_period``: the total stride of the network it trains (``TransformerNet.multiple``);
+    ``network``: a loss network of ``loss`` to share (the losses of several styles do).
     """
 
     def weight(name: str) -> float:
@@ -27,7 +30,8 @@ def build_criterion(loss: dict, style: dict, grid_period: int = GRID_PERIOD) -> 
         if layer_weight < 0:
             raise NstFastError(f"loss.style_layers.{name}={layer_weight}: expected 0 or more")
     layers = [loss["content_layer"], *loss["style_layers"]]
-    network = LossNetwork(loss["network"], layers, loss["weights"])
+    if network is None:
+        network = LossNetwork(loss["network"], layers, loss["weights"])
     return PerceptualLoss(
         network,
         content_layer=loss["content_layer"],

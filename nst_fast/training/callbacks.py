@@ -31,9 +31,10 @@ def _tensorboard(trainer: pl.Trainer):
 
 
 class ImageGridLogger(pl.Callback):
-    """Every ``every_n_steps`` steps, log a grid of fixed photos beside their stylizations.
+    """Every ``every_n_steps`` steps, log a grid of fixed photos beside their stylizations
+    (a row per photo: the photo, then each style's).
 
-    The style image is logged once at the start. Photos are the DataModule's
+    The style images are logged once at the start. Photos are the DataModule's
     ``preview_batch()``, so every grid of a run shows the same photos.
     """
 
@@ -47,7 +48,9 @@ class ImageGridLogger(pl.Callback):
         writer = _tensorboard(trainer)
         if writer is None:
             return
-        writer.add_image("style", pl_module.style_image.clamp(0, 1), trainer.global_step)
+        for spec, image in zip(pl_module.styles, pl_module.style_images, strict=True):
+            tag = "style" if len(pl_module.styles) == 1 else f"style/{spec['name']}"
+            writer.add_image(tag, image.clamp(0, 1), trainer.global_step)
         self.photos = trainer.datamodule.preview_batch()
         self._log_grid(trainer, pl_module)
 
@@ -67,14 +70,20 @@ class ImageGridLogger(pl.Callback):
         if trainer.global_step == self.logged_step:  # the end on a multiple of every_n_steps
             return
         self.logged_step = trainer.global_step
-        was_training = pl_module.transformer.training
-        pl_module.transformer.eval()
-        stylized = stylize(pl_module.transformer, self.photos.to(pl_module.device), half=False)
-        pl_module.transformer.train(was_training)
-        # Rows of (photo, stylized) pairs.
-        pairs = torch.stack([self.photos.cpu(), stylized], 1).flatten(0, 1)
-        writer.add_image("preview", make_grid(pairs, nrow=2, padding=4), trainer.global_step)
+        photos = self.photos.to(pl_module.device)
+        stylized = [stylize(net, photos, half=False) for net in style_networks(pl_module)]
+        rows = torch.stack([self.photos.cpu(), *stylized], 1).flatten(0, 1)
+        grid = make_grid(rows, nrow=1 + len(stylized), padding=4)
+        writer.add_image("preview", grid, trainer.global_step)
         writer.flush()
+
+
+def style_networks(pl_module: pl.LightningModule) -> list[torch.nn.Module]:
+    """The transform network in eval mode, as one network per style it carries."""
+    net = pl_module.transformer
+    if net.styles == 1:
+        return [net]
+    return [net.single_style(torch.eye(net.styles)[i]).eval() for i in range(net.styles)]
 
 
 class ExportModel(pl.Callback):
@@ -86,12 +95,14 @@ class ExportModel(pl.Callback):
     @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         try:
+            names = [spec["name"] for spec in pl_module.styles]
             save_model(
                 pl_module.transformer,
                 self.path,
                 style=self.style,
                 step=trainer.global_step,
                 extra=self.extra,
+                styles=names if len(names) > 1 else None,
             )
         except OSError as err:
             last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
@@ -103,7 +114,8 @@ class ExportModel(pl.Callback):
 
 
 class StylizeSamples(pl.Callback):
-    """At the end of training, stylize the preview photos at full size into ``folder``.
+    """At the end of training, stylize the preview photos at full size into ``folder``
+    (``folder/STYLE/`` for each style of a network of several).
 
     The DataModule's preview photos are the ones it already decoded successfully.
     """
@@ -113,7 +125,10 @@ class StylizeSamples(pl.Callback):
 
     @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        net = pl_module.transformer.eval()
+        nets = style_networks(pl_module)
+        folders = (
+            [self.folder] if len(nets) == 1 else [self.folder / s["name"] for s in pl_module.styles]
+        )
         for path in trainer.datamodule.preview_paths():
             try:
                 photo = read_image(path).to(pl_module.device)
@@ -122,7 +137,8 @@ class StylizeSamples(pl.Callback):
                 continue
             # Named by the path under data.root: a/x.jpg and b/x.png are two samples.
             name = path.relative_to(trainer.datamodule.dataset.root).with_suffix(".jpg")
-            save_image(stylize(net, photo), self.folder / name)
+            for net, folder in zip(nets, folders, strict=True):
+                save_image(stylize(net.eval(), photo), folder / name)
 
 
 class SkippedPhotosReport(pl.Callback):

@@ -8,10 +8,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
+from nst_fast.config import resolve_styles
 from nst_fast.device import training_device
 from nst_fast.errors import NonFiniteLossError, NstFastError
-from nst_fast.export import check_same_arch
+from nst_fast.export import check_same_arch, check_same_styles
 from nst_fast.fast import accelerate, share_parameters
 from nst_fast.losses.build import build_criterion
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
@@ -19,7 +21,9 @@ from nst_fast.styles import load_style_image
 
 
 class StyleTransferModule(pl.LightningModule):
-    """Trains a TransformerNet against the perceptual loss of one style image.
+    """Trains a TransformerNet against the perceptual loss of one style image, or of
+    several (``style`` a list: one network, a conditional norm per style, each batch
+    trained on the next style in turn).
 
     Arguments are plain dicts (the ``model``, ``loss`` and ``style`` config groups) so
     checkpoints hold no config objects and load without Hydra.
@@ -29,7 +33,7 @@ class StyleTransferModule(pl.LightningModule):
         self,
         model: dict,
         loss: dict,
-        style: dict,
+        style: dict | list[dict],
         lr: float = 1e-3,
         schedule: str = "constant",
         channels_last: bool = True,
@@ -40,13 +44,22 @@ class StyleTransferModule(pl.LightningModule):
         if schedule not in ("constant", "cosine"):
             raise NstFastError(f"optim.schedule={schedule}: expected one of constant, cosine")
         self.save_hyperparameters()
-        self.transformer = TransformerNet(TransformerConfig(**model))
-        # The style image before the loss network: a wrong path must fail before VGG's
+        self.styles = [style] if isinstance(style, dict) else list(style)
+        self.transformer = TransformerNet(TransformerConfig(**model), len(self.styles))
+        # The style images before the loss network: a wrong path must fail before VGG's
         # weights download.
-        self.register_buffer(
-            "style_image", load_style_image(style["image"], style.get("size")), persistent=False
+        self.style_images = [load_style_image(s["image"], s.get("size")) for s in self.styles]
+        # A loss per style (each its own weights), all on one loss network.
+        first = build_criterion(loss, self.styles[0], self.transformer.multiple)
+        self.criteria = nn.ModuleList(
+            [
+                first,
+                *(
+                    build_criterion(loss, s, first.grid_period, first.network)
+                    for s in self.styles[1:]
+                ),
+            ]
         )
-        self.criterion = build_criterion(loss, style, self.transformer.multiple)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict_loading = False  # checkpoints leave the frozen loss network out
         # The network the training step runs: ``transformer``, its compiled form, or a twin
@@ -57,9 +70,15 @@ class StyleTransferModule(pl.LightningModule):
     @classmethod
     def from_config(cls, cfg: DictConfig) -> StyleTransferModule:
         """The module ``nst-fast train`` builds from a composed config."""
-        groups = ("model", "loss", "style")
+        model, loss, style = (
+            OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "loss", "style")
+        )
+        if cfg.styles:
+            style = resolve_styles(list(cfg.styles), style["size"])
         return cls(
-            **{group: OmegaConf.to_container(cfg[group], resolve=True) for group in groups},
+            model=model,
+            loss=loss,
+            style=style,
             lr=cfg.optim.lr,
             schedule=cfg.optim.schedule,
             channels_last=cfg.channels_last,
@@ -69,32 +88,41 @@ class StyleTransferModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.transformer.to(memory_format=self.memory_format)
-        self.criterion.to(memory_format=self.memory_format)
+        self.criteria.to(memory_format=self.memory_format)
         if self.hparams.compile:  # compiles the plain modules, fusing them itself
             self.__dict__["step_net"] = torch.compile(self.transformer)
         elif self.hparams.fast:
             device = training_device(self)
             twin = share_parameters(self.transformer)
             self.__dict__["step_net"] = accelerate(twin, "training", device)
-            accelerate(self.criterion, "training", device)
+            accelerate(self.criteria, "training", device)
 
     def on_fit_start(self) -> None:
-        self.criterion.set_style(self.style_image.unsqueeze(0))
+        for criterion, image in zip(self.criteria, self.style_images, strict=True):
+            criterion.set_style(image.to(self.device).unsqueeze(0))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.transformer(images)
+    def style_weights(self, index: int) -> torch.Tensor | None:
+        """The network's style input for style ``index``: None for a one-style network."""
+        n = len(self.styles)
+        return None if n == 1 else torch.eye(n, device=self.device)[index]
+
+    def forward(self, images: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        return self.transformer(images, style)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         images = batch["image"]
         if images.numel() == 0:
             return None  # every photo in this batch was unreadable: skip the step
         images = images.contiguous(memory_format=self.memory_format)
-        output = self.step_net(images)
-        losses = self.criterion(output, images)
+        index = self.global_step % len(self.styles)  # one style per batch, in turn
+        output = self.step_net(images, self.style_weights(index))
+        losses = self.criteria[index](output, images)
         if not torch.isfinite(losses["total"]):  # stop before NaNs reach the weights
             raise NonFiniteLossError(losses, self.global_step)
         # Every term, and each style layer's; with several processes, the mean over ranks.
         self.log_dict({f"loss/{name}": value for name, value in losses.items()}, sync_dist=True)
+        if len(self.styles) > 1:
+            self.log(f"loss_by_style/{self.styles[index]['name']}", losses["total"], sync_dist=True)
         self.log("loss", losses["total"], prog_bar=True, logger=False)
         return losses["total"]
 
@@ -115,12 +143,14 @@ class StyleTransferModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The config is composed anew when a run resumes: a changed model.* (or a changed
         # default) would load the weights into a different network, silently or not.
-        check_same_arch(checkpoint.get("hyper_parameters"), self.transformer.config)
+        hparams = checkpoint.get("hyper_parameters")
+        check_same_styles(hparams, [s["name"] for s in self.styles])
+        check_same_arch(hparams, self.transformer.config)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The loss network is rebuilt from the config, never stored in checkpoints.
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("criterion.")]:
+        for key in [k for k in state if k.startswith("criteria.")]:
             del state[key]
 
 

@@ -66,7 +66,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
             # The loss and style settings travel with the model, for `nst-fast evaluate`.
             ExportModel(
                 model_path,
-                cfg.style.name,
+                "+".join(spec["name"] for spec in module.styles),
                 extra={"style": module.hparams.style, "loss": module.hparams.loss},
             ),
             StylizeSamples(run_dir / "samples"),

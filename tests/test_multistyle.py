@@ -1,0 +1,203 @@
+"""Several styles in one network (Dumoulin et al. 2017): the styles list, training one
+network on all of them, its model files, and blending its styles."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from nst_fast.batch import stylize_paths
+from nst_fast.config import compose, resolve_styles
+from nst_fast.errors import NstFastError
+from nst_fast.export import load_network
+from nst_fast.inference import stylize
+from nst_fast.training.module import StyleTransferModule
+
+from .conftest import make_photo, nst_fast, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def two_styles(tmp_path_factory) -> tuple[Path, list[Path], subprocess.CompletedProcess]:
+    """One tiny run of a network of two styles, shared by the tests below."""
+    from nst_fast.images import save_image
+
+    root = tmp_path_factory.mktemp("multistyle")
+    photos = root / "photos"
+    for i in range(6):
+        save_image(make_photo((36 + 2 * i, 44), i), photos / f"{i}.jpg")
+    styles = [
+        save_image(make_photo((48, 48), 99), root / "warm.png"),
+        save_image(make_photo((40, 56), 7).flip(0), root / "cool.png"),
+    ]
+    run_dir = root / "run"
+    overrides = [
+        o for o in tiny_overrides(photos, styles[0], run_dir, steps=6) if "style." not in o
+    ]
+    # A high rate: six steps move each style's norms far enough to tell the styles apart.
+    styles_list = f"styles=[{styles[0]},{styles[1]}]"
+    result = nst_fast("train", styles_list, "style.size=48", "optim.lr=1e-2", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, styles, result
+
+
+@pytest.mark.slow
+def test_the_model_of_a_two_style_run_keeps_both_styles_in_order(two_styles):
+    run_dir, *_ = two_styles
+    net, info = load_network(run_dir / "model.pt")
+    assert info.styles == ["warm", "cool"] and info.style == "warm+cool"
+    assert net.styles == 2
+    _, from_checkpoint = load_network(run_dir / "checkpoints" / "last.ckpt")
+    assert from_checkpoint.styles == ["warm", "cool"]
+
+
+@pytest.mark.slow
+def test_each_style_of_the_trained_network_and_their_blend_give_different_images(two_styles):
+    run_dir, *_ = two_styles
+    net, _ = load_network(run_dir / "model.pt")
+    photo = make_photo((40, 48), 3)
+    warm, cool, half = (
+        stylize(net.single_style(torch.tensor(w)), photo, half=False)
+        for w in ([1.0, 0.0], [0.0, 1.0], [0.5, 0.5])
+    )
+    assert (warm - cool).abs().mean() > 1e-3
+    assert (half - warm).abs().mean() > 1e-4 and (half - cool).abs().mean() > 1e-4
+
+
+@pytest.mark.slow
+def test_a_two_style_run_logs_each_styles_loss_and_samples_under_each_style(two_styles):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, *_ = two_styles
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    assert {"loss/total", "loss_by_style/warm", "loss_by_style/cool"} <= scalars
+    assert {"style/warm", "style/cool", "preview"} <= set(acc.Tags()["images"])
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["cool", "warm"]
+    assert len(list((run_dir / "samples" / "warm").glob("*.jpg"))) == 2
+
+
+@pytest.mark.slow
+def test_resuming_a_two_style_checkpoint_with_other_styles_is_refused_in_one_line(
+    two_styles, tmp_path
+):
+    run_dir, styles, _ = two_styles
+    swapped = compose(
+        [
+            f"styles=[{styles[1]},{styles[0]}]",
+            "loss.weights=random",
+            "model.channels=[8,16,32]",
+            "model.residual_blocks=1",
+        ]
+    )
+    module = StyleTransferModule.from_config(swapped)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    with pytest.raises(NstFastError, match=r"trained on warm, cool \(in that order\)"):
+        module.on_load_checkpoint(checkpoint)
+
+
+def test_a_style_config_name_brings_its_own_image_size_and_a_path_is_named_by_its_stem():
+    wave, mine = resolve_styles(["wave", "/photos/my painting.jpg"], size=300)
+    assert wave["name"] == "wave" and wave["image"].startswith("https://") and wave["size"] == 512
+    assert mine == {"name": "my painting", "image": "/photos/my painting.jpg", "size": 300}
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [([], "styles=[]: name the styles"), (["a/x.jpg", "b/x.png"], "x is named twice")],
+)
+def test_an_empty_or_repeating_styles_list_is_one_line(entries, message):
+    with pytest.raises(NstFastError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        resolve_styles(entries, size=256)
+
+
+def test_a_styles_list_of_one_trains_a_network_of_one_style(style_file):
+    cfg = compose([f"styles=[{style_file}]", "loss.weights=random", "model.residual_blocks=1"])
+    module = StyleTransferModule.from_config(cfg)
+    assert module.transformer.styles == 1
+    assert [s["name"] for s in module.styles] == [style_file.stem]
+
+
+def test_each_training_step_trains_the_next_style_in_turn(style_file, tmp_path):
+    from nst_fast.images import save_image
+
+    other = save_image(make_photo((40, 40), 5), tmp_path / "other.png")
+    cfg = compose(
+        [
+            f"styles=[{style_file},{other}]",
+            "style.size=32",
+            "loss.weights=random",
+            "model.channels=[8,16,32]",
+            "model.residual_blocks=1",
+            "fast=false",
+        ]
+    )
+    module = StyleTransferModule.from_config(cfg)
+    module.on_fit_start()
+    photos = make_photo((32, 32), 1)[None]
+    norm = module.transformer.encoder[0][2]
+    for step in range(2):
+        module.transformer.zero_grad()
+        output = module.transformer(photos, module.style_weights(step))
+        module.criteria[step](output, photos)["total"].backward()
+        trained = norm.weight.grad.abs().sum(1) > 0
+        assert trained.tolist() == [step == 0, step == 1]
+
+
+@pytest.mark.slow
+def test_stylize_writes_one_output_per_style_named_with_it_or_one_for_a_choice(
+    two_styles, tmp_path
+):
+    from nst_fast.images import read_image, save_image
+
+    run_dir, *_ = two_styles
+    photo = save_image(make_photo((40, 48), 3), tmp_path / "photo.png")
+    result = nst_fast("stylize", str(run_dir / "model.pt"), str(photo), "-o", str(tmp_path / "all"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
+        "photo_cool.png",
+        "photo_warm.png",
+    ]
+    for choice, name in (("warm", "one.png"), ("warm=1,cool=3", "blend.png")):
+        report = stylize_paths(run_dir / "model.pt", [photo], tmp_path / name, style=choice)
+        assert report.written == [tmp_path / name]
+    warm, cool = (read_image(tmp_path / "all" / f"photo_{s}.png") for s in ("warm", "cool"))
+    assert torch.equal(read_image(tmp_path / "one.png"), warm)
+    blend = read_image(tmp_path / "blend.png")
+    assert not torch.equal(blend, warm) and not torch.equal(blend, cool)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("choice", "message"),
+    [
+        ("wave", "style='wave': no style 'wave'; the model has warm, cool"),
+        ("warm=0,cool=0", "the weights add up to 0"),
+        ("warm=-1,cool=2", "style weights are 0 or more"),
+    ],
+)
+def test_a_style_choice_the_model_cannot_make_is_one_line(two_styles, tmp_path, choice, message):
+    run_dir, *_ = two_styles
+    photo = make_photo((32, 32), 1)
+    from nst_fast.images import save_image
+
+    path = save_image(photo, tmp_path / "p.png")
+    with pytest.raises(NstFastError, match=re.escape(message)):
+        stylize_paths(run_dir / "model.pt", [path], tmp_path / "out", style=choice)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_of_one_style_takes_no_other_style_name(tmp_path):
+    from nst_fast.export import save_model
+    from nst_fast.images import save_image
+    from nst_fast.models.transformer import transformer_net
+
+    model = save_model(
+        transformer_net(channels=[4, 8], residual_blocks=1), tmp_path / "m.pt", style="wave", step=1
+    )
+    path = save_image(make_photo((32, 32), 1), tmp_path / "p.png")
+    with pytest.raises(NstFastError, match="this model has one style, wave"):
+        stylize_paths(model, [path], tmp_path / "out", style="mosaic")
+    assert stylize_paths(model, [path], tmp_path / "out", style="wave").written
