@@ -20,7 +20,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -452,6 +452,7 @@ def stylize_paths(
     device: str | torch.device = "auto",
     precision: str = "auto",
     fast: bool = True,
+    style: str | None = None,
     progress: bool = False,
     echo: Echo | None = None,
     spelling: Spelling = KEYWORDS,
@@ -469,14 +470,16 @@ def stylize_paths(
     large for memory, 0 never, N in N px tiles overlapping by ``tile_overlap``.
     ``device``: auto, cpu, cuda:1 ...; ``precision``: auto, fp32, fp16 or bf16. ``fast``
     False runs the plain PyTorch modules, without nst-fast's speed work (debugging, A/B
-    timing). ``progress`` shows a progress bar; ``echo(kind, text)`` hears of each
+    timing). ``style`` picks from a model of several styles: a name, a blend
+    ``a=0.7,b=0.3``, or ``all`` (the default: one output per style, named
+    ``photo_STYLE.jpg``). ``progress`` shows a progress bar; ``echo(kind, text)`` hears of each
     problem as it happens ("error" and a line, or "kept" and an existing output's path).
 
     Raises ``NstFastError`` before writing anything for options, outputs or a model file
     that cannot work; files that fail one by one are in the returned ``Report``.
     """
     from nst_fast.device import pick_device
-    from nst_fast.formats import load_for_inference
+    from nst_fast.formats import load_for_inference, style_choices
     from nst_fast.inference import Stylizer, max_pixels
 
     check_options(
@@ -492,28 +495,46 @@ def stylize_paths(
         )
     device = pick_device(str(device))
     dtype = pick_dtype(device, precision, spelling)
-    model = load_for_inference(model, device, dtype, fast=fast)
-    stylizer = Stylizer(
-        model.run,
-        # onnxruntime computes in fp32 whatever the precision: budget its memory so.
-        max_pixels(device, model.channels, torch.float32 if model.format == "onnx" else dtype),
-        net=model.net,
-        multiple=model.multiple,
-        tile=tile,
-        overlap=tile_overlap,
-    )
-    todo = [job for job in jobs if overwrite or not job.target.exists()]
+    loaded = load_for_inference(model, device, dtype, fast=fast)
+    choices = style_choices(style, loaded, spelling.value("style", style))
+    if len(choices) > 1:  # one output per style, named with it
+        jobs = [
+            replace(job, target=labelled(job.target, label)) for label, _ in choices for job in jobs
+        ]
+        check_distinct(jobs, spelling)
+    per_choice = len(jobs) // len(choices)
     report = Report(echo=echo)
+    todo = [job for job in jobs if overwrite or not job.target.exists()]
     with tqdm(total=len(todo), unit="file", disable=not progress or len(todo) < 2) as bar:
         for line in missing:
             report.error(line)
         for job in jobs:
             if job not in todo:
                 report.keep(job.target)
-        run = Run(stylizer, Finish(strength, preserve_color), report, bar, dtype, overwrite,
-                  spelling)  # fmt: skip
-        images = [job for job in todo if not job.video]
-        stylize_images(images, run, batch_size or (1 if device.type == "cpu" else 4), size, scale)
-        stylize_videos([job for job in todo if job.video], run, batch_size or 8, progress)
-    report.tiled_alone = stylizer.tiled_alone
+        for i, (_, chosen) in enumerate(choices):
+            stylizer = Stylizer(
+                chosen.run,
+                # onnxruntime computes in fp32 whatever the precision: budget its memory so.
+                max_pixels(
+                    device, chosen.channels, torch.float32 if chosen.format == "onnx" else dtype
+                ),
+                net=chosen.net,
+                multiple=chosen.multiple,
+                tile=tile,
+                overlap=tile_overlap,
+            )
+            run = Run(stylizer, Finish(strength, preserve_color), report, bar, dtype, overwrite,
+                      spelling)  # fmt: skip
+            mine = [job for job in jobs[i * per_choice : (i + 1) * per_choice] if job in todo]
+            images = [job for job in mine if not job.video]
+            stylize_images(
+                images, run, batch_size or (1 if device.type == "cpu" else 4), size, scale
+            )
+            stylize_videos([job for job in mine if job.video], run, batch_size or 8, progress)
+            report.tiled_alone += stylizer.tiled_alone
     return report
+
+
+def labelled(target: Path, label: str) -> Path:
+    """``out/photo.jpg`` -> ``out/photo_wave.jpg``: an output named with its style."""
+    return target.with_name(f"{target.stem}_{label}{target.suffix}")

@@ -13,7 +13,7 @@ import os
 import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,6 +46,11 @@ class LoadedModel:
     multiple: int = 4
     # The prepared eager network when there is one: tiling shares its norm statistics.
     net: torch.nn.Module | None = None
+    # The style's name; for a model of several styles, their names in order and ``select``,
+    # which gives the model of one style or a blend (style weights in that order).
+    style: str = "?"
+    styles: list[str] = field(default_factory=list)
+    select: Callable[[torch.Tensor], LoadedModel] | None = None
 
 
 def metadata(info: ModelInfo) -> dict[str, str]:
@@ -157,15 +162,81 @@ def load_for_inference(
 
 def _load_native(path: Path, device: torch.device, dtype: torch.dtype, fast: bool) -> LoadedModel:
     net, info = load_network(path)
-    ready = prepared(net, device, dtype, fast=fast)
+
+    def loaded(one: TransformerNet, style: str) -> LoadedModel:
+        ready = prepared(one, device, dtype, fast=fast)
+        return LoadedModel(
+            run=lambda batch: forward(ready, batch),
+            format="nst-fast",
+            description=f"style {style}, step {info.step}",
+            channels=list(one.config.channels),
+            multiple=one.multiple,
+            net=ready,
+            style=style,
+        )
+
+    if net.styles == 1:
+        return loaded(net, info.style)
+
+    def unselected(batch: torch.Tensor) -> torch.Tensor:
+        raise NstFastError(
+            f"{path}: choose one of its styles ({', '.join(info.styles)}) or a blend"
+        )
+
+    def select(weights: torch.Tensor) -> LoadedModel:
+        return loaded(net.single_style(weights), blend_name(info.styles, weights))
+
     return LoadedModel(
-        run=lambda batch: forward(ready, batch),
+        run=unselected,
         format="nst-fast",
-        description=f"style {info.style}, step {info.step}",
+        description=f"styles {', '.join(info.styles)}, step {info.step}",
         channels=list(net.config.channels),
         multiple=net.multiple,
-        net=ready,
+        style=info.style,
+        styles=info.styles,
+        select=select,
     )
+
+
+def blend_name(names: list[str], weights: torch.Tensor) -> str:
+    """'wave' for a one-hot ``weights``, else 'starry_night 0.7 + wave 0.3'."""
+    parts = [(name, float(w)) for name, w in zip(names, weights, strict=True) if w > 0]
+    if len(parts) == 1:
+        return parts[0][0]
+    return " + ".join(f"{name} {w:.2g}" for name, w in parts)
+
+
+def style_choices(
+    choice: str | None, model: LoadedModel, said: str | None = None
+) -> list[tuple[str | None, LoadedModel]]:
+    """The models ``choice`` asks for, each with the label its outputs are named with
+    (None: named as the input). For a model of several styles: one style by name, a blend
+    ``a=0.7,b=0.3`` (weights normalized to sum to 1), or ``all`` (also the default): one
+    output per style. A model of one style takes no choice but its own name. ``said``:
+    how error messages name the option and its value (``--style x``)."""
+    said = said or f"--style {choice}"
+    if not model.styles:
+        if choice not in (None, model.style):
+            raise NstFastError(f"{said}: this model has one style, {model.style}")
+        return [(None, model)]
+    names = model.styles
+    if choice in (None, "all"):
+        return [(name, model.select(torch.eye(len(names))[i])) for i, name in enumerate(names)]
+    weights = torch.zeros(len(names))
+    for part in choice.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in names:
+            raise NstFastError(f"{said}: no style {name!r}; the model has {', '.join(names)}")
+        try:
+            weights[names.index(name)] += float(value) if value else 1.0
+        except ValueError:
+            raise NstFastError(f"{said}: {value!r} is not a number") from None
+    if (weights < 0).any() or not torch.isfinite(weights).all():
+        raise NstFastError(f"{said}: style weights are 0 or more")
+    if weights.sum() == 0:
+        raise NstFastError(f"{said}: the weights add up to 0; give one a weight")
+    return [(None, model.select(weights / weights.sum()))]
 
 
 def _load_torchscript(
@@ -191,6 +262,7 @@ def _load_torchscript(
         run=lambda batch: forward(module, batch),
         format="torchscript",
         description=f"TorchScript, style {meta.get('style', '?')}",
+        style=meta.get("style", "?"),
         channels=channels,
         multiple=2 ** (len(channels) - 1),
     )
@@ -225,6 +297,7 @@ def _load_onnx(path: Path, device: torch.device, dtype: torch.dtype, fast: bool)
         run=run,
         format="onnx",
         description=f"ONNX ({session.get_providers()[0]}), style {meta.get('nst_fast.style', '?')}",
+        style=meta.get("nst_fast.style", "?"),
         channels=channels,
         multiple=2 ** (len(channels) - 1),
     )
@@ -255,7 +328,9 @@ def write_model(net: TransformerNet, info: ModelInfo, target: Path, fmt: str) ->
     from nst_fast.export import save_model
 
     writers = {
-        "pt": lambda: save_model(net, target, style=info.style, step=info.step, extra=info.extra),
+        "pt": lambda: save_model(
+            net, target, style=info.style, step=info.step, extra=info.extra, styles=info.styles
+        ),
         "torchscript": lambda: export_torchscript(net, info, target),
         "onnx": lambda: export_onnx(net, info, target),
     }

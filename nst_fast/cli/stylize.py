@@ -58,6 +58,11 @@ def parser() -> argparse.ArgumentParser:
         "--strength", type=float, default=1.0,
         help="0..1: blend between the photo (0) and the full stylization (1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--style",
+        help="a model of several styles: one by name, a blend (wave=0.7,the_scream=0.3), "
+        "or all (the default: one output per style, named photo_STYLE.jpg)",
+    )
     parser.add_argument("--ext", help="output format for images, e.g. jpg or png")
     parser.add_argument(
         "--plain", action="store_true",
@@ -101,6 +106,7 @@ def main(argv: list[str]) -> int:
         device=args.device,
         precision=args.precision,
         fast=not args.plain,
+        style=args.style,
         progress=not args.quiet,
         echo=echo,
         spelling=FLAGS,
