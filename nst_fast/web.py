@@ -368,7 +368,8 @@ def build_app(
     .onnx and .ts): a gradio.Blocks, queued, to ``launch()`` (``serve`` does) or mount.
 
     ``device`` and ``precision`` as for ``nst-fast stylize``; photos over
-    ``max_megapixels`` are refused with a message on the page. ``NstFastError`` when
+    ``max_megapixels`` are refused with a message on the page. Bound the size of
+    uploads with ``launch(max_file_size=...)``, as ``serve`` does. ``NstFastError`` when
     gradio is missing, a path names nothing or no model loads.
     """
     gr = require_gradio()
@@ -595,14 +596,14 @@ def serve(
     max_upload_mb: float = MAX_UPLOAD_MB,
     max_megapixels: float = MAX_MEGAPIXELS,
     echo: Callable[[str], None] = print,
-    block: bool = True,
     spelling: Spelling | None = None,
-) -> str:
+) -> None:
     """Serve the page for ``paths`` on ``host``:``port`` (the first free port from 7860
     when None), only on this machine unless ``host`` says otherwise; ``share`` asks
-    Gradio for a public link. ``echo`` hears the address and any model left out.
-    Returns the local address; ``block`` False returns at once, the server running.
-    Messages name the options as ``spelling`` spells them (keywords by default)."""
+    Gradio for a public link. ``echo`` hears the address and any model left out. Serves
+    until interrupted (Ctrl+C); ``build_app(...).launch(prevent_thread_lock=True)``
+    serves in the background instead. Messages name the options as ``spelling`` spells
+    them (keywords by default)."""
     from nst_fast.batch import KEYWORDS
 
     spelling = spelling or KEYWORDS
@@ -612,7 +613,8 @@ def serve(
         )
     gr = require_gradio()
     engine = make_engine(paths, device, precision, max_megapixels, echo, spelling)
-    page = _page(gr, engine, Path(tempfile.mkdtemp(prefix="nst-fast-web-")))
+    outputs = Path(tempfile.mkdtemp(prefix="nst-fast-web-"))
+    page = _page(gr, engine, outputs)
     try:
         _, local, public = page.launch(
             server_name=host, server_port=port, share=share, inbrowser=False, quiet=True,
@@ -628,9 +630,8 @@ def serve(
     echo(f"{len(engine.models)} model(s) at {local} (Ctrl+C stops)")
     if public:
         echo(f"public link: {public}")
-    if block:
-        try:
-            page.block_thread()
-        finally:
-            page.close()
-    return local
+    try:
+        page.block_thread()
+    finally:
+        page.close()
+        shutil.rmtree(outputs, ignore_errors=True)

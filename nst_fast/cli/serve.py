@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 
 from nst_fast.cli.options import FLAGS
@@ -51,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops the server as Ctrl+C does: closed, its temporary files removed."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
     from nst_fast.web import require_gradio, serve
 
@@ -67,6 +73,7 @@ def main(argv: list[str]) -> int:
         print(f"{PROG}: {line}", file=sys.stderr if line.startswith("left out") else sys.stdout,
               flush=True)  # fmt: skip
 
+    signal.signal(signal.SIGTERM, interrupt)  # kill, a service manager: as Ctrl+C
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C: the ordinary way to stop
         serve(
             args.models, host=args.host, port=args.port, share=args.share, device=args.device,
