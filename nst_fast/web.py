@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ WEBCAM_FPS = 5.0  # "auto" shrinks frames below this rate and grows them well ab
 WEBCAM_SMALLEST = 128  # px: "auto" goes no smaller
 WEBCAM_INTERVAL = 0.1  # s between frames the browser sends
 THUMBNAIL = 160  # px
+STYLIZERS_KEPT = 16  # networks of a style or blend kept ready, the most recently used
 
 
 def require_gradio() -> Any:
@@ -75,6 +77,8 @@ class WebModel:
     style: str
     run: str
     thumbnail: Image.Image | None = None
+    # A model of several styles: their names, in the order of its style weights.
+    styles: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -123,23 +127,24 @@ def run_name(path: Path, given: Path) -> str:
 
 
 def describe(path: Path, given: Path, roots: Sequence[Path]) -> WebModel:
-    """A model file's style, run and thumbnail; ``ModelFileError`` for a file that
-    cannot be used. The style image is read only when it lies inside ``roots``."""
-    from nst_fast.formats import detect_format
+    """A model file's style (or styles), run and thumbnail; ``ModelFileError`` for a
+    file that cannot be used. Style images are read only when they lie inside ``roots``."""
+    from nst_fast.formats import detect_format, load_for_inference
 
     if detect_format(path) == "nst-fast":
         from nst_fast.export import load_network
 
         _, info = load_network(path)
-        spec = (info.extra.get("style") or {}).get("image")
-        return WebModel(path, info.style, run_name(path, given), thumbnail(spec, roots))
-    from nst_fast.formats import load_for_inference
-
-    # TorchScript and ONNX files carry their style in their metadata, which the loader
-    # puts in its description ("..., style NAME").
+        recorded = info.extra.get("style")  # a style's settings, a list of them for several
+        specs = [s.get("image") for s in (recorded if isinstance(recorded, list) else [recorded])
+                 if isinstance(s, dict)]  # fmt: skip
+        images = [image for image in (thumbnail(spec, roots) for spec in specs) if image]
+        return WebModel(
+            path, info.style, run_name(path, given), contact_sheet(images), list(info.styles)
+        )
+    # TorchScript and ONNX files record their style's name, not its image.
     loaded = load_for_inference(path, torch.device("cpu"), torch.float32)
-    style = loaded.description.rsplit("style ", 1)[-1]
-    return WebModel(path, style, run_name(path, given))
+    return WebModel(path, loaded.style, run_name(path, given))
 
 
 def thumbnail(spec: object, roots: Sequence[Path]) -> Image.Image | None:
@@ -159,6 +164,20 @@ def thumbnail(spec: object, roots: Sequence[Path]) -> Image.Image | None:
         return to_pil(load_style_image(spec, size=THUMBNAIL))
     except NstFastError:
         return None
+
+
+def contact_sheet(images: list[Image.Image]) -> Image.Image | None:
+    """One thumbnail for a model: its style image, or up to four of its styles' images
+    in a 2x2 grid."""
+    from PIL import Image, ImageOps
+
+    if len(images) <= 1:
+        return images[0] if images else None
+    half = THUMBNAIL // 2
+    sheet = Image.new("RGB", (THUMBNAIL, THUMBNAIL), (217, 217, 217))
+    for i, image in enumerate(images[:4]):
+        sheet.paste(ImageOps.fit(image, (half, half)), (i % 2 * half, i // 2 * half))
+    return sheet
 
 
 def find_models(
@@ -194,13 +213,17 @@ def find_models(
 @dataclass
 class Engine:
     """Loaded models and how they stylize, shared by every visitor: one image at a time
-    per model (tiling shares a network's norm statistics between its tiles)."""
+    per network (tiling shares a network's norm statistics between its tiles)."""
 
     models: list[WebModel]
     device: torch.device
     dtype: torch.dtype
     max_pixels: int = int(MAX_MEGAPIXELS * 1e6)
-    _loaded: dict[Path, tuple[Any, threading.Lock]] = field(default_factory=dict, repr=False)
+    _loaded: dict[Path, Any] = field(default_factory=dict, repr=False)
+    # (model file, style choice) -> (Stylizer, its lock), the most recently used last.
+    _stylizers: OrderedDict[tuple[Path, str], tuple[Any, threading.Lock]] = field(
+        default_factory=OrderedDict, repr=False
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -213,30 +236,47 @@ class Engine:
                 return model
         raise NstFastError(f"model {label!r}: not on this page; pick one from the list")
 
-    def stylizer(self, label: str) -> tuple[Any, threading.Lock]:
-        """The model's ``inference.Stylizer`` (loaded on first use) and its lock."""
-        from nst_fast.formats import load_for_inference
+    def stylizer(self, label: str, style: str | None = None) -> tuple[Any, threading.Lock]:
+        """The ``inference.Stylizer`` of a model, loaded on first use, and its lock. For a
+        model of several styles, ``style`` picks one by name or a blend
+        (``wave=0.7,starry_night=0.3``), as ``nst-fast stylize --style`` does."""
+        from nst_fast.formats import load_for_inference, style_choices
         from nst_fast.inference import Stylizer, max_pixels
 
-        path = self.model(label).path
+        model = self.model(label)
+        key = (model.path, "".join((style or "").split()))
         with self._lock:
-            if path not in self._loaded:
-                model = load_for_inference(path, self.device, self.dtype)
-                dtype = torch.float32 if model.format == "onnx" else self.dtype
-                stylizer = Stylizer(
-                    model.run,
-                    max_pixels(self.device, model.channels, dtype),
-                    net=model.net,
-                    multiple=model.multiple,
+            if key in self._stylizers:
+                self._stylizers.move_to_end(key)
+                return self._stylizers[key]
+            if model.path not in self._loaded:
+                self._loaded[model.path] = load_for_inference(model.path, self.device, self.dtype)
+            loaded = self._loaded[model.path]
+            if loaded.styles and style in (None, "all"):
+                a, b = loaded.styles[:2]
+                raise NstFastError(
+                    f"{label} has several styles ({', '.join(loaded.styles)}): pick one, or "
+                    f"a blend such as {a}=0.5,{b}=0.5"
                 )
-                self._loaded[path] = (stylizer, threading.Lock())
-            return self._loaded[path]
+            ((_, chosen),) = style_choices(style, loaded, f"Style {style}")
+            dtype = torch.float32 if chosen.format == "onnx" else self.dtype
+            stylizer = Stylizer(
+                chosen.run,
+                max_pixels(self.device, chosen.channels, dtype),
+                net=chosen.net,
+                multiple=chosen.multiple,
+            )
+            self._stylizers[key] = (stylizer, threading.Lock())
+            while len(self._stylizers) > STYLIZERS_KEPT:  # blends a visitor tried long ago
+                self._stylizers.popitem(last=False)
+            return self._stylizers[key]
 
     def stylize(
         self,
         label: str,
         image: torch.Tensor,
         *,
+        style: str | None = None,
         strength: float = 1.0,
         preserve_color: bool = False,
         size: int | None = None,
@@ -244,12 +284,13 @@ class Engine:
     ) -> torch.Tensor:
         """A (3, H, W) image in [0, 1] stylized as ``nst-fast stylize`` does: resized so its
         longer side is ``size`` px first (None: its own size), tiled when too large for
-        one pass; ``tick()`` after each pass (each tile of a tiled image)."""
+        one pass; ``style`` for a model of several (see ``stylizer``); ``tick()`` after
+        each pass (each tile of a tiled image)."""
         from nst_fast.batch import Finish, check_options, resize
 
         check_options(size=size, strength=strength)
         content = resize(image, size, None)[None]
-        stylizer, lock = self.stylizer(label)
+        stylizer, lock = self.stylizer(label, style)
         with lock:
             run = stylizer.run
             if tick is not None:
@@ -418,16 +459,25 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
             items.append((image, model.label))
         return items
 
+    def styles_asked(label: str, style: str | None) -> list[str | None]:
+        """None for a model of one style; for one of several, the style or blend asked,
+        or each of its styles for "all" (nst-fast stylize's default)."""
+        names = engine.model(label).styles
+        if not names:
+            return [None]
+        return list(names) if style in (None, "", "all") else [style]
+
     def stylize_photos(
         files: list[str] | None,
         label: str,
+        style: str | None,
         strength: float,
         preserve: bool,
         size: float | None,
         progress: Any = gr.Progress(),  # noqa: B008 (gradio's way to report progress)
     ) -> tuple[list[str], list[str], list[str], str]:
-        """Each photo stylized; a photo that cannot be is a line on the page (a toast and
-        the status line), the others go on."""
+        """Each photo stylized (in each style asked); a photo that cannot be is a line
+        on the page (a toast and the status line), the others go on."""
         originals, results, problems = [], [], []
         strength = 1.0 if strength is None else strength
         try:
@@ -455,19 +505,24 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
 
             try:
                 image, alpha = read_photo(path, name, engine.max_pixels, longer)
-                progress((i, len(files)), desc=f"{name}: stylizing", unit="photos")
-                out = engine.stylize(
-                    label, image, strength=strength, preserve_color=preserve, size=longer,
-                    tick=tick,
-                )  # fmt: skip
             except NstFastError as err:
                 problems.append(str(err))
                 continue
-            if alpha is not None:  # kept, as nst-fast stylize keeps it
-                out = torch.cat([out, resize(alpha, longer, None)])
-            style = re.sub(r"[^\w.-]+", "_", engine.model(label).style)
             originals.append(str(path))
-            results.append(str(save_image(out, folder / f"{path.stem}-{style}.png")))
+            for chosen in styles_asked(label, style):
+                progress((i, len(files)), desc=f"{name}: stylizing", unit="photos")
+                try:
+                    out = engine.stylize(
+                        label, image, style=chosen, strength=strength, preserve_color=preserve,
+                        size=longer, tick=tick,
+                    )  # fmt: skip
+                except NstFastError as err:
+                    problems.append(str(err))
+                    break  # the same for every photo
+                if alpha is not None:  # kept, as nst-fast stylize keeps it
+                    out = torch.cat([out, resize(alpha, longer, None)])
+                named = re.sub(r"[^\w.-]+", "_", chosen or engine.model(label).style)
+                results.append(str(save_image(out, folder / f"{path.stem}-{named}.png")))
         for line in problems:
             gr.Warning(line)
         lines = [f"{len(results)} stylized with {label}."] if results else []
@@ -477,6 +532,7 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
     def webcam_frame(
         frame: np.ndarray | None,
         label: str,
+        style: str | None,
         strength: float,
         preserve: bool,
         choice: str,
@@ -492,8 +548,10 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
         longer = min(largest, round(state.size) if auto else int(choice))
         start = time.perf_counter()
         try:
-            out = engine.stylize(label, image, strength=strength, preserve_color=preserve,
-                                 size=longer)  # fmt: skip
+            out = engine.stylize(
+                label, image, style=styles_asked(label, style)[0], strength=strength,
+                preserve_color=preserve, size=longer,
+            )  # fmt: skip
         except NstFastError as err:
             return None, f"⚠ {err}", state
         now = time.perf_counter()
@@ -510,6 +568,13 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
     def pick(evt: Any) -> Any:
         return gr.update(value=engine.labels[evt.index])
 
+    def style_choice(label: str) -> Any:
+        """The Style box: shown for a model of several styles, offering them and "all"."""
+        names = engine.model(label).styles
+        if not names:
+            return gr.update(visible=False, choices=[], value=None)
+        return gr.update(visible=True, choices=[*names, "all"], value=names[0])
+
     pick.__annotations__["evt"] = gr.SelectData  # how gradio knows to pass the click
 
     # Gradio copies results into its cache, from which it deletes them after a day.
@@ -523,7 +588,15 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
             model = gr.Dropdown(engine.labels, value=first, label="Model", elem_id="model")
             strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength", elem_id="strength")
             preserve = gr.Checkbox(label="Preserve colours", elem_id="preserve")
+        several = engine.model(first).styles
+        style = gr.Dropdown(
+            [*several, "all"] if several else [], value=several[0] if several else None,
+            label="Style", allow_custom_value=True, visible=bool(several), elem_id="style",
+            info="this model has several: one of them, all (photos), or a blend such as "
+            "wave=0.7,starry_night=0.3",
+        )  # fmt: skip
         styles.select(pick, None, model, show_progress="hidden", queue=False)
+        model.change(style_choice, model, style, show_progress="hidden", queue=False)
         with gr.Tabs():
             with gr.Tab("Photo", id="photo"):
                 with gr.Row():
@@ -549,7 +622,7 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
                 downloads = gr.File(label="Download at full size", elem_id="downloads")
                 go.click(
                     stylize_photos,
-                    [files, model, strength, preserve, size],
+                    [files, model, style, strength, preserve, size],
                     [before, after, downloads, status],
                     concurrency_limit=1,
                     concurrency_id="stylize",
@@ -573,7 +646,7 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
                 state = gr.State(None)
                 camera.stream(
                     webcam_frame,
-                    [camera, model, strength, preserve, frame_size, state],
+                    [camera, model, style, strength, preserve, frame_size, state],
                     [live, fps, state],
                     stream_every=WEBCAM_INTERVAL,
                     time_limit=600,

@@ -27,7 +27,7 @@ from nst_fast.cli import main
 from nst_fast.errors import NstFastError
 from nst_fast.export import save_model
 from nst_fast.images import read_image, save_image
-from nst_fast.models.transformer import transformer_net
+from nst_fast.models.transformer import TransformerNet, default_transformer_config, transformer_net
 from nst_fast.web import (
     Webcam,
     find_models,
@@ -55,6 +55,20 @@ def tiny_model(path: Path, style: str = "tiny", image: str | None = None, seed: 
     net = transformer_net(channels=[4, 8, 16], residual_blocks=1)
     extra = {"style": {"name": style, "image": image}} if image else None
     return save_model(net, path, style=style, step=1, extra=extra)
+
+
+def multi_style_model(path: Path, names: list[str], images: list[str] | None = None) -> Path:
+    """A tiny network of several styles, each with its own (random) norm scales and shifts."""
+    torch.manual_seed(2)
+    config = default_transformer_config(channels=[4, 8, 16], residual_blocks=1)
+    net = TransformerNet(config, styles=len(names))
+    with torch.no_grad():
+        for param in net.parameters():
+            param.add_(0.2 * torch.randn_like(param))
+    images = images or [None] * len(names)
+    specs = [{"name": n, "image": i} for n, i in zip(names, images, strict=True)]
+    extra = {"style": specs}  # as training records several styles
+    return save_model(net, path, style="+".join(names), step=1, extra=extra, styles=names)
 
 
 def png_claiming(width: int, height: int, path: Path) -> Path:
@@ -136,6 +150,29 @@ def test_the_style_image_is_a_thumbnail_only_when_generated_or_inside_a_path_giv
     thumbs = {m.style: m.thumbnail for m in find_models([runs])}
     assert {k for k, v in thumbs.items() if v is not None} == {"b", "c"}
     assert max(thumbs["b"].size) == 160
+
+
+def test_a_model_of_several_styles_offers_each_and_blends_as_nst_fast_stylize_does(tmp_path):
+    model = multi_style_model(
+        tmp_path / "run" / "model.pt", ["dots", "waves"], ["generated:mosaic", None]
+    )
+    engine = make_engine([tmp_path / "run"], device="cpu", precision="fp32")
+    (offered,) = engine.models
+    assert (offered.label, offered.styles) == ("dots+waves (run)", ["dots", "waves"])
+    assert offered.thumbnail is not None  # the one style image it may read
+    photo = save_image(make_photo((24, 32), 10), tmp_path / "photo.png")
+    results = []
+    for choice in ("waves", "dots=0.3,waves=0.7"):
+        cli = tmp_path / f"{choice}.png"
+        stylize_paths(model, [photo], cli, device="cpu", precision="fp32", style=choice)
+        page = engine.stylize(offered.label, read_image(photo), style=choice)
+        assert (page - read_image(cli)).abs().max() <= 1 / 255 + 1e-6
+        results.append(page)
+    assert (results[0] - results[1]).abs().max() > 0.01  # a blend is not the one style
+    with pytest.raises(NstFastError, match=r"several styles \(dots, waves\): pick one, or a"):
+        engine.stylize(offered.label, read_image(photo))
+    with pytest.raises(NstFastError, match=r"Style stripes: no style 'stripes'; the model has"):
+        engine.stylize(offered.label, read_image(photo), style="stripes")
 
 
 # --- how it stylizes --------------------------------------------------------------------------
@@ -274,7 +311,7 @@ def server(tmp_path_factory):
         pytest.skip('the web extra is not installed (pip install -e ".[web]")')
     folder = tmp_path_factory.mktemp("web")
     tiny_model(folder / "runs" / "run" / "model.pt", image="generated:mosaic")
-    tiny_model(folder / "runs" / "run2" / "model.pt", "other", seed=1)
+    multi_style_model(folder / "runs" / "run2" / "model.pt", ["dots", "waves"])
     env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio")}
     command = [sys.executable, "-m", "nst_fast", "serve", str(folder / "runs")]
     server = Server([*command, "--port", str(free_port()), "--max-upload-mb", "1"], env)
@@ -329,10 +366,14 @@ def test_in_a_browser_a_thumbnail_picks_a_style_and_a_photo_comes_back_stylized_
     address = server.address
     assert address.startswith("http://127.0.0.1:")
     assert page.locator("#styles img").count() == 2  # the generated style, a grey tile
+    assert not page.locator("#style").is_visible()  # a model of one style has no choice
     page.locator("#styles img").nth(1).click()
-    page.wait_for_function("document.querySelector('#model input').value == 'other (run2)'")
+    page.wait_for_function("document.querySelector('#model input').value == 'dots+waves (run2)'")
+    page.locator("#style input").wait_for()  # the Style box, for a model of several
+    assert page.locator("#style input").input_value() == "dots"
     page.locator("#styles img").nth(0).click()
     page.wait_for_function("document.querySelector('#model input').value == 'tiny (run)'")
+    page.locator("#style").wait_for(state="hidden")
     photo = save_image(make_photo((60, 90), 3), tmp_path / "street.png")
     upload(page, photo)
     page.click("#stylize")
