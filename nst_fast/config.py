@@ -85,6 +85,9 @@ class Config:
     # Several styles in one network (conditional instance norm): conf/style names, image
     # paths or URLs; null trains ``style`` alone.
     styles: list[str] | None = None
+    # A trained model.pt to add the styles of ``style``/``styles`` to, training only their
+    # norm parameters (everything else frozen).
+    extend: str | None = None
     # Resume: 'last' (this run directory's last checkpoint) or a checkpoint path.
     ckpt_path: str | None = None
     checkpoint_every_n_steps: int = MISSING

@@ -201,3 +201,42 @@ def test_a_model_of_one_style_takes_no_other_style_name(tmp_path):
     with pytest.raises(NstFastError, match="this model has one style, wave"):
         stylize_paths(model, [path], tmp_path / "out", style="mosaic")
     assert stylize_paths(model, [path], tmp_path / "out", style="wave").written
+
+
+@pytest.mark.slow
+def test_adding_a_style_trains_only_its_norms_and_keeps_every_other_weight_bit_identical(
+    two_styles, tmp_path
+):
+    from nst_fast.images import save_image
+
+    run_dir, *_ = two_styles
+    photos = tmp_path / "photos"
+    for i in range(4):
+        save_image(make_photo((36, 40), 20 + i), photos / f"{i}.jpg")
+    new = save_image(make_photo((48, 48), 42), tmp_path / "green.png")
+    overrides = tiny_overrides(photos, new, tmp_path / "run", steps=3)
+    overrides = [o for o in overrides if not o.startswith("style.name")] + ["style.name=green"]
+    result = nst_fast("train", f"extend={run_dir / 'model.pt'}", "optim.lr=1e-2", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    base, _ = load_network(run_dir / "model.pt")
+    grown, info = load_network(tmp_path / "run" / "model.pt")
+    assert info.styles == ["warm", "cool", "green"]
+    before, after = base.state_dict(), grown.state_dict()
+    norms = {k for k in after if after[k].dim() == 2}  # the conditional norms' (styles, C)
+    assert norms
+    for key, value in before.items():
+        assert torch.equal(after[key][:2] if key in norms else after[key], value), key
+    assert any(not torch.equal(after[k][2], before[k].mean(0)) for k in norms)
+
+
+def test_a_style_the_extended_model_has_already_is_one_line(tmp_path):
+    from nst_fast.export import save_model
+    from nst_fast.models.transformer import transformer_net
+    from nst_fast.training.module import extended
+
+    net = transformer_net(channels=[4, 8], residual_blocks=1)
+    model = save_model(net, tmp_path / "m.pt", style="wave", step=1)
+    with pytest.raises(NstFastError, match="it has the style wave already"):
+        extended(str(model), [{"name": "wave", "image": "x.jpg"}])
+    arch, styles = extended(str(model), [{"name": "new", "image": "x.jpg"}])
+    assert arch["channels"] == [4, 8] and [s["name"] for s in styles] == ["wave", "new"]

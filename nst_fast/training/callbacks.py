@@ -48,8 +48,9 @@ class ImageGridLogger(pl.Callback):
         writer = _tensorboard(trainer)
         if writer is None:
             return
-        for spec, image in zip(pl_module.styles, pl_module.style_images, strict=True):
-            tag = "style" if len(pl_module.styles) == 1 else f"style/{spec['name']}"
+        for index, image in zip(pl_module.trained, pl_module.style_images, strict=True):
+            name = pl_module.styles[index]["name"]
+            tag = "style" if len(pl_module.styles) == 1 else f"style/{name}"
             writer.add_image(tag, image.clamp(0, 1), trainer.global_step)
         self.photos = trainer.datamodule.preview_batch()
         self._log_grid(trainer, pl_module)

@@ -13,10 +13,10 @@ from torch import nn
 from nst_fast.config import resolve_styles
 from nst_fast.device import training_device
 from nst_fast.errors import NonFiniteLossError, NstFastError
-from nst_fast.export import check_same_arch, check_same_styles
+from nst_fast.export import check_same_arch, check_same_styles, load_network
 from nst_fast.fast import accelerate, share_parameters
 from nst_fast.losses.build import build_criterion
-from nst_fast.models.transformer import TransformerConfig, TransformerNet
+from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerConfig, TransformerNet
 from nst_fast.styles import load_style_image
 
 
@@ -39,6 +39,7 @@ class StyleTransferModule(pl.LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         fast: bool = True,
+        extend: str | None = None,
     ) -> None:
         super().__init__()
         if schedule not in ("constant", "cosine"):
@@ -46,18 +47,20 @@ class StyleTransferModule(pl.LightningModule):
         self.save_hyperparameters()
         self.styles = [style] if isinstance(style, dict) else list(style)
         self.transformer = TransformerNet(TransformerConfig(**model), len(self.styles))
+        # The styles this run trains: all, or those added to the trained model ``extend``.
+        self.trained = list(range(len(self.styles)))
+        if extend is not None:
+            self.trained = train_added_styles(self.transformer, extend)
+        trained = [self.styles[i] for i in self.trained]
         # The style images before the loss network: a wrong path must fail before VGG's
         # weights download.
-        self.style_images = [load_style_image(s["image"], s.get("size")) for s in self.styles]
+        self.style_images = [load_style_image(s["image"], s.get("size")) for s in trained]
         # A loss per style (each its own weights), all on one loss network.
-        first = build_criterion(loss, self.styles[0], self.transformer.multiple)
+        first = build_criterion(loss, trained[0], self.transformer.multiple)
         self.criteria = nn.ModuleList(
             [
                 first,
-                *(
-                    build_criterion(loss, s, first.grid_period, first.network)
-                    for s in self.styles[1:]
-                ),
+                *(build_criterion(loss, s, first.grid_period, first.network) for s in trained[1:]),
             ]
         )
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -75,10 +78,13 @@ class StyleTransferModule(pl.LightningModule):
         )
         if cfg.styles:
             style = resolve_styles(list(cfg.styles), style["size"])
+        if cfg.extend:  # the trained model's network and styles, then the new ones
+            model, style = extended(cfg.extend, style if isinstance(style, list) else [style])
         return cls(
             model=model,
             loss=loss,
             style=style,
+            extend=cfg.extend,
             lr=cfg.optim.lr,
             schedule=cfg.optim.schedule,
             channels_last=cfg.channels_last,
@@ -114,9 +120,10 @@ class StyleTransferModule(pl.LightningModule):
         if images.numel() == 0:
             return None  # every photo in this batch was unreadable: skip the step
         images = images.contiguous(memory_format=self.memory_format)
-        index = self.global_step % len(self.styles)  # one style per batch, in turn
+        turn = self.global_step % len(self.trained)  # one style per batch, in turn
+        index = self.trained[turn]
         output = self.step_net(images, self.style_weights(index))
-        losses = self.criteria[index](output, images)
+        losses = self.criteria[turn](output, images)
         if not torch.isfinite(losses["total"]):  # stop before NaNs reach the weights
             raise NonFiniteLossError(losses, self.global_step)
         # Every term, and each style layer's; with several processes, the mean over ranks.
@@ -127,7 +134,8 @@ class StyleTransferModule(pl.LightningModule):
         return losses["total"]
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(self.transformer.parameters(), lr=self.hparams.lr)
+        trained = [p for p in self.transformer.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trained, lr=self.hparams.lr)
         if self.hparams.schedule == "constant":
             return optimizer
         if self.trainer.max_steps <= 0:
@@ -158,3 +166,38 @@ def cosine_factor(step: int, max_steps: int) -> float:
     """The cosine schedule's share of ``optim.lr`` at ``step``: 1 at the start, 0 at
     ``max_steps`` and after."""
     return 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max_steps))
+
+
+def extended(path: str, new: list[dict]) -> tuple[dict, list[dict]]:
+    """The architecture of the trained model ``path`` and its styles followed by ``new``;
+    a one-line error for a style it has already."""
+    net, info = load_network(path)
+    recorded = info.extra.get("style")
+    specs = recorded if isinstance(recorded, list) else [recorded]
+    names = info.styles or [info.style]
+    if len(specs) != len(names) or not all(isinstance(s, dict) for s in specs):
+        specs = [{"name": name} for name in names]
+    again = [s["name"] for s in new if s["name"] in names]
+    if again:
+        raise NstFastError(f"extend={path}: it has the style {again[0]} already; name another")
+    return net.config.to_dict(), [*specs, *new]
+
+
+def train_added_styles(net: TransformerNet, path: str) -> list[int]:
+    """Load the trained model ``path`` into ``net`` (which has its styles and more), and
+    freeze everything but the norm parameters of the styles it lacks: their indices.
+
+    Dumoulin et al. add a style to a trained network this way. The other styles' rows of
+    each norm parameter get a zero gradient, which leaves them bit-identical under Adam.
+    """
+    base, _ = load_network(path)
+    added = net.styles - base.styles
+    net.load_state_dict(base.add_styles(added).state_dict())
+    mask = torch.zeros(net.styles, 1)
+    mask[base.styles :] = 1
+    net.requires_grad_(False)
+    for norm in (m for m in net.modules() if isinstance(m, ConditionalInstanceNorm2d)):
+        for param in (norm.weight, norm.bias):
+            param.requires_grad_(True)
+            param.register_hook(lambda grad: grad * mask.to(grad))
+    return list(range(base.styles, net.styles))
