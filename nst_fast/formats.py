@@ -4,6 +4,11 @@
 ``weights_only=True``. TorchScript (``.ts``) runs without nst-fast's Python code, ONNX
 (``.onnx``) in onnxruntime, TensorRT, OpenVINO, browsers. Both take a float (B, 3, H, W)
 image in [0, 1] of any height and width and return its unclamped stylization.
+
+A network of several styles is exported with a second input, ``style``: a float vector
+of its N style weights, in the order of the names the file records (``styles``, a JSON
+list in its metadata). A one-hot vector is one style, other weights blend them, applied
+as given (``style_choices`` normalizes a blend to sum to 1 before it feeds them).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -31,6 +37,8 @@ ONNX_OPSET = 17
 # step, which a multiple-of-4 example would trace away.
 EXAMPLE_SIZE = (1, 3, 67, 93)
 CHECK_SIZES = ((1, 3, 67, 93), (2, 3, 128, 96))
+# The exported files' inputs: the image, and a network of several styles' style weights.
+IMAGE_INPUT, STYLE_INPUT = "image", "style"
 RE_EXPORT_TS = "write it again with nst-fast export MODEL.pt --format torchscript"
 RE_EXPORT_ONNX = "write it again with nst-fast export MODEL.pt --format onnx"
 
@@ -54,7 +62,21 @@ class LoadedModel:
 
 
 def metadata(info: ModelInfo) -> dict[str, str]:
-    return {"style": info.style, "step": str(info.step), "arch": json.dumps(info.arch)}
+    """What an exported file records about its network; ``styles`` (a JSON list of names)
+    only for a network of several styles."""
+    meta = {"style": info.style, "step": str(info.step), "arch": json.dumps(info.arch)}
+    if info.styles:
+        meta["styles"] = json.dumps(info.styles)
+    return meta
+
+
+def example_inputs(net: TransformerNet) -> tuple[torch.Tensor, ...]:
+    """What the exporters trace ``net`` with: an image, and for a network of several
+    styles an even blend of them (any weights record the same graph)."""
+    image = torch.rand(EXAMPLE_SIZE)
+    if net.styles == 1:
+        return (image,)
+    return image, torch.full((net.styles,), 1 / net.styles)
 
 
 def export_torchscript(net: TransformerNet, info: ModelInfo, path: str | os.PathLike) -> Path:
@@ -74,26 +96,45 @@ def _script(net: TransformerNet) -> torch.jit.ScriptModule:
         # the network is a fixed sequence of layers, and its modules may use Python that
         # the TorchScript compiler does not take (super() calls).
         warnings.simplefilter("ignore")
-        return torch.jit.trace(net.cpu().eval(), torch.rand(EXAMPLE_SIZE))
+        traced = torch.jit.trace(net.cpu().eval(), example_inputs(net))
+    if net.styles > 1:
+        _take_style_as_given(traced)
+    return traced
+
+
+def _take_style_as_given(traced: torch.jit.ScriptModule) -> None:
+    """Drop the cast of the style weights to float32 on the CPU that opens the network's
+    forward: a trace records a cast's device and dtype as constants, which would pin the
+    file to the CPU and fp32. The file then takes the weights as it takes the image, in
+    the dtype and on the device of its own weights. (The graph calls are TorchScript's
+    own passes' API; the bf16 test of tests/test_multistyle_export.py guards them.)"""
+    style = list(traced.graph.inputs())[2]  # after self and the image
+    for use in list(style.uses()):
+        if use.user.kind() == "aten::to":
+            use.user.output().replaceAllUsesWith(style)
+            use.user.destroy()
 
 
 def export_onnx(net: TransformerNet, info: ModelInfo, path: str | os.PathLike) -> Path:
     """Write an ONNX model with dynamic batch, height and width atomically."""
     net = net.cpu().eval()
+    if net.styles > 1:
+        _onnx_package(required=True)  # the style names live in the metadata it writes
+    inputs = example_inputs(net)
     with atomic_write(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about the size arithmetic
         # The TorchScript-based exporter: the dynamo one needs onnxscript and gives the
         # same graph for this plain convolutional network.
         torch.onnx.export(
             net,
-            (torch.rand(EXAMPLE_SIZE),),
+            inputs,
             str(tmp),
             dynamo=False,
             opset_version=ONNX_OPSET,
-            input_names=["image"],
+            input_names=[IMAGE_INPUT, STYLE_INPUT][: len(inputs)],
             output_names=["stylized"],
             dynamic_axes={
-                "image": {0: "batch", 2: "height", 3: "width"},
+                IMAGE_INPUT: {0: "batch", 2: "height", 3: "width"},
                 "stylized": {0: "batch", 2: "height", 3: "width"},
             },
         )
@@ -101,11 +142,23 @@ def export_onnx(net: TransformerNet, info: ModelInfo, path: str | os.PathLike) -
     return Path(path)
 
 
-def _add_onnx_metadata(path: Path, props: dict[str, str]) -> None:
+def _onnx_package(required: bool = False) -> ModuleType | None:
     try:
         import onnx
     except ImportError:
-        return  # metadata is a nicety; the model works without it
+        if required:
+            raise NstFastError(
+                "an ONNX model of several styles records their names with the onnx "
+                "package: pip install 'nst-fast[onnx]'"
+            ) from None
+        return None
+    return onnx
+
+
+def _add_onnx_metadata(path: Path, props: dict[str, str]) -> None:
+    onnx = _onnx_package()
+    if onnx is None:
+        return  # the metadata of a model of one style is a nicety; it works without it
     model = onnx.load(str(path))
     for key, value in props.items():
         entry = model.metadata_props.add()
@@ -113,17 +166,39 @@ def _add_onnx_metadata(path: Path, props: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def check_against_eager(run: Backend, net: TransformerNet) -> float:
-    """Largest |run - eager| over a few input sizes (odd ones included), both clamped to
-    [0, 1] as a stylized image is."""
+def check_against_eager(model: LoadedModel, net: TransformerNet) -> float:
+    """Largest |model - eager| over a few input sizes (odd ones included), both clamped to
+    [0, 1] as a stylized image is; for a model of several styles, with each of
+    ``check_weights`` fed to the model and to ``net``."""
     gen = torch.Generator().manual_seed(0)
+    net = net.cpu().eval()
+    cases: list[tuple[Backend, torch.Tensor | None]] = (
+        [(model.run, None)]
+        if net.styles == 1
+        else [(_select(model).select(w).run, w) for w in check_weights(net.styles)]
+    )
     worst = 0.0
     with torch.inference_mode():
         for size in CHECK_SIZES:
             x = torch.rand(size, generator=gen)
-            expected = net.cpu().eval()(x).clamp(0, 1)
-            worst = max(worst, (run(x) - expected).abs().max().item())
+            for run, weights in cases:
+                expected = net(x, weights).clamp(0, 1)
+                worst = max(worst, (run(x) - expected).abs().max().item())
     return worst
+
+
+def check_weights(styles: int) -> list[torch.Tensor]:
+    """The style weights an export of a network of ``styles`` is checked with: the first
+    style alone, and an uneven blend of all of them (1, 2, ... normalized), which a
+    swapped order of styles would not pass."""
+    ramp = torch.arange(1, styles + 1, dtype=torch.float32)
+    return [torch.eye(styles)[0], ramp / ramp.sum()]
+
+
+def _select(model: LoadedModel) -> LoadedModel:
+    if model.select is None:
+        raise NstFastError(f"the written file ({model.description}) records no styles")
+    return model
 
 
 # --- loading --------------------------------------------------------------------------
@@ -178,24 +253,55 @@ def _load_native(path: Path, device: torch.device, dtype: torch.dtype, fast: boo
     if net.styles == 1:
         return loaded(net, info.style)
 
-    def unselected(batch: torch.Tensor) -> torch.Tensor:
-        raise NstFastError(
-            f"{path}: choose one of its styles ({', '.join(info.styles)}) or a blend"
-        )
-
     def select(weights: torch.Tensor) -> LoadedModel:
         return loaded(net.single_style(weights), blend_name(info.styles, weights))
 
-    return LoadedModel(
-        run=unselected,
+    return several(
+        path,
+        info.styles,
+        select,
         format="nst-fast",
         description=f"styles {', '.join(info.styles)}, step {info.step}",
         channels=list(net.config.channels),
         multiple=net.multiple,
         style=info.style,
-        styles=info.styles,
-        select=select,
     )
+
+
+def several(
+    path: Path,
+    styles: list[str],
+    select: Callable[[torch.Tensor], LoadedModel],
+    **fields: object,
+) -> LoadedModel:
+    """A model of the several ``styles`` (the other ``LoadedModel`` fields in ``fields``):
+    ``select`` gives the model of one of them or a blend; running it unselected is a
+    one-line error."""
+
+    def unselected(batch: torch.Tensor) -> torch.Tensor:
+        raise NstFastError(f"{path}: choose one of its styles ({', '.join(styles)}) or a blend")
+
+    return LoadedModel(run=unselected, styles=list(styles), select=select, **fields)
+
+
+def recorded_styles(path: Path, recorded: str | None, remedy: str) -> list[str]:
+    """The style names an exported file records (a JSON list; none for one style); a
+    ``ModelFileError`` naming ``path`` and ``remedy`` for a list that is not two or more
+    distinct names."""
+    if recorded is None:
+        return []
+    try:
+        names = json.loads(recorded)
+    except ValueError:
+        names = None
+    if (
+        not isinstance(names, list)
+        or len(names) < 2
+        or not all(isinstance(name, str) for name in names)
+        or len(set(names)) != len(names)
+    ):
+        raise ModelFileError(path, f"its list of styles is not two or more names; {remedy}")
+    return names
 
 
 def blend_name(names: list[str], weights: torch.Tensor) -> str:
@@ -253,19 +359,54 @@ def _load_torchscript(
         raise ModelFileError(
             path, f"not a loadable TorchScript file ({_first_line(err)}); {RE_EXPORT_TS}"
         ) from err
+    styles = recorded_styles(path, meta.get("styles"), RE_EXPORT_TS)
     _check_finite(path, {**dict(module.named_parameters()), **dict(module.named_buffers())})
     module = module.eval().to(dtype=dtype)
     if fast:
         module = module.to(memory_format=torch.channels_last)
     channels = exported_channels(arch)
-    return LoadedModel(
-        run=lambda batch: forward(module, batch),
+
+    def loaded(run: Backend, style: str) -> LoadedModel:
+        return LoadedModel(
+            run=run,
+            format="torchscript",
+            description=f"TorchScript, style {style}",
+            style=style,
+            channels=channels,
+            multiple=2 ** (len(channels) - 1),
+        )
+
+    if not styles:
+        return loaded(lambda batch: forward(module, batch), meta.get("style", "?"))
+
+    def select(weights: torch.Tensor) -> LoadedModel:
+        styled = _WithStyle(module, weights)
+        return loaded(lambda batch: forward(styled, batch), blend_name(styles, weights))
+
+    return several(
+        path,
+        styles,
+        select,
         format="torchscript",
-        description=f"TorchScript, style {meta.get('style', '?')}",
+        description=f"TorchScript, styles {', '.join(styles)}",
         style=meta.get("style", "?"),
         channels=channels,
         multiple=2 ** (len(channels) - 1),
     )
+
+
+class _WithStyle(torch.nn.Module):
+    """An exported network of several styles run with fixed style weights, given in the
+    dtype and on the device of its weights (as ``forward`` gives the image)."""
+
+    def __init__(self, module: torch.nn.Module, weights: torch.Tensor) -> None:
+        super().__init__()
+        self.module = module
+        param = next(module.parameters())
+        self.weights = weights.detach().to(param.device, param.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x, self.weights)
 
 
 def _load_onnx(path: Path, device: torch.device, dtype: torch.dtype, fast: bool) -> LoadedModel:
@@ -286,17 +427,50 @@ def _load_onnx(path: Path, device: torch.device, dtype: torch.dtype, fast: bool)
         raise ModelFileError(
             path, f"not a loadable ONNX model ({_first_line(err)}); {RE_EXPORT_ONNX}"
         ) from err
-    name = session.get_inputs()[0].name
+    styles = recorded_styles(path, meta.get("nst_fast.styles"), RE_EXPORT_ONNX)
+    inputs = session.get_inputs()
+    name = inputs[0].name
+    if len(inputs) != (2 if styles else 1) or (styles and inputs[1].shape != [len(styles)]):
+        shapes = ", ".join(f"{i.name} {i.shape}" for i in inputs)
+        raise ModelFileError(
+            path,
+            f"takes {shapes} and records {len(styles) or 'one'} style(s); not an nst-fast "
+            f"export? {RE_EXPORT_ONNX}",
+        )
 
-    def run(batch: torch.Tensor) -> torch.Tensor:
-        out = session.run(None, {name: batch.float().contiguous().numpy()})[0]
-        return torch.from_numpy(out).clamp_(0, 1)
+    def run_with(feeds: dict[str, object]) -> Backend:
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            out = session.run(None, {name: batch.float().contiguous().numpy(), **feeds})[0]
+            return torch.from_numpy(out).clamp_(0, 1)
+
+        return run
 
     channels = exported_channels(arch)
-    return LoadedModel(
-        run=run,
+    provider = session.get_providers()[0]
+
+    def loaded(run: Backend, style: str) -> LoadedModel:
+        return LoadedModel(
+            run=run,
+            format="onnx",
+            description=f"ONNX ({provider}), style {style}",
+            style=style,
+            channels=channels,
+            multiple=2 ** (len(channels) - 1),
+        )
+
+    if not styles:
+        return loaded(run_with({}), meta.get("nst_fast.style", "?"))
+
+    def select(weights: torch.Tensor) -> LoadedModel:
+        vector = weights.detach().cpu().float().contiguous().numpy()
+        return loaded(run_with({inputs[1].name: vector}), blend_name(styles, weights))
+
+    return several(
+        path,
+        styles,
+        select,
         format="onnx",
-        description=f"ONNX ({session.get_providers()[0]}), style {meta.get('nst_fast.style', '?')}",
+        description=f"ONNX ({provider}), styles {', '.join(styles)}",
         style=meta.get("nst_fast.style", "?"),
         channels=channels,
         multiple=2 ** (len(channels) - 1),
@@ -348,5 +522,8 @@ def check_written(target: Path, net: TransformerNet, fmt: str) -> str:
         if fmt == "onnx" and "onnxruntime" in str(err):
             return "not checked: onnxruntime is not installed (pip install 'nst-fast[onnx]')"
         raise
-    diff = check_against_eager(loaded.run, net)
-    return f"checked: max |{fmt} - pytorch| = {diff:.2e} on 1x67x93 and 2x128x96 inputs"
+    diff = check_against_eager(loaded, net)
+    inputs = "1x67x93 and 2x128x96 inputs"
+    if loaded.styles:
+        inputs += f", style {loaded.styles[0]} and a blend of all {len(loaded.styles)}"
+    return f"checked: max |{fmt} - pytorch| = {diff:.2e} on {inputs}"

@@ -1,0 +1,229 @@
+"""A network of several styles exported to ONNX and TorchScript keeps its style weights as
+an input: blends and single styles match eager PyTorch, and the files stylize with
+``--style`` as its model.pt does."""
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from nst_fast.batch import stylize_paths
+from nst_fast.cli import main
+from nst_fast.errors import NstFastError
+from nst_fast.export import ModelFileError, load_network, save_model
+from nst_fast.formats import (
+    check_against_eager,
+    export_onnx,
+    export_torchscript,
+    load_for_inference,
+    style_choices,
+)
+from nst_fast.images import read_image, save_image
+from nst_fast.models.transformer import (
+    ConditionalInstanceNorm2d,
+    TransformerNet,
+    default_transformer_config,
+    transformer_net,
+)
+from tests.conftest import make_photo
+
+CPU = torch.device("cpu")
+NAMES = ["a", "b", "c"]
+SUFFIX = {"onnx": ".onnx", "torchscript": ".ts"}
+EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
+BLEND = torch.tensor([0.2, 0.5, 0.3])
+
+
+def three_styles(seed: int = 0) -> TransformerNet:
+    """A tiny network of three styles whose norms differ from style to style (its tanh
+    output stays inside (0, 1), so clamping hides no difference)."""
+    torch.manual_seed(seed)
+    config = default_transformer_config(channels=[8, 16, 32], residual_blocks=1)
+    net = TransformerNet(config, styles=3)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, ConditionalInstanceNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("multi")
+    return save_model(three_styles(), folder / "multi.pt", style="a+b+c", step=5, styles=NAMES)
+
+
+@pytest.fixture(scope="module", params=["onnx", "torchscript"])
+def exported(request, model) -> tuple[str, Path]:
+    if request.param == "onnx":
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+    net, info = load_network(model)
+    return request.param, EXPORTERS[request.param](
+        net, info, model.with_suffix(SUFFIX[request.param])
+    )
+
+
+def test_an_exported_blend_of_styles_matches_the_eager_network_with_those_weights(model, exported):
+    _, path = exported
+    net, _ = load_network(model)
+    loaded = load_for_inference(path, CPU, torch.float32)
+    x = torch.rand(2, 3, 37, 50)
+    with torch.no_grad():
+        expected = net(x, BLEND)
+    assert expected.min() > 0 and expected.max() < 1  # nothing clamped away
+    assert (loaded.select(BLEND).run(x) - expected).abs().max() < 1e-5
+
+
+def test_one_style_of_an_export_is_the_single_style_network_of_that_style(model, exported):
+    _, path = exported
+    net, _ = load_network(model)
+    loaded = load_for_inference(path, CPU, torch.float32)
+    x = torch.rand(1, 3, 67, 93)
+    with torch.no_grad():
+        singles = [net.single_style(torch.eye(3)[i])(x) for i in range(3)]
+    for i, expected in enumerate(singles):
+        assert (loaded.select(torch.eye(3)[i]).run(x) - expected).abs().max() < 1e-5
+    # the style input matters: the styles' images differ by far more than the tolerance
+    assert (singles[0] - singles[1]).abs().max() > 1e-2
+
+
+def test_an_export_records_the_style_names_and_stylizes_with_a_style_choice(model, exported):
+    _, path = exported
+    loaded = load_for_inference(path, CPU, torch.float32)
+    assert loaded.styles == NAMES and loaded.style == "a+b+c"
+    (label, chosen), *rest = style_choices("c", loaded)
+    assert label is None and not rest and chosen.style == "c"
+    assert [label for label, _ in style_choices("all", loaded)] == NAMES
+
+
+def test_running_an_export_of_several_styles_without_choosing_is_one_line(exported):
+    _, path = exported
+    loaded = load_for_inference(path, CPU, torch.float32)
+    with pytest.raises(NstFastError, match=re.escape("choose one of its styles (a, b, c)")):
+        loaded.run(torch.rand(1, 3, 16, 16))
+
+
+def test_stylize_writes_the_same_blend_from_the_export_as_from_the_model_pt(
+    model, exported, tmp_path
+):
+    _, path = exported
+    photo = save_image(make_photo((45, 61), 2), tmp_path / "p.png")
+    outputs = {}
+    for source in (model, path):
+        out = tmp_path / f"{source.suffix[1:]}.png"
+        report = stylize_paths(source, [photo], out, style="a=1,b=1", precision="fp32")
+        assert report.written == [out]
+        outputs[source.suffix] = read_image(out)
+    pt, other = outputs[".pt"], outputs[path.suffix]
+    assert (pt - other).abs().max() <= 1 / 255 + 1e-6  # one 8-bit level: float rounding
+    # and it is the blend, not one style: its eager half-and-half differs from each style
+    net, _ = load_network(model)
+    with torch.no_grad():
+        a_alone = net(read_image(photo)[None], torch.eye(3)[0])[0].clamp(0, 1)
+    assert (pt - a_alone).abs().max() > 5 / 255
+
+
+def test_the_stylize_command_takes_style_for_an_exported_file(exported, tmp_path, capsys):
+    _, path = exported
+    photo = save_image(make_photo((30, 41), 0), tmp_path / "p.png")
+    args = ["stylize", str(path), str(photo), "-o", str(tmp_path / "out"), "-q"]
+    assert main([*args, "--style", "all"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p_a.png", "p_b.png", "p_c.png"]
+    assert main([*args, "--style", "wave", "--overwrite"]) == 2
+    assert "no style 'wave'; the model has a, b, c" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_export_command_checks_a_model_of_several_styles_alone_and_blended(
+    model, tmp_path, capsys
+):
+    target = tmp_path / "multi.ts"
+    assert main(["export", str(model), "--format", "torchscript", "-o", str(target)]) == 0
+    out = capsys.readouterr().out
+    found = re.search(
+        r"max \|torchscript - pytorch\| = (\S+) on .*, style a and a blend of all 3", out
+    )
+    assert found and float(found[1]) < 1e-5
+
+
+@pytest.mark.slow
+def test_the_check_after_export_notices_an_export_whose_styles_are_in_another_order(
+    model, tmp_path
+):
+    net, info = load_network(model)
+    swapped = three_styles()
+    with torch.no_grad():
+        for module in swapped.modules():
+            if isinstance(module, ConditionalInstanceNorm2d):
+                module.weight.copy_(module.weight.flip(0))
+                module.bias.copy_(module.bias.flip(0))
+    path = export_torchscript(swapped, info, tmp_path / "swapped.ts")
+    loaded = load_for_inference(path, CPU, torch.float32)
+    assert check_against_eager(loaded, net) > 1e-2
+
+
+def test_an_onnx_export_of_several_styles_names_its_inputs_image_and_style(model):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    net, info = load_network(model)
+    path = export_onnx(net, info, model.with_suffix(".inputs.onnx"))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = [(i.name, i.shape, i.type) for i in session.get_inputs()]
+    assert inputs == [
+        ("image", ["batch", 3, "height", "width"], "tensor(float)"),
+        ("style", [3], "tensor(float)"),
+    ]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["nst_fast.styles"]) == NAMES
+
+
+def test_a_one_style_export_still_takes_only_the_image_and_records_no_styles(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    one_style = transformer_net(channels=[8, 16, 32], residual_blocks=1)
+    net, info = load_network(save_model(one_style, tmp_path / "one.pt", style="x", step=1))
+    session = ort.InferenceSession(str(export_onnx(net, info, tmp_path / "one.onnx")))
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [
+        ("image", ["batch", 3, "height", "width"])
+    ]
+    assert "nst_fast.styles" not in session.get_modelmeta().custom_metadata_map
+    ts = export_torchscript(net, info, tmp_path / "one.ts")
+    with zipfile.ZipFile(ts) as archive:
+        (name,) = (n for n in archive.namelist() if n.endswith("/extra/nst_fast.json"))
+        meta = json.loads(archive.read(name))
+    assert set(meta) == {"style", "step", "arch"}
+    assert load_for_inference(ts, CPU, torch.float32).styles == []
+
+
+def test_a_torchscript_export_of_several_styles_runs_in_bf16_and_pins_no_device(model):
+    net, info = load_network(model)
+    path = export_torchscript(net, info, model.with_suffix(".bf16.ts"))
+    with zipfile.ZipFile(path) as archive:
+        code = "".join(
+            archive.read(name).decode() for name in archive.namelist() if name.endswith(".py")
+        )
+    assert "torch.device(" not in code  # a trace's cast to the CPU would pin it there
+    loaded = load_for_inference(path, CPU, torch.bfloat16)
+    x = torch.rand(1, 3, 40, 52)
+    with torch.no_grad():
+        expected = net(x, BLEND)
+    assert (loaded.select(BLEND).run(x) - expected).abs().max() < 0.05
+
+
+def test_an_onnx_export_with_a_broken_list_of_styles_is_refused_in_one_line(model, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    net, info = load_network(model)
+    path = export_onnx(net, info, tmp_path / "broken.onnx")
+    proto = onnx.load(str(path))
+    for entry in proto.metadata_props:
+        if entry.key == "nst_fast.styles":
+            entry.value = '["a"]'
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelFileError, match="its list of styles is not two or more names"):
+        load_for_inference(path, CPU, torch.float32)
