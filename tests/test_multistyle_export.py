@@ -149,6 +149,7 @@ def test_the_export_command_checks_a_model_of_several_styles_alone_and_blended(
         r"max \|torchscript - pytorch\| = (\S+) on .*, style a and a blend of all 3", out
     )
     assert found and float(found[1]) < 1e-5
+    assert "and style, 3 weights in the order a, b, c" in out
 
 
 @pytest.mark.slow

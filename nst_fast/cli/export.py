@@ -52,4 +52,9 @@ def main(argv: list[str]) -> int:
         print(f"style {info.style}, step {info.step}")
     else:
         print(check_written(target, net, args.format))
+        if info.styles:
+            print(
+                f"inputs: image (batch, 3, height, width) and style, {len(info.styles)} "
+                f"weights in the order {', '.join(info.styles)}"
+            )
     return 0
