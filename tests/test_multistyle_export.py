@@ -32,15 +32,13 @@ from tests.conftest import make_photo
 
 CPU = torch.device("cpu")
 NAMES = ["a", "b", "c"]
-SUFFIX = {"onnx": ".onnx", "torchscript": ".ts"}
-EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
 BLEND = torch.tensor([0.2, 0.5, 0.3])
 
 
-def three_styles(seed: int = 0) -> TransformerNet:
+def three_styles() -> TransformerNet:
     """A tiny network of three styles whose norms differ from style to style (its tanh
     output stays inside (0, 1), so clamping hides no difference)."""
-    torch.manual_seed(seed)
+    torch.manual_seed(0)
     config = default_transformer_config(channels=[8, 16, 32], residual_blocks=1)
     net = TransformerNet(config, styles=3)
     with torch.no_grad():
@@ -57,19 +55,26 @@ def model(tmp_path_factory) -> Path:
     return save_model(three_styles(), folder / "multi.pt", style="a+b+c", step=5, styles=NAMES)
 
 
-@pytest.fixture(scope="module", params=["onnx", "torchscript"])
-def exported(request, model) -> tuple[str, Path]:
-    if request.param == "onnx":
-        pytest.importorskip("onnx")
-        pytest.importorskip("onnxruntime")
-    net, info = load_network(model)
-    return request.param, EXPORTERS[request.param](
-        net, info, model.with_suffix(SUFFIX[request.param])
-    )
+@pytest.fixture(scope="module")
+def onnx_file(model) -> Path:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    return export_onnx(*load_network(model), model.with_suffix(".onnx"))
+
+
+@pytest.fixture(scope="module")
+def ts_file(model) -> Path:
+    return export_torchscript(*load_network(model), model.with_suffix(".ts"))
+
+
+@pytest.fixture(params=["onnx", "torchscript"])
+def exported(request) -> Path:
+    """The ONNX file, then the TorchScript file, of ``model``."""
+    return request.getfixturevalue({"onnx": "onnx_file", "torchscript": "ts_file"}[request.param])
 
 
 def test_an_exported_blend_of_styles_matches_the_eager_network_with_those_weights(model, exported):
-    _, path = exported
+    path = exported
     net, _ = load_network(model)
     loaded = load_for_inference(path, CPU, torch.float32)
     x = torch.rand(2, 3, 37, 50)
@@ -80,7 +85,7 @@ def test_an_exported_blend_of_styles_matches_the_eager_network_with_those_weight
 
 
 def test_one_style_of_an_export_is_the_single_style_network_of_that_style(model, exported):
-    _, path = exported
+    path = exported
     net, _ = load_network(model)
     loaded = load_for_inference(path, CPU, torch.float32)
     x = torch.rand(1, 3, 67, 93)
@@ -92,8 +97,8 @@ def test_one_style_of_an_export_is_the_single_style_network_of_that_style(model,
     assert (singles[0] - singles[1]).abs().max() > 1e-2
 
 
-def test_an_export_records_the_style_names_and_stylizes_with_a_style_choice(model, exported):
-    _, path = exported
+def test_an_export_records_the_style_names_and_stylizes_with_a_style_choice(exported):
+    path = exported
     loaded = load_for_inference(path, CPU, torch.float32)
     assert loaded.styles == NAMES and loaded.style == "a+b+c"
     (label, chosen), *rest = style_choices("c", loaded)
@@ -102,7 +107,7 @@ def test_an_export_records_the_style_names_and_stylizes_with_a_style_choice(mode
 
 
 def test_running_an_export_of_several_styles_without_choosing_is_one_line(exported):
-    _, path = exported
+    path = exported
     loaded = load_for_inference(path, CPU, torch.float32)
     with pytest.raises(NstFastError, match=re.escape("choose one of its styles (a, b, c)")):
         loaded.run(torch.rand(1, 3, 16, 16))
@@ -111,7 +116,7 @@ def test_running_an_export_of_several_styles_without_choosing_is_one_line(export
 def test_stylize_writes_the_same_blend_from_the_export_as_from_the_model_pt(
     model, exported, tmp_path
 ):
-    _, path = exported
+    path = exported
     photo = save_image(make_photo((45, 61), 2), tmp_path / "p.png")
     outputs = {}
     for source in (model, path):
@@ -129,7 +134,7 @@ def test_stylize_writes_the_same_blend_from_the_export_as_from_the_model_pt(
 
 
 def test_the_stylize_command_takes_style_for_an_exported_file(exported, tmp_path, capsys):
-    _, path = exported
+    path = exported
     photo = save_image(make_photo((30, 41), 0), tmp_path / "p.png")
     args = ["stylize", str(path), str(photo), "-o", str(tmp_path / "out"), "-q"]
     assert main([*args, "--style", "all"]) == 0
@@ -168,12 +173,10 @@ def test_the_check_after_export_notices_an_export_whose_styles_are_in_another_or
     assert check_against_eager(loaded, net) > 1e-2
 
 
-def test_an_onnx_export_of_several_styles_names_its_inputs_image_and_style(model):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    net, info = load_network(model)
-    path = export_onnx(net, info, model.with_suffix(".inputs.onnx"))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def test_an_onnx_export_of_several_styles_names_its_inputs_image_and_style(onnx_file):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     inputs = [(i.name, i.shape, i.type) for i in session.get_inputs()]
     assert inputs == [
         ("image", ["batch", 3, "height", "width"], "tensor(float)"),
@@ -183,17 +186,25 @@ def test_an_onnx_export_of_several_styles_names_its_inputs_image_and_style(model
     assert json.loads(meta["nst_fast.styles"]) == NAMES
 
 
-def test_a_one_style_export_still_takes_only_the_image_and_records_no_styles(tmp_path):
+@pytest.fixture(scope="module")
+def one_style(tmp_path_factory) -> Path:
+    net = transformer_net(channels=[8, 16, 32], residual_blocks=1)
+    return save_model(net, tmp_path_factory.mktemp("one") / "one.pt", style="x", step=1)
+
+
+def test_a_one_style_onnx_export_still_takes_only_the_image_and_records_no_styles(one_style):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    one_style = transformer_net(channels=[8, 16, 32], residual_blocks=1)
-    net, info = load_network(save_model(one_style, tmp_path / "one.pt", style="x", step=1))
-    session = ort.InferenceSession(str(export_onnx(net, info, tmp_path / "one.onnx")))
+    path = export_onnx(*load_network(one_style), one_style.with_suffix(".onnx"))
+    session = ort.InferenceSession(str(path))
     assert [(i.name, i.shape) for i in session.get_inputs()] == [
         ("image", ["batch", 3, "height", "width"])
     ]
     assert "nst_fast.styles" not in session.get_modelmeta().custom_metadata_map
-    ts = export_torchscript(net, info, tmp_path / "one.ts")
+
+
+def test_a_one_style_torchscript_export_records_no_styles_and_loads_as_one_style(one_style):
+    ts = export_torchscript(*load_network(one_style), one_style.with_suffix(".ts"))
     with zipfile.ZipFile(ts) as archive:
         (name,) = (n for n in archive.namelist() if n.endswith("/extra/nst_fast.json"))
         meta = json.loads(archive.read(name))
@@ -201,27 +212,25 @@ def test_a_one_style_export_still_takes_only_the_image_and_records_no_styles(tmp
     assert load_for_inference(ts, CPU, torch.float32).styles == []
 
 
-def test_a_torchscript_export_of_several_styles_runs_in_bf16_and_pins_no_device(model):
-    net, info = load_network(model)
-    path = export_torchscript(net, info, model.with_suffix(".bf16.ts"))
-    with zipfile.ZipFile(path) as archive:
+def test_a_torchscript_export_of_several_styles_runs_in_bf16_and_pins_no_device(model, ts_file):
+    net, _ = load_network(model)
+    with zipfile.ZipFile(ts_file) as archive:
         code = "".join(
             archive.read(name).decode() for name in archive.namelist() if name.endswith(".py")
         )
     assert "torch.device(" not in code  # a trace's cast to the CPU would pin it there
-    loaded = load_for_inference(path, CPU, torch.bfloat16)
+    loaded = load_for_inference(ts_file, CPU, torch.bfloat16)
     x = torch.rand(1, 3, 40, 52)
     with torch.no_grad():
         expected = net(x, BLEND)
     assert (loaded.select(BLEND).run(x) - expected).abs().max() < 0.05
 
 
-def test_an_onnx_export_with_a_broken_list_of_styles_is_refused_in_one_line(model, tmp_path):
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    net, info = load_network(model)
-    path = export_onnx(net, info, tmp_path / "broken.onnx")
-    proto = onnx.load(str(path))
+def test_an_onnx_export_with_a_broken_list_of_styles_is_refused_in_one_line(onnx_file, tmp_path):
+    import onnx
+
+    path = tmp_path / "broken.onnx"
+    proto = onnx.load(str(onnx_file))
     for entry in proto.metadata_props:
         if entry.key == "nst_fast.styles":
             entry.value = '["a"]'
