@@ -144,7 +144,7 @@ def describe(path: Path, given: Path, roots: Sequence[Path]) -> WebModel:
         )
     # TorchScript and ONNX files record their style's name, not its image.
     loaded = load_for_inference(path, torch.device("cpu"), torch.float32)
-    return WebModel(path, loaded.style, run_name(path, given))
+    return WebModel(path, loaded.style, run_name(path, given), styles=list(loaded.styles))
 
 
 def thumbnail(spec: object, roots: Sequence[Path]) -> Image.Image | None:

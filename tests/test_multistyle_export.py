@@ -237,3 +237,16 @@ def test_an_onnx_export_with_a_broken_list_of_styles_is_refused_in_one_line(onnx
     onnx.save(proto, str(path))
     with pytest.raises(ModelFileError, match="its list of styles is not two or more names"):
         load_for_inference(path, CPU, torch.float32)
+
+
+def test_the_web_page_offers_the_styles_of_an_exported_file_of_several(model, exported):
+    from nst_fast.web import describe, make_engine
+
+    offered = describe(exported, exported.parent, [])
+    assert offered.styles == NAMES and offered.style == "a+b+c"
+    engine = make_engine([exported], device="cpu", precision="fp32")
+    photo = make_photo((20, 28), 9)
+    net, _ = load_network(model)
+    with torch.no_grad():
+        expected = net.single_style(torch.eye(3)[1])(photo[None])[0]
+    assert (engine.stylize(engine.labels[0], photo, style="b") - expected).abs().max() < 1e-4
