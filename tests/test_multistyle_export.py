@@ -4,6 +4,7 @@ an input: blends and single styles match eager PyTorch, and the files stylize wi
 
 import json
 import re
+import sys
 import zipfile
 from pathlib import Path
 
@@ -250,3 +251,13 @@ def test_the_web_page_offers_the_styles_of_an_exported_file_of_several(model, ex
     with torch.no_grad():
         expected = net.single_style(torch.eye(3)[1])(photo[None])[0]
     assert (engine.stylize(engine.labels[0], photo, style="b") - expected).abs().max() < 1e-4
+
+
+def test_an_onnx_export_of_several_styles_needs_the_onnx_package_for_their_names(
+    model, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx fails
+    target = tmp_path / "multi.onnx"
+    assert main(["export", str(model), "--format", "onnx", "-o", str(target)]) == 2
+    assert "records their names with the onnx package: pip install" in capsys.readouterr().err
+    assert not target.exists()
