@@ -247,3 +247,14 @@ def conv2d_backward(
     return torch.ops.aten.convolution_backward(
         grad, x, weight, bias_sizes, stride, [0, 0], [1, 1], False, [0, 0], 1, list(need)
     )
+
+
+def drop_input_casts(traced: torch.jit.ScriptModule, input_index: int) -> None:
+    """Remove the ``aten::to`` casts applied to one input of a traced module, so that the
+    module takes that input as it comes (TorchScript's graph API, which torch's own passes
+    use: ``Value.uses``, ``Node.output``, ``replaceAllUsesWith``, ``destroy``)."""
+    value = list(traced.graph.inputs())[input_index]
+    for use in list(value.uses()):
+        if use.user.kind() == "aten::to":
+            use.user.output().replaceAllUsesWith(value)
+            use.user.destroy()

@@ -24,6 +24,7 @@ from types import ModuleType
 
 import torch
 
+from nst_fast import compat
 from nst_fast.errors import NstFastError
 from nst_fast.export import ModelFileError, ModelInfo, exported_channels, load_network
 from nst_fast.files import atomic_write
@@ -98,21 +99,10 @@ def _script(net: TransformerNet) -> torch.jit.ScriptModule:
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(net.cpu().eval(), example_inputs(net))
     if net.styles > 1:
-        _take_style_as_given(traced)
+        # A trace records the cast of the style weights that opens forward with a fixed
+        # device and dtype, which would pin the file to the CPU and fp32.
+        compat.drop_input_casts(traced, input_index=2)  # after self and the image
     return traced
-
-
-def _take_style_as_given(traced: torch.jit.ScriptModule) -> None:
-    """Drop the cast of the style weights to float32 on the CPU that opens the network's
-    forward: a trace records a cast's device and dtype as constants, which would pin the
-    file to the CPU and fp32. The file then takes the weights as it takes the image, in
-    the dtype and on the device of its own weights. (The graph calls are TorchScript's
-    own passes' API; the bf16 test of tests/test_multistyle_export.py guards them.)"""
-    style = list(traced.graph.inputs())[2]  # after self and the image
-    for use in list(style.uses()):
-        if use.user.kind() == "aten::to":
-            use.user.output().replaceAllUsesWith(style)
-            use.user.destroy()
 
 
 def export_onnx(net: TransformerNet, info: ModelInfo, path: str | os.PathLike) -> Path:

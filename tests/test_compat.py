@@ -222,3 +222,18 @@ def test_torch_convolution_backward_gives_autograds_gradients(stride):
         )
         assert only_weight[0] is None and only_weight[2] is None
         torch.testing.assert_close(only_weight[1], expected[1])
+
+
+class _CastsItsSecondInput(torch.nn.Module):
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x * w.to(x.device, torch.float32)
+
+
+def test_torchscript_graph_drops_the_casts_a_trace_recorded_on_an_input():
+    example = (torch.ones(2), torch.ones(2))
+    traced = torch.jit.trace(_CastsItsSecondInput(), example)
+    with relied_on("torch", "TorchScript's graph API (Value.uses, replaceAllUsesWith, destroy)"):
+        compat.drop_input_casts(traced, input_index=2)
+        assert "aten::to" not in str(traced.graph)
+    w = torch.tensor([2.0, 3.0], dtype=torch.float64)  # the cast's dtype would make it fp32
+    assert traced(torch.ones(2, dtype=torch.float64), w).dtype == torch.float64
