@@ -8,7 +8,7 @@ DEMO_DIR ?= outputs/demo
 help:
 	@echo "make install       install nst-fast and its dev tools (pip install -e '.[dev]')"
 	@echo "make demo          train the demo style network (VGG_WEIGHTS=path for offline weights)"
-	@echo "make test          run the whole test suite (offline, CPU), as CI does"
+	@echo "make test          run the whole test suite (offline, CPU), as CI does, a worker per core"
 	@echo "make test-fast     the tests not marked slow: about a minute, for everyday work"
 	@echo "make lint          ruff"
 	@echo "make tensorboard   tensorboard --logdir outputs"
@@ -23,7 +23,7 @@ demo:
 	$(PYTHON) -m nst_fast train experiment=demo loss.weights=$(VGG_WEIGHTS) hydra.run.dir=$(DEMO_DIR)
 
 test:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto --dist loadfile
 
 test-fast:
 	$(PYTHON) -m pytest -q -m "not slow"
