@@ -13,9 +13,11 @@ from nst_fast.config import compose, resolve_styles
 from nst_fast.errors import NstFastError
 from nst_fast.export import load_network
 from nst_fast.inference import stylize
+from nst_fast.training.extend import with_added_styles
 from nst_fast.training.module import StyleTransferModule
 
 from .conftest import make_photo, nst_fast, tiny_overrides
+from .test_transformer import multi_style_net, small_net
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +234,7 @@ def test_adding_a_style_trains_only_its_norms_and_keeps_every_other_weight_bit_i
 def test_a_style_the_extended_model_has_already_is_one_line(tmp_path):
     from nst_fast.export import save_model
     from nst_fast.models.transformer import transformer_net
-    from nst_fast.training.module import extended
+    from nst_fast.training.extend import extended
 
     net = transformer_net(channels=[4, 8], residual_blocks=1)
     model = save_model(net, tmp_path / "m.pt", style="wave", step=1)
@@ -240,3 +242,45 @@ def test_a_style_the_extended_model_has_already_is_one_line(tmp_path):
         extended(str(model), [{"name": "wave", "image": "x.jpg"}])
     arch, styles = extended(str(model), [{"name": "new", "image": "x.jpg"}])
     assert arch["channels"] == [4, 8] and [s["name"] for s in styles] == ["wave", "new"]
+
+
+@pytest.mark.slow
+def test_evaluate_reports_a_row_per_style_each_against_its_own_loss(two_styles, tmp_path):
+    import csv
+
+    from nst_fast.cli import main
+
+    run_dir, *_ = two_styles
+    held_out = tmp_path / "held_out"
+    for i in range(2):
+        from nst_fast.images import save_image
+
+        save_image(make_photo((30, 40), 50 + i), held_out / f"{i}.png")
+    out = tmp_path / "eval"
+    argv = ["evaluate", str(run_dir / "model.pt"), "--content", str(held_out), "--size", "24"]
+    assert main([*argv, "-o", str(out), "--iterations", "none", "loss.weights=random"]) == 0
+    with open(out / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["warm", "cool"]
+    assert rows[0]["style"] != rows[1]["style"]  # each against its own style's targets
+    assert (out / "warm" / "grid.jpg").is_file() and (out / "cool" / "table.md").is_file()
+
+
+def test_an_added_style_starts_as_the_equal_blend_of_the_styles_a_network_has():
+    net = multi_style_net(2).eval()
+    grown = with_added_styles(net, 1).eval()
+    x = torch.rand(1, 3, 24, 20)
+    torch.testing.assert_close(
+        grown(x, torch.tensor([1.0, 0.0, 0.0])), net(x, torch.tensor([1.0, 0.0]))
+    )
+    torch.testing.assert_close(
+        grown(x, torch.tensor([0.0, 0.0, 1.0])), net(x, torch.tensor([0.5, 0.5]))
+    )
+
+
+def test_a_network_of_one_style_grows_into_a_network_of_several():
+    net = small_net().eval()
+    grown = with_added_styles(net, 2).eval()
+    assert grown.styles == 3
+    x = torch.rand(1, 3, 24, 20)
+    torch.testing.assert_close(grown(x, torch.tensor([1.0, 0.0, 0.0])), net(x))

@@ -288,23 +288,3 @@ def test_style_weights_are_required_exactly_when_the_network_has_several_styles(
 def test_several_styles_need_instance_norms():
     with pytest.raises(ValueError, match=r"model\.norm=instance"):
         TransformerNet(default_transformer_config(norm="batch"), styles=2)
-
-
-def test_an_added_style_starts_as_the_equal_blend_of_the_styles_a_network_has():
-    net = multi_style_net(2).eval()
-    grown = net.add_styles(1).eval()
-    x = torch.rand(1, 3, 24, 20)
-    torch.testing.assert_close(
-        grown(x, torch.tensor([1.0, 0.0, 0.0])), net(x, torch.tensor([1.0, 0.0]))
-    )
-    torch.testing.assert_close(
-        grown(x, torch.tensor([0.0, 0.0, 1.0])), net(x, torch.tensor([0.5, 0.5]))
-    )
-
-
-def test_a_network_of_one_style_grows_into_a_network_of_several():
-    net = small_net().eval()
-    grown = net.add_styles(2).eval()
-    assert grown.styles == 3
-    x = torch.rand(1, 3, 24, 20)
-    torch.testing.assert_close(grown(x, torch.tensor([1.0, 0.0, 0.0])), net(x))

@@ -199,19 +199,6 @@ class TransformerNet(nn.Module):
         net.load_state_dict(state)
         return net.train(self.training)
 
-    def add_styles(self, count: int) -> TransformerNet:
-        """This network with ``count`` more styles, each starting from the mean scale and
-        shift of the styles it has; a network of one style becomes one of 1 + ``count``."""
-        net = TransformerNet(self.config, self.styles + count).to(next(self.parameters()).device)
-        state = self.state_dict()
-        for name, module in net.named_modules():
-            if isinstance(module, ConditionalInstanceNorm2d):
-                for key in (f"{name}.weight", f"{name}.bias"):
-                    rows = state[key].reshape(self.styles, -1)
-                    state[key] = torch.cat([rows, rows.mean(0, keepdim=True).expand(count, -1)])
-        net.load_state_dict(state)
-        return net.train(self.training)
-
 
 def check_config(config: TransformerConfig) -> None:
     """A ConfigError (a ValueError) naming the ``model.*`` option that cannot build a network."""

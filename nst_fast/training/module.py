@@ -13,11 +13,12 @@ from torch import nn
 from nst_fast.config import resolve_styles
 from nst_fast.device import training_device
 from nst_fast.errors import NonFiniteLossError, NstFastError
-from nst_fast.export import check_same_arch, check_same_styles, load_network
+from nst_fast.export import check_same_arch, check_same_styles
 from nst_fast.fast import accelerate, share_parameters
 from nst_fast.losses.build import build_criterion
-from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerConfig, TransformerNet
+from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.styles import load_style_image
+from nst_fast.training.extend import extended, train_added_styles
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -166,38 +167,3 @@ def cosine_factor(step: int, max_steps: int) -> float:
     """The cosine schedule's share of ``optim.lr`` at ``step``: 1 at the start, 0 at
     ``max_steps`` and after."""
     return 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max_steps))
-
-
-def extended(path: str, new: list[dict]) -> tuple[dict, list[dict]]:
-    """The architecture of the trained model ``path`` and its styles followed by ``new``;
-    a one-line error for a style it has already."""
-    net, info = load_network(path)
-    recorded = info.extra.get("style")
-    specs = recorded if isinstance(recorded, list) else [recorded]
-    names = info.styles or [info.style]
-    if len(specs) != len(names) or not all(isinstance(s, dict) for s in specs):
-        specs = [{"name": name} for name in names]
-    again = [s["name"] for s in new if s["name"] in names]
-    if again:
-        raise NstFastError(f"extend={path}: it has the style {again[0]} already; name another")
-    return net.config.to_dict(), [*specs, *new]
-
-
-def train_added_styles(net: TransformerNet, path: str) -> list[int]:
-    """Load the trained model ``path`` into ``net`` (which has its styles and more), and
-    freeze everything but the norm parameters of the styles it lacks: their indices.
-
-    Dumoulin et al. add a style to a trained network this way. The other styles' rows of
-    each norm parameter get a zero gradient, which leaves them bit-identical under Adam.
-    """
-    base, _ = load_network(path)
-    added = net.styles - base.styles
-    net.load_state_dict(base.add_styles(added).state_dict())
-    mask = torch.zeros(net.styles, 1)
-    mask[base.styles :] = 1
-    net.requires_grad_(False)
-    for norm in (m for m in net.modules() if isinstance(m, ConditionalInstanceNorm2d)):
-        for param in (norm.weight, norm.bias):
-            param.requires_grad_(True)
-            param.register_hook(lambda grad: grad * mask.to(grad))
-    return list(range(base.styles, net.styles))
