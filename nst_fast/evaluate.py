@@ -11,7 +11,7 @@ import csv
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -231,6 +231,24 @@ def evaluate_model(
     photos = load_photos(content, size, limit)
     if not photos:
         raise NstFastError(f"{content}: no photos found")
-    criterion = criterion_as_trained(model, info, style, overrides, device)
-    criterion.grid_period = net.multiple
-    return evaluate(net, criterion, photos, sorted(set(iterations)), output, tuple(inits))
+    iterations, inits = sorted(set(iterations)), tuple(inits)
+    if net.styles == 1:
+        criterion = criterion_as_trained(model, info, style, overrides, device)
+        criterion.grid_period = net.multiple
+        return evaluate(net, criterion, photos, iterations, output, inits)
+    if style is not None:
+        raise NstFastError(f"{model}: a model of several styles is evaluated on each of its own")
+    # Each style as the network of that style alone, against the loss it was trained with,
+    # into output/STYLE/; output/table.md has a row per style.
+    recorded = info.extra.get("style")
+    specs = recorded if isinstance(recorded, list) else [{"name": n} for n in info.styles]
+    summary = []
+    for index, spec in enumerate(specs):
+        one = net.single_style(torch.eye(net.styles)[index])
+        as_trained = replace(info, style=spec["name"], styles=[], extra={"style": spec})
+        criterion = criterion_as_trained(model, as_trained, None, overrides, device)
+        criterion.grid_period = net.multiple
+        rows = evaluate(one, criterion, photos, iterations, output / spec["name"], inits)
+        summary.append(replace(rows[0], method=spec["name"]))
+    write_table(summary, output, len(photos))
+    return summary

@@ -262,7 +262,7 @@ def test_evaluate_reports_a_row_per_style_each_against_its_own_loss(two_styles, 
     with open(out / "table.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == ["warm", "cool"]
-    assert rows[0]["style"] != rows[1]["style"]  # each against its own style's targets
+    assert rows[0]["style loss"] != rows[1]["style loss"]  # each against its own targets
     assert (out / "warm" / "grid.jpg").is_file() and (out / "cool" / "table.md").is_file()
 
 
