@@ -4,6 +4,7 @@
     python scripts/benchmark.py            # the full run; writes docs/benchmark-latest.md
     python scripts/benchmark.py --quick    # a smoke run (fewer steps and sizes; no file)
     python scripts/benchmark.py --plain    # the same figures with nst_fast.fast switched off
+    python scripts/benchmark.py --styles 4 # training a network of 4 styles (Dumoulin et al.)
 
 Prints one table (figure, project, reference, project/reference, fraction of the
 machine's peak) with the machine, torch version and date:
@@ -23,6 +24,8 @@ machine's peak) with the machine, torch version and date:
 
 ``--plain`` measures nst-fast with its speed work switched off (``fast=false`` for
 training, ``stylize(..., fast=False)``), for A/B figures; every table says which mode ran.
+``--styles N`` trains a network of N styles (conditional instance norm, a style per
+batch in turn) and stylizes with one of its styles, to set beside the one-style figures.
 A full run (no --quick, no --plain) writes the table as Markdown to
 docs/benchmark-latest.md; ``--write-md PATH`` writes it elsewhere (or for any run).
 
@@ -99,6 +102,7 @@ class Setup:
     amp: torch.dtype | None = None  # autocast dtype (bf16 on GPUs), None: fp32
     cudnn_benchmark: bool = False
     fast: bool = True
+    styles: int = 1  # a network of several styles (conditional instance norm) when > 1
 
     def describe(self) -> str:
         parts = [
@@ -109,6 +113,8 @@ class Setup:
         if self.cudnn_benchmark:
             parts.append("cudnn.benchmark")
         parts.append(mode_name(self.fast))
+        if self.styles > 1:
+            parts.append(f"{self.styles} styles")
         return ", ".join(parts)
 
 
@@ -143,10 +149,11 @@ def setups(args: argparse.Namespace) -> list[Setup]:
 
     fast = not args.plain
     out = []
+    several = {"fast": fast, "styles": args.styles}
     if args.device in ("auto", "cpu") or (args.device == "all"):
-        out.append(Setup("cpu", "cpu", **cpu_options(), fast=fast))
+        out.append(Setup("cpu", "cpu", **cpu_options(), **several))
     if torch.cuda.is_available() and args.device in ("auto", "cuda", "all"):
-        out.append(Setup("cuda eager fp32", "cuda", channels_last=False, fast=fast))
+        out.append(Setup("cuda eager fp32", "cuda", channels_last=False, **several))
         compiled = ("transformer", "loss") if args.compile == "auto" else args.compile
         out.append(
             Setup(
@@ -156,7 +163,7 @@ def setups(args: argparse.Namespace) -> list[Setup]:
                 compile=compile_parts(compiled) if isinstance(compiled, str) else compiled,
                 amp=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16,
                 cudnn_benchmark=True,
-                fast=fast,
+                **several,
             )
         )
     if not out:
@@ -191,6 +198,24 @@ def project_config(weights: str, *overrides: str) -> DictConfig:
     return compose([f"loss.weights={weights}", *style, *overrides])
 
 
+def style_list(styles: int) -> list[str]:
+    """The override of a network of ``styles`` styles: copies of the generated mosaic, each
+    turned, written once into the cache; none for one style."""
+    if styles == 1:
+        return []
+    from nst_fast.data.samples import GENERATED_STYLES
+    from nst_fast.files import cache_dir
+    from nst_fast.images import save_image
+
+    paths = []
+    for i in range(styles):
+        path = cache_dir("bench_styles") / f"mosaic_{i}.png"
+        if not path.exists():
+            save_image(GENERATED_STYLES["mosaic"]().rot90(i % 4, (1, 2)), path)
+        paths.append(str(path))
+    return [f"styles=[{','.join(paths)}]"]
+
+
 def config_groups(cfg: DictConfig, *groups: str) -> tuple[dict, ...]:
     return tuple(OmegaConf.to_container(cfg[g], resolve=True) for g in groups)
 
@@ -211,6 +236,7 @@ def make_module(setup: Setup, weights: str) -> tuple[StyleTransferModule, torch.
         f"channels_last={setup.channels_last}",
         f"compile={'transformer' in setup.compile}",
         f"fast={setup.fast}",
+        *style_list(setup.styles),
     )
     module = StyleTransferModule.from_config(cfg)
     module.to(setup.device)
@@ -331,8 +357,13 @@ def plain_transformer() -> TransformerNet:
 
 def make_transformer(setup: Setup) -> torch.nn.Module:
     """The network to stylize with; ``stylize`` itself picks the layout and, with
-    ``fast``, swaps nst_fast.fast's modules in, as ``nst-fast stylize`` runs it."""
-    net = plain_transformer().to(setup.device).eval()
+    ``fast``, swaps nst_fast.fast's modules in, as ``nst-fast stylize`` runs it. For a
+    network of several styles, one of them, as ``nst-fast stylize --style`` runs it."""
+    net = plain_transformer()
+    if setup.styles > 1:
+        several = TransformerNet(net.config, setup.styles)
+        net = several.single_style(torch.eye(setup.styles)[0])
+    net = net.to(setup.device).eval()
     if "transformer" in setup.compile:
         net = torch.compile(net, dynamic=False)
     return net
@@ -1085,6 +1116,7 @@ def add_figure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=256, help="training size in px (256)")
     p.add_argument("--batches", type=int, nargs="+", default=[4, 8], help="training batches")
     p.add_argument("--steps", type=int, default=3, help="timed training steps (3)")
+    p.add_argument("--styles", type=int, default=1, help="train a network of this many styles (1)")
     p.add_argument(
         "--stylize-sizes", type=int, nargs="+", default=[512, 1024], help="timed stylize sizes"
     )
@@ -1143,7 +1175,7 @@ def markdown_path(args: argparse.Namespace) -> Path | None:
                 "run without --quick, or --write-md another path"
             )
         return args.write_md
-    if args.quick or args.plain or args.no_write_md:
+    if args.quick or args.plain or args.styles > 1 or args.no_write_md:
         return None
     return LATEST_MD
 

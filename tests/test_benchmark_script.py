@@ -35,6 +35,7 @@ def test_plain_switches_the_speed_work_off_in_every_setup() -> None:
         (["--no-write-md"], None),
         (["--quick", "--write-md", "out.md"], Path("out.md")),
         (["--plain", "--write-md", "plain.md"], Path("plain.md")),
+        (["--styles", "4"], None),
     ],
 )
 def test_markdown_goes_to_the_latest_file_only_from_a_full_run(argv, expected) -> None:
@@ -91,3 +92,18 @@ def test_plain_training_step_runs_the_plain_network_train_builds() -> None:
     step = benchmark.train_step_fn(setup, module, optimizer, benchmark.random_photos(1, 32, "cpu"))
     step()
     assert not torch.equal(before, weight)
+
+
+def test_styles_times_the_step_of_a_network_of_several_styles_each_in_turn(tmp_path) -> None:
+    (setup,) = benchmark.setups(benchmark.parse_args(["--device", "cpu", "--styles", "3"]))
+    assert setup.styles == 3 and "3 styles" in setup.describe()
+    setup.fast = False
+    module, optimizer = benchmark.make_module(setup, "random")
+    assert module.transformer.styles == 3
+    step = benchmark.train_step_fn(setup, module, optimizer, benchmark.random_photos(1, 32, "cpu"))
+    step()  # the step of the first style
+    assert module.transformer.encoder[0][2].weight.grad.abs().sum(1).gt(0).tolist() == [
+        True,
+        False,
+        False,
+    ]
