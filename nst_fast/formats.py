@@ -335,6 +335,20 @@ def style_choices(
     return [(None, model.select(weights / weights.sum()))]
 
 
+def exported_model(
+    run: Backend, fmt: str, kind: str, style: str, channels: list[int]
+) -> LoadedModel:
+    """A TorchScript or ONNX file's ``LoadedModel``: ``run`` stylizes as ``style``."""
+    return LoadedModel(
+        run=run,
+        format=fmt,
+        description=f"{kind}, style {style}",
+        style=style,
+        channels=channels,
+        multiple=2 ** (len(channels) - 1),
+    )
+
+
 def _load_torchscript(
     path: Path, device: torch.device, dtype: torch.dtype, fast: bool
 ) -> LoadedModel:
@@ -357,14 +371,7 @@ def _load_torchscript(
     channels = exported_channels(arch)
 
     def loaded(run: Backend, style: str) -> LoadedModel:
-        return LoadedModel(
-            run=run,
-            format="torchscript",
-            description=f"TorchScript, style {style}",
-            style=style,
-            channels=channels,
-            multiple=2 ** (len(channels) - 1),
-        )
+        return exported_model(run, "torchscript", "TorchScript", style, channels)
 
     if not styles:
         return loaded(lambda batch: forward(module, batch), meta.get("style", "?"))
@@ -439,14 +446,7 @@ def _load_onnx(path: Path, device: torch.device, dtype: torch.dtype, fast: bool)
     provider = session.get_providers()[0]
 
     def loaded(run: Backend, style: str) -> LoadedModel:
-        return LoadedModel(
-            run=run,
-            format="onnx",
-            description=f"ONNX ({provider}), style {style}",
-            style=style,
-            channels=channels,
-            multiple=2 ** (len(channels) - 1),
-        )
+        return exported_model(run, "onnx", f"ONNX ({provider})", style, channels)
 
     if not styles:
         return loaded(run_with({}), meta.get("nst_fast.style", "?"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from nst_fast.batch import Spelling
 from nst_fast.errors import NstFastError
 
@@ -15,3 +17,12 @@ def check_positive(**options: tuple[int | None, int]) -> None:
         if value is not None and value < least:
             flag = "--" + name.replace("_", "-")
             raise NstFastError(f"{flag} {value}: expected {least} or more")
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """--device and --precision, as the commands that run a network take them."""
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda:1...")
+    parser.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+        help="auto: bf16 or fp16 on GPUs, bf16 on CPUs with native bf16, else fp32",
+    )  # fmt: skip

@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 
-from nst_fast.cli.options import FLAGS
+from nst_fast.cli.options import FLAGS, add_device_options
 from nst_fast.errors import NstFastError
 
 PROG = "nst-fast serve"
@@ -36,11 +36,7 @@ def parser() -> argparse.ArgumentParser:
         "--share", action="store_true",
         help="also ask Gradio for a temporary public link (off by default)",
     )  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda:1...")
-    parser.add_argument(
-        "--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-        help="auto: bf16 or fp16 on GPUs, bf16 on CPUs with native bf16, else fp32",
-    )  # fmt: skip
+    add_device_options(parser)
     parser.add_argument(
         "--max-upload-mb", type=float, default=MAX_UPLOAD_MB,
         help=f"largest file a visitor may upload (default {MAX_UPLOAD_MB} MB)",

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nst_fast.batch import MIN_TILE, stylize_paths
-from nst_fast.cli.options import FLAGS
+from nst_fast.cli.options import FLAGS, add_device_options
 from nst_fast.errors import NstFastError
 from nst_fast.inference import DEFAULT_OVERLAP
 
@@ -31,11 +31,7 @@ def parser() -> argparse.ArgumentParser:
         help="output folder; or a file name for a single image or video",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda:1...")
-    parser.add_argument(
-        "--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-        help="auto: bf16 or fp16 on GPUs, bf16 on CPUs with native bf16, else fp32",
-    )  # fmt: skip
+    add_device_options(parser)
     parser.add_argument(
         "--batch-size", type=int, default=None,
         help="images of one size per forward pass (default 4 on GPU, 1 on CPU; videos 8)",
