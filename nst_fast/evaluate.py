@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import functional as F
 from torchvision.utils import make_grid
 
 from nst_fast.errors import NstFastError
-from nst_fast.export import ModelInfo
+from nst_fast.export import ModelInfo, recorded_style_specs
 from nst_fast.files import atomic_write
 from nst_fast.images import list_images, read_image, save_image
 from nst_fast.inference import stylize
@@ -240,11 +240,8 @@ def evaluate_model(
         raise NstFastError(f"{model}: a model of several styles is evaluated on each of its own")
     # Each style as the network of that style alone, against the loss it was trained with,
     # into output/STYLE/; output/table.md has a row per style.
-    recorded = info.extra.get("style")
-    specs = recorded if isinstance(recorded, list) else [{"name": n} for n in info.styles]
     summary = []
-    for index, spec in enumerate(specs):
-        one = net.single_style(torch.eye(net.styles)[index])
+    for spec, one in zip(recorded_style_specs(info), net.each_style(), strict=True):
         as_trained = replace(info, style=spec["name"], styles=[], extra={"style": spec})
         criterion = criterion_as_trained(model, as_trained, None, overrides, device)
         criterion.grid_period = net.multiple

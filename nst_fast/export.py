@@ -120,6 +120,18 @@ def checkpoint_arch(hparams: dict, source: str | os.PathLike = "the checkpoint")
     return recorded_arch(hparams["model"], source)
 
 
+def recorded_style_specs(info: ModelInfo) -> list[dict]:
+    """The style settings a model records (image, size, loss weights: what its training
+    used), one per style in order, each with the style's name; the names alone where it
+    records none."""
+    names = info.styles or [info.style]
+    recorded = info.extra.get("style")
+    specs = recorded if isinstance(recorded, list) else [recorded]
+    if len(specs) != len(names) or not all(isinstance(spec, dict) for spec in specs):
+        specs = [{}] * len(names)
+    return [{**spec, "name": name} for spec, name in zip(specs, names, strict=True)]
+
+
 def check_same_styles(hparams: dict, names: list[str]) -> None:
     """A one-line error when a checkpoint being resumed was trained on other styles than
     ``names`` (a network of several styles keeps them in order)."""
@@ -232,12 +244,13 @@ def load_model(
             f"{payload.get('nst_fast_version')}); this nst-fast {__version__} reads versions "
             f"{FORMAT_VERSION} and {MULTI_STYLE_VERSION}",
         )
-    required = ("arch", "state_dict", "style", "step", *(("styles",) if version == 2 else ()))
+    several = version == MULTI_STYLE_VERSION
+    required = ("arch", "state_dict", "style", "step", *(("styles",) if several else ()))
     missing = [k for k in required if k not in payload]
     if missing:
         raise ModelFileError(path, f"not an nst-fast model (no '{missing[0]}'); {RE_EXPORT}")
     styles = [str(name) for name in payload.get("styles") or []]
-    if version == MULTI_STYLE_VERSION and (len(styles) < 2 or len(set(styles)) != len(styles)):
+    if several and (len(styles) < 2 or len(set(styles)) != len(styles)):
         raise ModelFileError(path, f"its list of styles is not two or more names; {RE_EXPORT}")
     net = build_network(payload["arch"], payload["state_dict"], path, styles=max(len(styles), 1))
     info = ModelInfo(

@@ -284,3 +284,15 @@ def test_a_network_of_one_style_grows_into_a_network_of_several():
     assert grown.styles == 3
     x = torch.rand(1, 3, 24, 20)
     torch.testing.assert_close(grown(x, torch.tensor([1.0, 0.0, 0.0])), net(x))
+
+
+def test_extending_a_model_keeps_its_recorded_style_settings_under_its_name(tmp_path):
+    from nst_fast.export import save_model
+    from nst_fast.models.transformer import transformer_net
+    from nst_fast.training.extend import extended
+
+    net = transformer_net(channels=[4, 8], residual_blocks=1)
+    recorded = {"image": "wave.jpg", "size": 32}  # as model files of one style record it
+    model = save_model(net, tmp_path / "m.pt", style="wave", step=1, extra={"style": recorded})
+    _, styles = extended(str(model), [{"name": "new", "image": "x.jpg"}])
+    assert styles[0] == {"image": "wave.jpg", "size": 32, "name": "wave"}

@@ -55,6 +55,8 @@ class ConditionalInstanceNorm2d(nn.Module):
     style, other rows blend them, which is how the paper interpolates between styles.
     """
 
+    takes_style = True  # StyledSequential hands it the style weights
+
     def __init__(self, channels: int, styles: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(styles, channels))
@@ -83,6 +85,8 @@ def norm_layer(kind: str | None, channels: int, styles: int = 1) -> list[nn.Modu
 class StyledSequential(nn.Sequential):
     """``nn.Sequential`` that hands the style weights to the layers that take them."""
 
+    takes_style = True
+
     def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
             x = layer(x, style) if takes_style(layer) else layer(x)
@@ -90,9 +94,8 @@ class StyledSequential(nn.Sequential):
 
 
 def takes_style(layer: nn.Module) -> bool:
-    return isinstance(layer, (ConditionalInstanceNorm2d, StyledSequential, ResidualBlock)) or (
-        getattr(layer, "takes_style", False)
-    )
+    """Whether ``layer``'s forward takes the style weights (its class says so)."""
+    return getattr(layer, "takes_style", False)
 
 
 class ConvBlock(StyledSequential):
@@ -122,6 +125,8 @@ class ConvBlock(StyledSequential):
 
 class ResidualBlock(nn.Module):
     """x + conv-norm-relu-conv-norm(x), as Johnson et al.'s supplementary material draws it."""
+
+    takes_style = True
 
     def __init__(self, channels: int, norm: str | None, styles: int = 1) -> None:
         super().__init__()
@@ -198,6 +203,12 @@ class TransformerNet(nn.Module):
                     state[key] = weights.to(state[key]) @ state[key]
         net.load_state_dict(state)
         return net.train(self.training)
+
+    def each_style(self) -> list[TransformerNet]:
+        """One network per style this one carries, in order (itself for one style)."""
+        if self.styles == 1:
+            return [self]
+        return [self.single_style(torch.eye(self.styles)[i]) for i in range(self.styles)]
 
 
 def check_config(config: TransformerConfig) -> None:

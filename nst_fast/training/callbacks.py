@@ -72,19 +72,11 @@ class ImageGridLogger(pl.Callback):
             return
         self.logged_step = trainer.global_step
         photos = self.photos.to(pl_module.device)
-        stylized = [stylize(net, photos, half=False) for net in style_networks(pl_module)]
+        stylized = [stylize(net, photos, half=False) for net in pl_module.transformer.each_style()]
         rows = torch.stack([self.photos.cpu(), *stylized], 1).flatten(0, 1)
         grid = make_grid(rows, nrow=1 + len(stylized), padding=4)
         writer.add_image("preview", grid, trainer.global_step)
         writer.flush()
-
-
-def style_networks(pl_module: pl.LightningModule) -> list[torch.nn.Module]:
-    """The transform network in eval mode, as one network per style it carries."""
-    net = pl_module.transformer
-    if net.styles == 1:
-        return [net]
-    return [net.single_style(torch.eye(net.styles)[i]).eval() for i in range(net.styles)]
 
 
 class ExportModel(pl.Callback):
@@ -126,7 +118,7 @@ class StylizeSamples(pl.Callback):
 
     @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        nets = style_networks(pl_module)
+        nets = pl_module.transformer.each_style()
         folders = (
             [self.folder] if len(nets) == 1 else [self.folder / s["name"] for s in pl_module.styles]
         )

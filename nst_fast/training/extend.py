@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from nst_fast.errors import NstFastError
-from nst_fast.export import load_network
+from nst_fast.export import load_network, recorded_style_specs
 from nst_fast.models.transformer import ConditionalInstanceNorm2d, TransformerNet
 
 
@@ -15,11 +15,8 @@ def extended(path: str, new: list[dict]) -> tuple[dict, list[dict]]:
     """The architecture of the trained model ``path`` and its styles followed by ``new``;
     a one-line error for a style it has already."""
     net, info = load_network(path)
-    recorded = info.extra.get("style")
-    specs = recorded if isinstance(recorded, list) else [recorded]
-    names = info.styles or [info.style]
-    if len(specs) != len(names) or not all(isinstance(s, dict) for s in specs):
-        specs = [{"name": name} for name in names]
+    specs = recorded_style_specs(info)
+    names = [spec["name"] for spec in specs]
     again = [s["name"] for s in new if s["name"] in names]
     if again:
         raise NstFastError(f"extend={path}: it has the style {again[0]} already; name another")
