@@ -497,12 +497,17 @@ def stylize_paths(
     dtype = pick_dtype(device, precision, spelling)
     loaded = load_for_inference(model, device, dtype, fast=fast)
     choices = style_choices(style, loaded, spelling.value("style", style))
-    if len(choices) > 1:  # one output per style, named with it
-        jobs = [
-            replace(job, target=labelled(job.target, label)) for label, _ in choices for job in jobs
-        ]
+    # Each chosen model with its jobs; with several, each output is named with its style.
+    runs = [
+        (
+            chosen,
+            jobs if label is None else [replace(j, target=labelled(j.target, label)) for j in jobs],
+        )
+        for label, chosen in choices
+    ]
+    jobs = [job for _, own in runs for job in own]
+    if len(runs) > 1:
         check_distinct(jobs, spelling)
-    per_choice = len(jobs) // len(choices)
     report = Report(echo=echo)
     todo = [job for job in jobs if overwrite or not job.target.exists()]
     with tqdm(total=len(todo), unit="file", disable=not progress or len(todo) < 2) as bar:
@@ -511,7 +516,7 @@ def stylize_paths(
         for job in jobs:
             if job not in todo:
                 report.keep(job.target)
-        for i, (_, chosen) in enumerate(choices):
+        for chosen, own in runs:
             stylizer = Stylizer(
                 chosen.run,
                 # onnxruntime computes in fp32 whatever the precision: budget its memory so.
@@ -525,7 +530,7 @@ def stylize_paths(
             )
             run = Run(stylizer, Finish(strength, preserve_color), report, bar, dtype, overwrite,
                       spelling)  # fmt: skip
-            mine = [job for job in jobs[i * per_choice : (i + 1) * per_choice] if job in todo]
+            mine = [job for job in own if job in todo]
             images = [job for job in mine if not job.video]
             stylize_images(
                 images, run, batch_size or (1 if device.type == "cpu" else 4), size, scale
