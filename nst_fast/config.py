@@ -115,10 +115,15 @@ def group_defaults(group: str, option: str) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k != "defaults"}
 
 
+def is_style_config(entry: str) -> bool:
+    """Whether a ``styles`` entry names a config of conf/style (else an image or URL)."""
+    return (config_dir() / "style" / f"{entry}.yaml").is_file()
+
+
 def style_name(entry: str) -> str:
     """The name a ``styles`` entry trains under: a conf/style config's name, or an image
     path's or URL's file stem."""
-    if (config_dir() / "style" / f"{entry}.yaml").is_file():
+    if is_style_config(entry):
         return entry
     return Path(unquote(urlparse(entry).path)).stem or entry
 
@@ -131,11 +136,10 @@ def resolve_styles(entries: list[str], size: int | None) -> list[dict[str, Any]]
         raise NstFastError("styles=[]: name the styles, e.g. styles=[starry_night,wave]")
     specs = []
     for entry in entries:
-        name = style_name(entry)
-        if name == entry and (config_dir() / "style" / f"{entry}.yaml").is_file():
+        if is_style_config(entry):
             specs.append(group_defaults("style", entry))
         else:
-            specs.append({"name": name, "image": entry, "size": size})
+            specs.append({"name": style_name(entry), "image": entry, "size": size})
     names = [spec["name"] for spec in specs]
     twice = next((name for name in names if names.count(name) > 1), None)
     if twice is not None:
