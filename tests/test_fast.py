@@ -67,7 +67,7 @@ def assert_same(
 def upstream_like(y: torch.Tensor) -> torch.Tensor:
     """A fixed random upstream gradient: every output element weighted differently."""
     g = torch.Generator().manual_seed(1234)
-    return torch.randn(y.shape, generator=g)
+    return torch.randn(y.shape, generator=g).to(y.device)
 
 
 def value_and_grads(module, x: torch.Tensor, params: list[torch.Tensor]):
@@ -448,6 +448,36 @@ def test_the_accelerated_twin_of_a_network_of_several_styles_equals_it_in_value_
     names = [name for name, _ in net.named_parameters()]
     for name, grad, grad_plain in zip(["input", *names], grads, grads_plain, strict=True):
         assert_same(grad, grad_plain, rtol=1e-3, name=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("styles", [1, 3])
+def test_on_a_gpu_the_accelerated_networks_equal_the_plain_one_in_value_and_gradients(
+    styles, monkeypatch
+):
+    # The swap on CUDA (which modules it picks there) in fp32 without TF32, channels_last
+    # as training runs it: the training twin in value and gradients, the inference copy.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the network is convolutions
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    config = default_transformer_config(channels=[8, 16, 32], residual_blocks=1)
+    net = randomize_norms(TransformerNet(config, styles=styles)).to(
+        cuda, memory_format=CHANNELS_LAST
+    )
+    style = None if styles == 1 else torch.tensor([0.0, 1.0, 0.0], device=cuda)
+    twin = accelerate(share_parameters(net), "training", cuda)
+    x = torch.rand(2, 3, 48, 40, device=cuda).contiguous(memory_format=CHANNELS_LAST)
+    params = list(net.parameters())
+    results = [value_and_grads(lambda t, m=m: m(t, style), x, params) for m in (twin, net)]
+    (y, grads), (y_plain, grads_plain) = results
+    assert_same(y, y_plain)
+    names = [name for name, _ in net.named_parameters()]
+    for name, grad, grad_plain in zip(["input", *names], grads, grads_plain, strict=True):
+        assert_same(grad, grad_plain, rtol=1e-3, name=name)
+    one = net.eval() if styles == 1 else net.single_style(style).eval()
+    fast = accelerate(copy.deepcopy(one), "inference", cuda)
+    with torch.no_grad():
+        assert_same(fast(x), one(x))
 
 
 def test_the_accelerated_twin_trains_channels_last_under_cpu_bf16_autocast_like_the_plain_one():
