@@ -62,6 +62,11 @@ class DataConfig:
     pin_memory: bool = MISSING
     preview_images: int = MISSING
     repeat: int = MISSING
+    # Held-out photos for validation: from this folder, or (null) a fixed choice of
+    # data.root's photos, then never trained on.
+    val_root: str | None = MISSING
+    val_images: int = MISSING
+    val_size: int = MISSING
 
 
 @dataclass
@@ -214,4 +219,6 @@ def register() -> None:
     if not OmegaConf.has_resolver("nst_fast.sample_photos"):
         from nst_fast.data.samples import sample_photos_dir
 
-        OmegaConf.register_new_resolver("nst_fast.sample_photos", lambda: str(sample_photos_dir()))
+        OmegaConf.register_new_resolver(
+            "nst_fast.sample_photos", lambda part="": str(sample_photos_dir(part))
+        )

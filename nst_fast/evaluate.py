@@ -15,13 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from torchvision.transforms.v2 import functional as F
 from torchvision.utils import make_grid
 
 from nst_fast.errors import NstFastError
 from nst_fast.export import ModelInfo, recorded_style_specs
 from nst_fast.files import atomic_write
-from nst_fast.images import list_images, read_image, save_image
+from nst_fast.images import list_images, read_square, save_image
 from nst_fast.inference import stylize
 from nst_fast.losses.grid import GRID_PERIOD, grid_offsets
 from nst_fast.losses.perceptual import PerceptualLoss
@@ -63,8 +62,7 @@ def load_photos(folder: Path, size: int, limit: int | None) -> list[tuple[str, t
     to ``size``, then cropped: the square's sides are ``size``)."""
     photos = []
     for path in list_images(folder)[:limit]:
-        image = F.center_crop(F.resize(read_image(path), [size], antialias=True), [size])
-        photos.append((path.stem, image))
+        photos.append((path.stem, read_square(path, size)))
     return photos
 
 

@@ -305,6 +305,8 @@ def load_checkpoint(
         extra={"style": hparams["style"], "loss": hparams.get("loss", {})},
         styles=names if len(names) > 1 else [],
     )
+    if isinstance(ckpt.get("validation"), dict):  # the latest validation before it was saved
+        info.extra["validation"] = ckpt["validation"]
     return net, info
 
 

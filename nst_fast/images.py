@@ -73,6 +73,13 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> torch.Tensor
     return F.to_dtype(image, torch.float32, scale=True)
 
 
+def read_square(path: str | os.PathLike, size: int) -> torch.Tensor:
+    """The centred square of a photo, ``size`` px a side (the shorter side resized to
+    ``size``, then cropped): held-out photos are compared this way by ``nst-fast
+    evaluate``, by validation during training and in the preview grids."""
+    return F.center_crop(F.resize(read_image(path), [size], antialias=True), [size])
+
+
 def read_alpha(path: str | os.PathLike) -> torch.Tensor | None:
     """The image's alpha channel as a float (1, H, W) in [0, 1], EXIF orientation applied;
     None when it has none (RGBA, LA, palette or grayscale with a transparent colour)."""

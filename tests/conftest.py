@@ -65,6 +65,8 @@ def tiny_overrides(photos: Path, style: Path, run_dir: Path, steps: int = 4) -> 
         "data.batch_size=2",
         "data.num_workers=0",
         "data.preview_images=2",
+        # No validation: tests of it turn it on (test_validation.py).
+        "data.val_images=0",
         "model.channels=[8,16,32]",
         "model.residual_blocks=1",
         "trainer=cpu",

@@ -61,6 +61,10 @@ def test_demo_experiment_uses_bundled_photos_and_a_generated_style():
     cfg = compose_with(["experiment=demo"])
     assert cfg.style.image.startswith("generated:")
     assert Path(cfg.data.root).is_dir()  # the resolver writes scikit-image's photos
+    train, held_out = (
+        {p.stem for p in Path(d).iterdir()} for d in (cfg.data.root, cfg.data.val_root)
+    )
+    assert len(train) == 4 and held_out == {"coffee", "chelsea"} and not train & held_out
 
 
 def test_any_key_can_be_overridden_and_styles_added_by_path():

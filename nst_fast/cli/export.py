@@ -49,7 +49,13 @@ def main(argv: list[str]) -> int:
     write_model(net, info, target, args.format)
     print(target)
     if args.format == "pt":
-        print(f"style {info.style}, step {info.step}")
+        validation = info.extra.get("validation")
+        measured = (
+            f"; validation loss {validation['loss']:.4g} at step {validation['step']}"
+            if validation
+            else ""
+        )
+        print(f"style {info.style}, step {info.step}{measured}")
     else:
         print(check_written(target, net, args.format))
         if info.styles:

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import multiprocessing
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision.transforms import v2
 
 from nst_fast import compat
 from nst_fast.data.folder import PhotoFolder, check_photo, collate_skipping
 from nst_fast.errors import NstFastError
-from nst_fast.images import ImageReadError, read_image, read_image_uint8
+from nst_fast.images import ImageReadError, list_images, read_image_uint8, read_square
 from nst_fast.losses.vgg import MIN_IMAGE_SIZE
 
 CROPS = ("center", "random", "random_resized")
@@ -112,6 +114,10 @@ class PhotoDataModule(pl.LightningDataModule):
     (resize, random crop) or 'random_resized' (random scale and position: more variety
     from a handful of photos, as in the demo). ``repeat`` passes a small folder several
     times per epoch.
+
+    Validation (``val_images`` > 0; conf/data gives 8, built directly it is off): that
+    many held-out photos of ``val_root``, or of ``root`` and then never trained on, as
+    centred squares of ``val_size`` px.
     """
 
     def __init__(
@@ -125,6 +131,9 @@ class PhotoDataModule(pl.LightningDataModule):
         pin_memory: bool = True,
         preview_images: int = 4,
         repeat: int = 1,
+        val_root: str | None = None,
+        val_images: int = 0,
+        val_size: int = 256,
     ) -> None:
         super().__init__()
         if image_size < MIN_IMAGE_SIZE:
@@ -138,13 +147,32 @@ class PhotoDataModule(pl.LightningDataModule):
                                "process) or more")  # fmt: skip
         if crop not in CROPS:
             raise NstFastError(f"data.crop={crop}: expected one of {', '.join(CROPS)}")
+        if val_images < 0:
+            raise NstFastError(f"data.val_images={val_images}: expected 0 (no validation) or more")
+        if val_images and val_size < MIN_IMAGE_SIZE:
+            raise NstFastError(
+                f"data.val_size={val_size}: expected {MIN_IMAGE_SIZE} pixels or more (e.g. 256)"
+            )
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.num_workers, self.shuffle, self.crop = num_workers, shuffle, crop
         self.pin_memory, self.preview_images = pin_memory, preview_images
-        # Listing the folder here makes a wrong data.root fail before any other work.
+        self.val_root, self.val_size = val_root, val_size
+        # Listing the folders here makes a wrong data.root or data.val_root fail before any
+        # other work.
         self.dataset = PhotoFolder(root, self.train_transform(), repeat)
+        self.held_out = self.choose_held_out(val_images)
+        if self.held_out and val_root is None:
+            self.dataset.exclude(self.held_out)
+            if len(self.dataset.files) < batch_size:
+                raise NstFastError(
+                    f"data.root={root}: {len(self.dataset.files) + len(self.held_out)} photos "
+                    f"are too few to hold out data.val_images={val_images} and fill a batch of "
+                    f"data.batch_size={batch_size}; lower data.val_images, or put held-out "
+                    "photos in a folder of their own (data.val_root)"
+                )
         next(self.readable_photos())  # at least one photo decodes
         self._preview_paths: list[Path] | None = None
+        self._held_out_images: torch.Tensor | None = None
 
     def train_transform(self) -> v2.Transform:
         size = self.image_size
@@ -170,38 +198,104 @@ class PhotoDataModule(pl.LightningDataModule):
             drop_last=len(self.dataset) >= self.batch_size,
         )
 
+    def choose_held_out(self, count: int) -> list[Path]:
+        """The photos validation measures the network on: ``count`` readable photos of
+        ``val_root``, or else of ``root`` (then never trained on).
+
+        A fixed choice, the same in every run, process and resumed run: photos ranked by a
+        hash of their path under the folder, so adding photos to a folder changes the
+        choice by at most the added ones.
+        """
+        if count == 0:
+            return []
+        if self.val_root is None:
+            root, files = self.dataset.root, self.dataset.files
+        else:
+            root = Path(self.val_root).expanduser()
+            if not str(self.val_root).strip() or not root.is_dir():
+                raise NstFastError(
+                    f"data.val_root={self.val_root}: no such folder; point it at a folder of "
+                    "held-out photos, or leave it null to hold out photos of data.root"
+                )
+            files = list_images(root)
+        ranked = sorted(files, key=lambda path: held_out_rank(path, root))
+        chosen = list(islice(readable(ranked), count))
+        if not chosen:
+            where = f"data.val_root={self.val_root}" if self.val_root else f"data.root={root}"
+            raise NstFastError(
+                f"{where}: no readable photo to hold out for validation "
+                f"({len(files)} image files); data.val_images=0 turns validation off"
+            )
+        return chosen
+
+    def val_dataloader(self) -> DataLoader | list:
+        # Each process of a multi-process run validates its share (Lightning gives this
+        # loader a DistributedSampler); the module averages over the photos themselves.
+        if not self.held_out:
+            return []
+        if self._held_out_images is None:  # a handful of small squares, decoded once
+            self._held_out_images = torch.stack(
+                [read_square(path, self.val_size) for path in self.held_out]
+            )
+        images = self._held_out_images
+        photos = [{"image": image, "index": i} for i, image in enumerate(images)]
+        return DataLoader(photos, batch_size=self.batch_size, shuffle=False)
+
     def preview_paths(self) -> list[Path]:
-        """The fixed photos shown in image grids and stylized at the end of training:
-        the first ``preview_images`` readable files of the folder."""
+        """The fixed photos shown in image grids and stylized at the end of training: the
+        first ``preview_images`` held-out photos, so that they show what the network does
+        to photos it has not trained on; without validation, the folder's first
+        readable files."""
         if self._preview_paths is None:
-            self._preview_paths = list(islice(self.readable_photos(), self.preview_images))
+            photos = iter(self.held_out) if self.held_out else self.readable_photos()
+            self._preview_paths = list(islice(photos, self.preview_images))
         return self._preview_paths
 
+    def sample_name(self, path: Path) -> Path:
+        """The name a preview photo's stylized sample is saved under: its path below the
+        folder it came from (so a/x.jpg and b/x.png are two samples), as a .jpg."""
+        for root in (self.val_root, self.dataset.root):
+            if root is not None and Path(path).is_relative_to(Path(root).expanduser()):
+                return Path(path).relative_to(Path(root).expanduser()).with_suffix(".jpg")
+        return Path(Path(path).name).with_suffix(".jpg")
+
     def readable_photos(self) -> Iterator[Path]:
-        """The folder's photos that decode, in order; the others are passed over here (the
+        """The training photos that decode, in order; the others are passed over here (the
         dataset reports them once per epoch). A folder where none decodes is an error."""
-        first_error, found = None, False
-        for path in self.dataset.files:
-            try:
-                check_photo(path)
-                read_image_uint8(path)
-            except ImageReadError as err:
-                first_error = first_error or err
-                continue
+        errors: list[ImageReadError] = []
+        found = False
+        for path in readable(self.dataset.files, errors):
             found = True
             yield path
         if not found:
             raise NstFastError(
                 f"data.root={self.root}: none of its {len(self.dataset.files)} image files "
-                f"can be read ({first_error})"
+                f"can be read ({errors[0] if errors else 'no files'})"
             )
 
     def preview_batch(self) -> torch.Tensor:
-        """The preview photos, centre-cropped to the training size, as one batch."""
-        crop = v2.Compose(
-            [v2.Resize(self.image_size, antialias=True), v2.CenterCrop(self.image_size)]
-        )
-        photos = [crop(read_image(path)) for path in self.preview_paths()]
-        return (
-            torch.stack(photos) if photos else torch.empty(0, 3, self.image_size, self.image_size)
-        )
+        """The preview photos as one batch of centred squares: held-out photos at the
+        validation size, else training photos at the training size."""
+        size = self.val_size if self.held_out else self.image_size
+        photos = [read_square(path, size) for path in self.preview_paths()]
+        return torch.stack(photos) if photos else torch.empty(0, 3, size, size)
+
+
+def held_out_rank(path: Path, root: Path) -> str:
+    """A photo's place in the held-out order: a hash of its path under ``root``, the same
+    on every machine and run."""
+    return hashlib.sha256(Path(path).relative_to(root).as_posix().encode()).hexdigest()
+
+
+def readable(paths: Iterable[Path], errors: list[ImageReadError] | None = None) -> Iterator[Path]:
+    """The photos of ``paths`` that decode, in order; why the others do not goes to
+    ``errors``."""
+    for path in paths:
+        try:
+            check_photo(path)
+            read_image_uint8(path)
+        except ImageReadError as err:
+            if errors is not None:
+                errors.append(err)
+            continue
+        yield path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import torch
@@ -63,6 +63,12 @@ class PhotoFolder(Dataset):
         self.transform = transform
         # A handful of photos seen through random crops: one epoch passes them `repeat` times.
         self.repeat = max(1, repeat)
+
+    def exclude(self, paths: Collection[Path]) -> None:
+        """Leave ``paths`` out of the dataset: photos held out for validation are never
+        trained on."""
+        left_out = {Path(p).resolve() for p in paths}
+        self.files = [f for f in self.files if f.resolve() not in left_out]
 
     def __len__(self) -> int:
         return len(self.files) * self.repeat

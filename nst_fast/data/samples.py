@@ -12,7 +12,11 @@ from nst_fast.files import cache_dir
 from nst_fast.images import save_image
 
 # Natural colour photos shipped inside scikit-image's wheel (others are fetched on demand).
-SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "motorcycle_right")
+# The demo trains on the first four and validates on the other two; the two views of the
+# motorcycle, nearly one photo, both train.
+TRAINING_PHOTOS = ("astronaut", "rocket", "motorcycle_left", "motorcycle_right")
+HELD_OUT_PHOTOS = ("coffee", "chelsea")
+SAMPLE_PHOTOS = TRAINING_PHOTOS + HELD_OUT_PHOTOS
 
 
 def _skimage_photo(name: str) -> torch.Tensor:
@@ -26,14 +30,18 @@ def _skimage_photo(name: str) -> torch.Tensor:
     return torch.from_numpy(array[..., :3].copy()).permute(2, 0, 1).float() / 255
 
 
-def sample_photos_dir() -> Path:
-    """A folder of the bundled photos as PNG files, written once into the cache."""
-    folder = cache_dir("sample_photos")
-    for name in SAMPLE_PHOTOS:
-        path = folder / f"{name}.png"
-        if not path.exists():
-            save_image(_skimage_photo(name), path)
-    return folder
+def sample_photos_dir(part: str = "") -> Path:
+    """The bundled photos as PNG files, written once into the cache: the folder of all
+    six, or of its ``part``, ``train`` or ``held_out``."""
+    folder = cache_dir("demo_photos")
+    for subfolder, names in (("train", TRAINING_PHOTOS), ("held_out", HELD_OUT_PHOTOS)):
+        for name in names:
+            path = folder / subfolder / f"{name}.png"
+            if not path.exists():
+                save_image(_skimage_photo(name), path)
+    if part not in ("", "train", "held_out"):
+        raise ValueError(f"sample photos: no part {part!r} (train, held_out)")
+    return folder / part if part else folder
 
 
 def mosaic(size: int = 512, cells: int = 180, seed: int = 0) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -89,12 +90,15 @@ class ExportModel(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         try:
             names = [spec["name"] for spec in pl_module.styles]
+            extra = dict(self.extra or {})
+            if pl_module.last_validation is not None:
+                extra["validation"] = pl_module.last_validation
             save_model(
                 pl_module.transformer,
                 self.path,
                 style=self.style,
                 step=trainer.global_step,
-                extra=self.extra,
+                extra=extra,
                 styles=names if len(names) > 1 else None,
             )
         except OSError as err:
@@ -128,8 +132,7 @@ class StylizeSamples(pl.Callback):
             except ImageReadError as err:  # changed on disk since it was first read
                 log.warning("sample left out: %s", err)
                 continue
-            # Named by the path under data.root: a/x.jpg and b/x.png are two samples.
-            name = path.relative_to(trainer.datamodule.dataset.root).with_suffix(".jpg")
+            name = trainer.datamodule.sample_name(path)
             for net, folder in zip(nets, folders, strict=True):
                 save_image(stylize(net.eval(), photo), folder / name)
 
@@ -164,6 +167,58 @@ class SkippedPhotosReport(pl.Callback):
                 f"\n  ... and {more} more" if more > 0 else "",
             )
         self.skipped = []
+
+
+class ValidateAtEnd(pl.Callback):
+    """Validate at the last step too, not only every ``trainer.val_check_interval`` steps,
+    so that a run's final network always has its validation figures (and model.pt its
+    validation loss).
+
+    Lightning validates after a step that asks the loop to stop (``should_stop``), as it
+    does for early stopping; the loop would stop after this step anyway.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+
+class HyperparameterTable(pl.Callback):
+    """TensorBoard's HPARAMS tab: the run's settings beside its validation loss.
+
+    ``hp_metric`` is the validation total loss (logged by the module at each validation);
+    the table's row, written once per run at its first validation, names the settings
+    ``params`` (``nst-fast train`` gives the command line's overrides: what differs
+    between the runs of a multirun).
+    """
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = {key: table_value(value) for key, value in params.items()}
+        self.written = False
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metric = trainer.callback_metrics.get("hp_metric")
+        writer = _tensorboard(trainer)
+        if self.written or trainer.sanity_checking or metric is None or writer is None:
+            return
+        # run_name ".": the row belongs to this run's own folder, beside its scalars.
+        writer.add_hparams(
+            self.params, {"hp_metric": float(metric)}, run_name=".", global_step=trainer.global_step
+        )
+        self.written = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"written": self.written}  # a resumed run does not write a second row
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.written = bool(state_dict.get("written", False))
+
+
+def table_value(value: Any) -> int | float | str | bool:
+    """A setting as TensorBoard's HPARAMS table takes it: numbers and text as they are,
+    anything else (lists, null) as text."""
+    return value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
 class ResumeLearningRate(pl.Callback):

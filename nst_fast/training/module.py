@@ -13,12 +13,15 @@ from torch import nn
 from nst_fast.config import resolve_styles
 from nst_fast.device import training_device
 from nst_fast.errors import NonFiniteLossError, NstFastError
+from nst_fast.evaluate import scores
 from nst_fast.export import check_same_arch, check_same_styles
 from nst_fast.fast import accelerate, share_parameters
+from nst_fast.inference import stylize
 from nst_fast.losses.build import build_criterion
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.styles import load_style_image
 from nst_fast.training.extend import extended, train_added_styles
+from nst_fast.training.validation import mean_over_photos, photo_rows
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -70,6 +73,7 @@ class StyleTransferModule(pl.LightningModule):
         # of nst_fast.fast's modules on the same parameters (see setup). Not registered as
         # a submodule, so checkpoints hold the weights once, under their plain names.
         self.__dict__["step_net"] = self.transformer
+        self.last_validation: dict | None = None  # {"step": N, "loss": val/total}
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> StyleTransferModule:
@@ -134,6 +138,45 @@ class StyleTransferModule(pl.LightningModule):
         self.log("loss", losses["total"], prog_bar=True, logger=False)
         return losses["total"]
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_nets, self.val_rows = self.transformer.each_style(), []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        # The figures `nst-fast evaluate` gives for these photos: each photo's loss terms
+        # on the network's output as `nst-fast stylize` computes it, in fp32.
+        photos = batch["image"]
+        with torch.autocast(self.device.type, enabled=False):
+            for turn, index in enumerate(self.trained):
+                outputs = stylize(self.val_nets[index], photos, half=False).to(self.device)
+                terms = [
+                    scores(self.criteria[turn], out[None], photo[None])
+                    for out, photo in zip(outputs, photos, strict=True)
+                ]
+                self.val_rows += photo_rows(turn, batch["index"], terms)
+        self.val_names = list(terms[0])
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.val_rows or self.trainer.sanity_checking:
+            return
+        rows = torch.stack(self.val_rows).to(self.device)
+        if self.trainer.world_size > 1:  # each process's share, all of them on every process
+            rows = self.all_gather(rows).flatten(0, 1)
+        means = mean_over_photos(rows.cpu(), len(self.trained))
+        figures = {
+            f"val/{name}": value for name, value in zip(self.val_names, means[-1], strict=True)
+        }
+        if len(self.styles) > 1:
+            for index, style in zip(self.trained, means[:-1], strict=True):
+                name = self.styles[index]["name"]
+                figures[f"val_by_style/{name}"] = style[self.val_names.index("total")]
+        figures = {name: float(value) for name, value in figures.items()}
+        # The same figures on every process (sync_dist only spares Lightning's warning),
+        # plotted at the number of steps trained ("step": Lightning's x-axis key), as
+        # checkpoints and model.pt count them.
+        figures["hp_metric"] = figures["val/total"]
+        self.log_dict({**figures, "step": float(self.global_step)}, sync_dist=True)
+        self.last_validation = {"step": self.global_step, "loss": figures["val/total"]}
+
     def configure_optimizers(self) -> Any:
         trained = [p for p in self.transformer.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(trained, lr=self.hparams.lr)
@@ -155,12 +198,16 @@ class StyleTransferModule(pl.LightningModule):
         hparams = checkpoint.get("hyper_parameters")
         check_same_styles(hparams, [s["name"] for s in self.styles])
         check_same_arch(hparams, self.transformer.config)
+        self.last_validation = checkpoint.get("validation")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The loss network is rebuilt from the config, never stored in checkpoints.
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("criteria.")]:
             del state[key]
+        # The latest validation loss, and its step, travel with the weights to model.pt.
+        if self.last_validation is not None:
+            checkpoint["validation"] = self.last_validation
 
 
 def cosine_factor(step: int, max_steps: int) -> float:

@@ -9,13 +9,14 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -28,19 +29,32 @@ from nst_fast.files import load_tensors
 from nst_fast.styles import load_style_image
 from nst_fast.training.callbacks import (
     ExportModel,
+    HyperparameterTable,
     ImageGridLogger,
     ResumableCheckpoint,
     ResumeLearningRate,
     SkippedPhotosReport,
     StylizeSamples,
+    ValidateAtEnd,
 )
 from nst_fast.training.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
 
+# RUN/checkpoints/best.ckpt: the step with the lowest validation loss.
+BEST_CHECKPOINT = "best"
 
-def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
-    """Train one style network into ``run_dir``; returns the exported model's path."""
+
+def train(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    resume_hint: str = "",
+    hparams: dict[str, Any] | None = None,
+) -> Path:
+    """Train one style network into ``run_dir``; returns the exported model's path.
+
+    ``hparams``: the settings TensorBoard's HPARAMS tab shows beside the validation loss
+    (``nst-fast train`` gives its command line's overrides)."""
     run_dir = Path(run_dir)
     check_run(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -57,11 +71,27 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_hint: str = "") -> Path:
         save_top_k=-1,
         save_last=True,
     )
+    validation = []
+    if cfg.data.val_images > 0:
+        validation = [
+            # The network with the lowest validation loss so far, kept beside last.ckpt.
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename=BEST_CHECKPOINT,
+                monitor="val/total",
+                mode="min",
+                save_top_k=1,
+                enable_version_counter=False,
+            ),
+            ValidateAtEnd(),
+            HyperparameterTable(hparams or {}),
+        ]
     trainer = make_trainer(
         cfg,
         run_dir,
         [
             checkpoints,
+            *validation,
             ImageGridLogger(cfg.log_images_every_n_steps),
             # The loss and style settings travel with the model, for `nst-fast evaluate`.
             ExportModel(
@@ -173,7 +203,10 @@ def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) -
         return pl.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True),
             default_root_dir=run_dir,
-            logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
+            # hp_metric: the validation loss, logged by the module (never a -1 placeholder).
+            logger=TensorBoardLogger(
+                run_dir, name="tensorboard", version="", default_hp_metric=False
+            ),
             callbacks=callbacks,
         )
     except (TypeError, ValueError, MisconfigurationException) as err:
@@ -189,6 +222,9 @@ def quiet_library_notices() -> None:
     # Deprecations inside torchdata's and Lightning's own calls (torch 2.10 and later).
     warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated")
     warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # A resumed run writes into its own checkpoint folder on purpose (check_run refuses to
+    # start a new run over an earlier one's).
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # Lightning advertises its cloud logger on every run.
     rank_zero.log.addFilter(lambda record: not record.getMessage().startswith("💡"))
 
@@ -203,7 +239,7 @@ def hydra_main(cfg: DictConfig) -> None:
         ["nst-fast", "train", *overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last"]
     )
     try:
-        train(cfg, run_dir, resume_hint)
+        train(cfg, run_dir, resume_hint, hparams=override_settings(overrides))
     except NstFastError as err:
         print(f"nst-fast train: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -218,6 +254,15 @@ def hydra_main(cfg: DictConfig) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+
+
+def override_settings(overrides: list[str]) -> dict[str, Any]:
+    """A job's command-line overrides as {key: value}, typed as Hydra parses them: the
+    settings that tell the runs of a multirun apart."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return {o.key_or_group: "deleted" if o.is_delete() else o.value() for o in parsed}
 
 
 def run_from_cli(overrides: list[str]) -> None:
