@@ -296,3 +296,21 @@ def test_two_processes_validate_their_shares_to_the_one_process_figure(
         assert photos_seen and not {str(p) for p in held_out} & set(photos_seen)
     assert sorted(one["logged"]) == sorted(two["logged"]) == [2]
     assert two["logged"][2] == pytest.approx(one["logged"][2], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_the_runs_of_a_multirun_compare_by_validation_loss_beside_the_setting_swept(
+    photo_folder, style_file, tmp_path
+):
+    overrides = with_validation(tiny_overrides(photo_folder, style_file, tmp_path, steps=2))
+    sweep = tmp_path / "sweep"
+    result = nst_fast(
+        "train", "-m", "loss.style_weight=1,3", *overrides, f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p.parent for p in sweep.glob("*/model.pt"))
+    rows = [hparams_row(run) for run in runs]
+    assert [row["settings"]["loss.style_weight"] for row in rows] == [1, 3]
+    for run, row in zip(runs, rows, strict=True):
+        assert row["metrics"] == ["hp_metric"]
+        assert scalars(run)["hp_metric"] == scalars(run)["val/total"]
