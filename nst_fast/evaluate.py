@@ -26,6 +26,7 @@ from nst_fast.losses.grid import GRID_PERIOD, grid_offsets
 from nst_fast.losses.perceptual import PerceptualLoss
 from nst_fast.models.transformer import TransformerNet
 from nst_fast.optimize import optimize_image, style_criterion, style_override
+from nst_fast.temporal import MARGIN, temporal_errors
 
 
 @dataclass
@@ -73,9 +74,12 @@ def evaluate(
     iterations: list[int],
     out_dir: Path,
     inits: tuple[str, ...] = ("noise",),
+    temporal: list[torch.Tensor] | None = None,
 ) -> list[Row]:
     """Loss of the network and of Gatys L-BFGS after each of ``iterations`` per photo
-    (none: the network alone).
+    (none: the network alone); with ``temporal`` (photos a little larger than the
+    evaluated squares, ``temporal.MARGIN`` times), the network's flicker on clips of
+    known motion made from them (``temporal.temporal_errors``).
 
     One L-BFGS run per photo and start in ``inits``: "noise" is Johnson et al.'s
     comparison (white noise, projected L-BFGS), "mean" the start of their baseline's code
@@ -103,9 +107,24 @@ def evaluate(
             with torch.no_grad():
                 row.add(scores(criterion, image, content), seconds)
             tiles.append(image[0].cpu())
+    if temporal:
+        size = photos[0][1].shape[-1]
+        figures = temporal_errors(
+            lambda frame: stylize(net, frame, half=False), temporal, size=size
+        )
+        add_temporal(rows[0], figures)
     write_table(rows, out_dir, len(photos))
     save_image(make_grid(tiles, nrow=2 + len(runs), padding=4), out_dir / "grid.jpg")
     return rows
+
+
+def add_temporal(row: Row, figures: dict[str, tuple[float, float]]) -> None:
+    """The warping errors of ``temporal_errors`` into ``row``: their mean over the motions,
+    the floor's, and each motion's."""
+    row.values["temporal"] = [sum(e for e, _ in figures.values()) / len(figures)]
+    row.values["temporal floor"] = [sum(f for _, f in figures.values()) / len(figures)]
+    for name, (error, _) in figures.items():
+        row.values[f"temporal {name}"] = [error]
 
 
 def scores(
@@ -138,21 +157,30 @@ def gatys_snapshots(
 def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     layers = [name for name in rows[0].values if name.startswith("style/")]
+    temporal = [name for name in rows[0].values if name.startswith("temporal")]
     header = ["method", "content loss", "style loss", "total loss", "seconds/photo", "grid"]
-    header += [f"style {name.removeprefix('style/')}" for name in layers]
+    header += [f"style {name.removeprefix('style/')}" for name in layers] + temporal
     body = []
     for row in rows:
         m = row.means()
         values = [f"{m[k]:.4g}" for k in ("content", "style", "total")]
         values += [f"{m['seconds']:.3g}", f"{m['grid']:.3f}"]
         values += [f"{m[name]:.4g}" for name in layers]
+        values += [f"{m[name]:.3f}" if name in m else "-" for name in temporal]
         body.append([row.method, *values])
     with atomic_write(out_dir / "table.csv") as tmp, open(tmp, "w", newline="") as f:
         csv.writer(f).writerows([header, *body])
     lines = [
         f"Mean over {n_photos} held-out photo(s). Per-layer style terms are unweighted. "
         "grid: strength of a grid at the network's stride, 4 px by default (photos about 0.01,"
-        " a visible grid 0.05 and more).",
+        " a visible grid 0.05 and more)."
+        + (
+            " temporal: the warping error (Lai et al. 2018) of frame-by-frame stylizing on"
+            " clips of known motion made from the photos (a pan, a zoom, a rotation, with"
+            " sensor-like noise), in grey levels; floor: the same for the clips themselves."
+            if temporal
+            else ""
+        ),
         "",
         *markdown_table(header, body),
     ]
@@ -207,11 +235,13 @@ def evaluate_model(
     inits: Iterable[str] = ("noise",),
     device: str | torch.device = "auto",
     overrides: Iterable[str] = (),
+    temporal: bool = False,
 ) -> list[Row]:
     """``evaluate`` a model.pt or training checkpoint on the photos of the folder
     ``content``, each centre-cropped square and resized to ``size`` px a side (so
     ``size`` is the longer side here too), at most ``limit`` of them, with the loss it
-    was trained with (or against ``style``; config ``overrides`` on top). Writes
+    was trained with (or against ``style``; config ``overrides`` on top); ``temporal``
+    adds the network's flicker on clips of known motion (``nst_fast.temporal``). Writes
     ``table.md``, ``table.csv`` and ``grid.jpg`` into the folder ``output``."""
     from nst_fast.device import pick_device
     from nst_fast.export import load_network
@@ -227,13 +257,15 @@ def evaluate_model(
         raise NstFastError(f"{output}: cannot make this folder ({err.strerror or err})") from err
     net.to(device)
     photos = load_photos(content, size, limit)
+    # The clips of the temporal figure pan, zoom and turn over a larger square.
+    clips = [p for _, p in load_photos(content, round(size * MARGIN), limit)] if temporal else None
     if not photos:
         raise NstFastError(f"{content}: no photos found")
     iterations, inits = sorted(set(iterations)), tuple(inits)
     if net.styles == 1:
         criterion = criterion_as_trained(model, info, style, overrides, device)
         criterion.grid_period = net.multiple
-        return evaluate(net, criterion, photos, iterations, output, inits)
+        return evaluate(net, criterion, photos, iterations, output, inits, clips)
     if style is not None:
         raise NstFastError(f"{model}: a model of several styles is evaluated on each of its own")
     # Each style as the network of that style alone, against the loss it was trained with,
@@ -243,7 +275,7 @@ def evaluate_model(
         as_trained = replace(info, style=spec["name"], styles=[], extra={"style": spec})
         criterion = criterion_as_trained(model, as_trained, None, overrides, device)
         criterion.grid_period = net.multiple
-        rows = evaluate(one, criterion, photos, iterations, output / spec["name"], inits)
+        rows = evaluate(one, criterion, photos, iterations, output / spec["name"], inits, clips)
         summary.append(replace(rows[0], method=spec["name"]))
     write_table(summary, output, len(photos))
     return summary

@@ -36,6 +36,12 @@ def parser() -> argparse.ArgumentParser:
         help="Gatys starts, comma-separated: noise (uniform, as Johnson et al.), mean "
         "(neural-style's -init random: mean colour + faint noise), content",
     )
+    parser.add_argument(
+        "--temporal",
+        action="store_true",
+        help="also the network's flicker: the warping error of frame-by-frame stylizing on "
+        "clips of known motion made from the photos (pan, zoom, rotation), beside its floor",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. loss.weights=PATH")
     return parser
@@ -76,6 +82,7 @@ def main(argv: list[str]) -> int:
         inits=inits,
         device=args.device,
         overrides=args.overrides,
+        temporal=args.temporal,
     )
     print((args.output / "table.md").read_text())
     print(f"table: {args.output / 'table.md'} and table.csv; grid: {args.output / 'grid.jpg'}")

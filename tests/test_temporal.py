@@ -1,0 +1,81 @@
+"""Temporal stability: clips of known motion and the warping error (Lai et al. 2018)."""
+
+import pytest
+import torch
+
+from nst_fast.temporal import MOTIONS, Motion, known_motion_clip, temporal_errors, warping_error
+
+from .conftest import make_photo, nst_fast, tiny_overrides
+
+PHOTO = make_photo((120, 150), 5)
+
+
+def test_a_pan_of_one_pixel_of_a_64_px_frame_moves_each_frame_one_pixel_on():
+    clip = known_motion_clip(PHOTO, Motion(shift=(4.0, 0.0)), frames=3, size=64, noise=0)
+    first, second = clip.frames[0], clip.frames[1]
+    torch.testing.assert_close(second[:, :, :-1], first[:, :, 1:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("operation", [lambda x: x, lambda x: x**2], ids=["identity", "square"])
+def test_the_warping_error_of_an_exactly_shifted_clip_is_zero_for_a_shift_equivariant_operation(
+    operation,
+):
+    clip = known_motion_clip(PHOTO, Motion(shift=(16.0, -8.0)), frames=4, size=32, noise=0)
+    assert warping_error(operation(clip.frames), clip) < 1e-3
+
+
+def test_the_warping_error_counts_noise_that_changes_from_frame_to_frame():
+    clip = known_motion_clip(PHOTO, Motion(shift=(16.0, -8.0)), frames=4, size=32, noise=0)
+    noisy = clip.frames + 0.02 * torch.randn(
+        clip.frames.shape, generator=torch.Generator().manual_seed(0)
+    )
+    # Two independent Gaussians of sigma 0.02 differ by 2 sigma / sqrt(pi) on average.
+    assert warping_error(noisy, clip) == pytest.approx(255 * 0.04 / torch.pi**0.5, rel=0.05)
+
+
+@pytest.mark.parametrize("motion", sorted(MOTIONS))
+def test_warping_by_the_known_motion_undoes_it(motion):
+    # Without noise, what is left is interpolation: far below the frames' own change.
+    clip = known_motion_clip(PHOTO, MOTIONS[motion], frames=4, size=64, noise=0)
+    unwarped = 255 * (clip.frames[1:] - clip.frames[:-1]).abs().mean().item()
+    assert warping_error(clip.frames, clip) < unwarped / 3
+
+
+def test_a_network_that_flickers_scores_above_the_floor_and_a_steady_one_on_it():
+    brightness = torch.Generator().manual_seed(0)
+
+    def flickering(frame: torch.Tensor) -> torch.Tensor:
+        # A new brightness every frame: consecutive frames differ by 0.1 / 3 on average.
+        return (frame + 0.1 * torch.rand(1, generator=brightness)).clamp(0, 1)
+
+    steady = temporal_errors(lambda frame: frame, [PHOTO], frames=3, size=48)
+    flicker = temporal_errors(flickering, [PHOTO], frames=3, size=48)
+    for name in MOTIONS:
+        error, floor = steady[name]
+        assert error == pytest.approx(floor, rel=1e-6)
+        assert flicker[name][0] > floor + 2
+
+
+def test_a_motion_that_would_leave_the_photo_is_refused():
+    with pytest.raises(ValueError, match="leaves the photo"):
+        known_motion_clip(PHOTO, Motion(shift=(80.0, 0.0)), frames=8, size=64)
+
+
+@pytest.mark.slow
+def test_evaluate_temporal_adds_the_warping_error_and_its_floor_to_the_table(
+    photo_folder, style_file, tmp_path
+):
+    run_dir = tmp_path / "run"
+    trained = nst_fast("train", *tiny_overrides(photo_folder, style_file, run_dir, steps=2))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    out = tmp_path / "eval"
+    result = nst_fast(
+        "evaluate", str(run_dir / "model.pt"), "--content", str(photo_folder), "--size", "32",
+        "--limit", "2", "--iterations", "none", "--temporal", "-o", str(out),
+        "loss.weights=random",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, network = (out / "table.csv").read_text().splitlines()[:2]
+    columns = dict(zip(header.split(","), network.split(","), strict=True))
+    for name in ("temporal", "temporal floor", "temporal pan", "temporal zoom", "temporal rotate"):
+        assert float(columns[name]) > 0, name
