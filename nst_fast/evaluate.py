@@ -21,12 +21,12 @@ from nst_fast.errors import NstFastError
 from nst_fast.export import ModelInfo, recorded_style_specs
 from nst_fast.files import atomic_write
 from nst_fast.images import list_images, read_square, save_image
-from nst_fast.inference import stylize
+from nst_fast.inference import stylize, stylize_frames
 from nst_fast.losses.grid import GRID_PERIOD, grid_offsets
 from nst_fast.losses.perceptual import PerceptualLoss
 from nst_fast.models.transformer import TransformerNet
 from nst_fast.optimize import optimize_image, style_criterion, style_override
-from nst_fast.temporal import MARGIN, temporal_errors
+from nst_fast.temporal import MARGIN, STEADY_MOMENTUM, temporal_errors
 
 
 @dataclass
@@ -108,11 +108,17 @@ def evaluate(
                 row.add(scores(criterion, image, content), seconds)
             tiles.append(image[0].cpu())
     if temporal:
+        # Frame by frame as `nst-fast stylize` runs a video, and with steady statistics.
         size = photos[0][1].shape[-1]
-        figures = temporal_errors(
-            lambda frame: stylize(net, frame, half=False), temporal, size=size
+        add_temporal(
+            rows[0], temporal_errors(lambda c: stylize_frames(net, c), temporal, size=size)
         )
-        add_temporal(rows[0], figures)
+        steady = Row(f"network, steady statistics (momentum {STEADY_MOMENTUM})")
+        add_temporal(
+            steady,
+            temporal_errors(lambda c: stylize_frames(net, c, STEADY_MOMENTUM), temporal, size=size),
+        )
+        rows.insert(1, steady)
     write_table(rows, out_dir, len(photos))
     save_image(make_grid(tiles, nrow=2 + len(runs), padding=4), out_dir / "grid.jpg")
     return rows
@@ -163,10 +169,14 @@ def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
     body = []
     for row in rows:
         m = row.means()
-        values = [f"{m[k]:.4g}" for k in ("content", "style", "total")]
-        values += [f"{m['seconds']:.3g}", f"{m['grid']:.3f}"]
-        values += [f"{m[name]:.4g}" for name in layers]
-        values += [f"{m[name]:.3f}" if name in m else "-" for name in temporal]
+
+        def cell(name: str, spec: str, m: dict = m) -> str:
+            return format(m[name], spec) if name in m else "-"
+
+        values = [cell(k, ".4g") for k in ("content", "style", "total")]
+        values += [cell("seconds", ".3g"), cell("grid", ".3f")]
+        values += [cell(name, ".4g") for name in layers]
+        values += [cell(name, ".3f") for name in temporal]
         body.append([row.method, *values])
     with atomic_write(out_dir / "table.csv") as tmp, open(tmp, "w", newline="") as f:
         csv.writer(f).writerows([header, *body])

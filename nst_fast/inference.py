@@ -19,7 +19,7 @@ import math
 import os
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +30,7 @@ from nst_fast.compat import tensor_version
 from nst_fast.device import inference_dtype
 from nst_fast.errors import NstFastError
 from nst_fast.fast import FastInstanceNorm, accelerate, share_statistics
+from nst_fast.fast.norm import SteadyStatistics
 
 Backend = Callable[[torch.Tensor], torch.Tensor]
 
@@ -180,6 +181,39 @@ def shared_statistics(net: nn.Module, image: torch.Tensor) -> Iterator[None]:
     finally:
         for norm in norms:
             norm.shared, norm.recording = None, False
+
+
+@contextmanager
+def steady_statistics(net: nn.Module, momentum: float) -> Iterator[Callable[[], None]]:
+    """Within the block, the calls of ``net`` (a prepared network) are the consecutive
+    frames of one video: every instance norm normalizes with the moving average of the
+    frames' statistics (``nst_fast.fast.norm.SteadyStatistics``). Yields the function that
+    starts the average afresh, for a scene cut."""
+    norms = _instance_norms(net)
+    for norm in norms:
+        norm.steady = SteadyStatistics(momentum)
+
+    def reset() -> None:
+        for norm in norms:
+            norm.steady.reset()
+
+    try:
+        yield reset
+    finally:
+        for norm in norms:
+            norm.steady = None
+
+
+def stylize_frames(
+    net: nn.Module, frames: torch.Tensor, momentum: float | None = None, fast: bool = True
+) -> torch.Tensor:
+    """Stylize the consecutive frames (T, 3, H, W) of a clip one by one, as a video is,
+    in fp32; with ``momentum``, with steady statistics (``steady_statistics``)."""
+    device = next(net.parameters()).device
+    ready = prepared(net, device, torch.float32, fast)
+    steady = steady_statistics(ready, momentum) if momentum is not None else nullcontext()
+    with steady:
+        return torch.cat([forward(ready, frame[None]) for frame in frames])
 
 
 def stylize_tiled(

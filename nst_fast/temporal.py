@@ -19,6 +19,9 @@ from torch.nn import functional as F
 
 # Sensor-like noise per frame, in [0, 1] units (about 1.5 grey levels).
 NOISE = 0.006
+# Steady statistics for video (``inference.steady_statistics``): the weight of the past
+# frames' instance-norm statistics in each frame's.
+STEADY_MOMENTUM = 0.9
 # The first frame shows the photo's centre, 1 / MARGIN of its shorter side: room for the
 # motions to stay on the photo.
 MARGIN = 1.25
@@ -166,16 +169,15 @@ def temporal_errors(
     frames: int = 8,
     size: int = 256,
 ) -> dict[str, tuple[float, float]]:
-    """For each motion of ``MOTIONS``: the warping error of ``stylize`` (a (T, 3, H, W)
-    batch of frames to their stylization, one frame at a time as a video is stylized)
-    and the floor, the same figure for the clips themselves; means over ``photos``."""
+    """For each motion of ``MOTIONS``: the warping error of ``stylize`` (the frames of a
+    clip (T, 3, H, W) to their stylization, as a video is stylized) and the floor, the
+    same figure for the clips themselves; means over ``photos``."""
     figures = {}
     for name, motion in MOTIONS.items():
         errors, floors = [], []
         for seed, photo in enumerate(photos):
             clip = known_motion_clip(photo, motion, frames, size, seed=seed)
-            styled = torch.cat([stylize(frame[None]) for frame in clip.frames])
-            errors.append(warping_error(styled, clip))
+            errors.append(warping_error(stylize(clip.frames), clip))
             floors.append(warping_error(clip.frames, clip))
         figures[name] = (sum(errors) / len(errors), sum(floors) / len(floors))
     return figures

@@ -3,9 +3,12 @@
 import pytest
 import torch
 
+from nst_fast.fast.norm import SteadyStatistics
+from nst_fast.inference import stylize_frames
 from nst_fast.temporal import MOTIONS, Motion, known_motion_clip, temporal_errors, warping_error
 
 from .conftest import make_photo, nst_fast, tiny_overrides
+from .test_fast import small_net
 
 PHOTO = make_photo((120, 150), 5)
 
@@ -44,11 +47,12 @@ def test_warping_by_the_known_motion_undoes_it(motion):
 def test_a_network_that_flickers_scores_above_the_floor_and_a_steady_one_on_it():
     brightness = torch.Generator().manual_seed(0)
 
-    def flickering(frame: torch.Tensor) -> torch.Tensor:
+    def flickering(frames: torch.Tensor) -> torch.Tensor:
         # A new brightness every frame: consecutive frames differ by 0.1 / 3 on average.
-        return (frame + 0.1 * torch.rand(1, generator=brightness)).clamp(0, 1)
+        change = 0.1 * torch.rand(len(frames), 1, 1, 1, generator=brightness)
+        return (frames + change).clamp(0, 1)
 
-    steady = temporal_errors(lambda frame: frame, [PHOTO], frames=3, size=48)
+    steady = temporal_errors(lambda frames: frames, [PHOTO], frames=3, size=48)
     flicker = temporal_errors(flickering, [PHOTO], frames=3, size=48)
     for name in MOTIONS:
         error, floor = steady[name]
@@ -79,3 +83,24 @@ def test_evaluate_temporal_adds_the_warping_error_and_its_floor_to_the_table(
     columns = dict(zip(header.split(","), network.split(","), strict=True))
     for name in ("temporal", "temporal floor", "temporal pan", "temporal zoom", "temporal rotate"):
         assert float(columns[name]) > 0, name
+
+
+def test_steady_statistics_normalize_each_frame_with_the_moving_average_of_the_frames_so_far():
+    steady = SteadyStatistics(momentum=0.75)
+    means = torch.tensor([[[4.0]], [[8.0]]])  # two frames, one channel
+    variances = torch.tensor([[[1.0]], [[5.0]]])
+    mean, var = steady(means, variances)
+    assert mean.flatten().tolist() == [4.0, 5.0] and var.flatten().tolist() == [1.0, 2.0]
+    steady.reset()
+    mean, _ = steady(means[1:], variances[1:])
+    assert mean.flatten().tolist() == [8.0]
+
+
+def test_steady_statistics_on_a_static_clip_give_the_per_frame_images():
+    net = small_net().eval()
+    still = make_photo((40, 48), 9)
+    frames = still.expand(4, -1, -1, -1)
+    per_frame = stylize_frames(net, frames)
+    torch.testing.assert_close(stylize_frames(net, frames, momentum=0.9), per_frame)
+    moving = known_motion_clip(PHOTO, MOTIONS["pan"], frames=4, size=48).frames
+    assert not torch.equal(stylize_frames(net, moving, 0.9), stylize_frames(net, moving))

@@ -97,7 +97,8 @@ class FastInstanceNorm(nn.Module):
 
     For tiling, ``shared`` holds (mean, var) to use instead of the input's own (tiles of
     one image are normalized with the whole image's statistics), and ``recording`` makes
-    the next call set ``shared``.
+    the next call set ``shared``. For video, ``steady`` carries the statistics from frame
+    to frame (``SteadyStatistics``).
     """
 
     def __init__(self, norm: nn.InstanceNorm2d, cpu_training_kernel: bool = False) -> None:
@@ -106,10 +107,11 @@ class FastInstanceNorm(nn.Module):
         self.cpu_training_kernel = cpu_training_kernel
         self.recording = False
         self.shared: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.steady: SteadyStatistics | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        sharing = self.shared is not None or self.recording
+        sharing = self.shared is not None or self.recording or self.steady is not None
         channels_last = x.is_contiguous(memory_format=torch.channels_last)
         if not sharing and self.cpu_training_kernel and channels_last and eager_cpu_training(x):
             return _CpuInstanceNormFunction.apply(x, self.weight, self.bias, self.eps)
@@ -130,13 +132,48 @@ class FastInstanceNorm(nn.Module):
     def statistics(
         self, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, var): the shared ones if set, else ``compute()``'s, kept if recording."""
+        """(mean, var): the shared ones if set, else ``compute()``'s (carried over from
+        earlier frames if ``steady``), kept if recording."""
         if self.shared is not None:
             return self.shared
         mean, var = compute()
+        if self.steady is not None:
+            mean, var = self.steady(mean, var)
         if self.recording:
             self.shared = (mean, var)
         return mean, var
+
+
+class SteadyStatistics:
+    """Instance-norm statistics carried across the frames of a video.
+
+    Per-frame statistics move with each frame's noise and motion, and every layer's
+    normalization moves with them: flicker. Each frame is normalized instead with an
+    exponential moving average of the statistics of the frames so far, ``momentum`` the
+    weight of the past. ``reset()`` starts afresh (a scene cut).
+    """
+
+    def __init__(self, momentum: float) -> None:
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum {momentum}: expected 0 <= momentum < 1")
+        self.momentum = momentum
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def reset(self) -> None:
+        self.state = None
+
+    def __call__(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The statistics to normalize a batch of consecutive frames (B, 1, C) with."""
+        means, variances = [], []
+        for frame_mean, frame_var in zip(mean, var, strict=True):
+            if self.state is not None:
+                past_mean, past_var = self.state
+                frame_mean = torch.lerp(frame_mean, past_mean, self.momentum)
+                frame_var = torch.lerp(frame_var, past_var, self.momentum)
+            self.state = (frame_mean, frame_var)
+            means.append(frame_mean)
+            variances.append(frame_var)
+        return torch.stack(means), torch.stack(variances)
 
 
 class FastConditionalInstanceNorm(nn.Module):
