@@ -20,7 +20,9 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,7 +30,7 @@ from tqdm import tqdm
 
 from nst_fast.errors import NstFastError
 from nst_fast.images import IMAGE_SUFFIXES, ImageReadError
-from nst_fast.inference import DEFAULT_OVERLAP
+from nst_fast.inference import DEFAULT_OVERLAP, steady_statistics
 from nst_fast.video import VIDEO_SUFFIXES, is_video
 
 # Formats Pillow writes; anything else read (GIF, ...) is written as PNG.
@@ -412,20 +414,37 @@ def stylize_images(
             bar.update(1)
 
 
-def stylize_videos(jobs: list[Job], run: Run, batch_size: int, progress: bool) -> None:
-    from nst_fast.video import stylize_video
+def stylize_videos(
+    jobs: list[Job], run: Run, batch_size: int, progress: bool, steady: float | None = None
+) -> None:
+    """Stylize the videos of ``jobs``; with ``steady``, and a network whose statistics
+    can be carried (a model.pt or checkpoint), with steady statistics of that momentum,
+    started afresh at each scene cut."""
+    from nst_fast.video import SceneCuts, stylize_video
 
     report = run.report
+    net = getattr(run.stylizer, "net", None)
     for job in jobs:
+        carried = steady is not None and steady > 0 and net is not None
+        cuts = SceneCuts()
 
-        def process(frames: torch.Tensor, job: Job = job) -> torch.Tensor:
-            out = run(frames)
+        def process(
+            frames: torch.Tensor, job: Job = job, cuts: SceneCuts = cuts, reset=lambda: None
+        ) -> torch.Tensor:
+            parts = []
+            for new_scene, part in cuts.split(frames):
+                if new_scene:
+                    reset()
+                parts.append(run(part))
+            out = torch.cat(parts)
             if not out.isfinite().all():
                 raise NstFastError(not_finite(job.source, run.dtype, run.spelling))
             return out
 
         try:
-            stylize_video(job.source, job.target, process, batch_size, progress=progress)
+            with steady_statistics(net, steady) if carried else nullcontext() as reset:
+                stylize = partial(process, reset=reset) if carried else process
+                stylize_video(job.source, job.target, stylize, batch_size, progress=progress)
         except NstFastError as err:
             report.error(str(err))
         except OSError as err:
@@ -453,6 +472,7 @@ def stylize_paths(
     precision: str = "auto",
     fast: bool = True,
     style: str | None = None,
+    steady: float | None = None,
     progress: bool = False,
     echo: Echo | None = None,
     spelling: Spelling = KEYWORDS,
@@ -472,8 +492,11 @@ def stylize_paths(
     False runs the plain PyTorch modules, without nst-fast's speed work (debugging, A/B
     timing). ``style`` picks from a model of several styles: a name, a blend
     ``a=0.7,b=0.3``, or ``all`` (the default: one output per style, named
-    ``photo_STYLE.jpg``). ``progress`` shows a progress bar; ``echo(kind, text)`` hears of each
-    problem as it happens ("error" and a line, or "kept" and an existing output's path).
+    ``photo_STYLE.jpg``). ``steady`` (0 < momentum < 1) stylizes videos with steady
+    instance-norm statistics (``inference.steady_statistics``; model.pt and checkpoints
+    only), started afresh at each scene cut. ``progress`` shows a progress bar;
+    ``echo(kind, text)`` hears of each problem as it happens ("error" and a line, or "kept"
+    and an existing output's path).
 
     Raises ``NstFastError`` before writing anything for options, outputs or a model file
     that cannot work; files that fail one by one are in the returned ``Report``.
@@ -535,7 +558,8 @@ def stylize_paths(
             stylize_images(
                 images, run, batch_size or (1 if device.type == "cpu" else 4), size, scale
             )
-            stylize_videos([job for job in mine if job.video], run, batch_size or 8, progress)
+            videos = [job for job in mine if job.video]
+            stylize_videos(videos, run, batch_size or 8, progress, steady)
             report.tiled_alone += stylizer.tiled_alone
     return report
 

@@ -26,6 +26,30 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
 Process = Callable[[torch.Tensor], torch.Tensor]
 
 
+# Consecutive frames whose 32 px thumbnails differ by more than this on average (in
+# [0, 1] units) are a cut to another scene.
+CUT = 0.15
+
+
+class SceneCuts:
+    """Finds cuts in a video's frames as they come, batch after batch."""
+
+    def __init__(self) -> None:
+        self.last: torch.Tensor | None = None
+
+    def split(self, frames: torch.Tensor) -> list[tuple[bool, torch.Tensor]]:
+        """The batch ``frames`` (B, 3, H, W) in runs of one scene: (whether the run opens
+        a new scene, its frames)."""
+        thumbs = torch.nn.functional.adaptive_avg_pool2d(frames.float(), 32)
+        previous = torch.cat([thumbs[:1] if self.last is None else self.last, thumbs[:-1]])
+        cuts = (thumbs - previous).abs().mean((1, 2, 3)) > CUT
+        cuts[0] |= self.last is None
+        self.last = thumbs[-1:]
+        starts = [i for i in range(len(frames)) if cuts[i] or i == 0]
+        ends = [*starts[1:], len(frames)]
+        return [(bool(cuts[a]), frames[a:b]) for a, b in zip(starts, ends, strict=True)]
+
+
 def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 

@@ -75,3 +75,32 @@ def test_an_unwritable_video_output_is_one_line_naming_it(model, tmp_path, capsy
     assert main(["stylize", str(model), str(clip), "-o", str(target), "-q"]) == 1
     [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert line.endswith(f"out.mp4: cannot write (File exists: {tmp_path / 'afile'})")
+
+
+def test_steady_statistics_keep_the_frame_count_rate_and_size(model, tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", audio=False)
+    out = tmp_path / "steady.mp4"
+    args = ["stylize", str(model), str(clip), "-o", str(out), "-q", "--batch-size", "3"]
+    assert main([*args, "--steady-statistics", "0.9"]) == 0
+    assert count_frames(out) == (7, Fraction(12), (32, 48))
+
+
+def test_a_momentum_of_one_or_more_is_refused_in_one_line(model, tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.mp4", frames=2, audio=False)
+    args = ["stylize", str(model), str(clip), "-o", str(tmp_path / "o.mp4")]
+    assert main([*args, "--steady-statistics", "1"]) == 2
+    assert "--steady-statistics 1.0: a momentum from 0 (off) to below 1" in capsys.readouterr().err
+
+
+def test_scene_cuts_split_a_batch_where_the_picture_changes_and_carry_over_batches():
+    from nst_fast.video import SceneCuts
+
+    g = torch.Generator().manual_seed(0)
+    day, night = torch.rand(1, 3, 40, 40, generator=g), torch.zeros(1, 3, 40, 40)
+    shots = SceneCuts()
+    first = shots.split(torch.cat([day, day, night]))
+    assert [(new, len(frames)) for new, frames in first] == [(True, 2), (True, 1)]
+    assert [(new, len(frames)) for new, frames in shots.split(night.expand(2, -1, -1, -1))] == [
+        (False, 2)
+    ]
+    assert [(new, len(frames)) for new, frames in shots.split(day)] == [(True, 1)]

@@ -59,6 +59,12 @@ def parser() -> argparse.ArgumentParser:
         help="a model of several styles: one by name, a blend (wave=0.7,the_scream=0.3), "
         "or all (the default: one output per style, named photo_STYLE.jpg)",
     )
+    parser.add_argument(
+        "--steady-statistics", type=float, default=None, metavar="MOMENTUM",
+        help="videos: normalize each frame with a moving average of the frames' instance-norm "
+        "statistics (MOMENTUM the weight of the past, e.g. 0.9), restarted at scene cuts; "
+        "model.pt and checkpoints only",
+    )  # fmt: skip
     parser.add_argument("--ext", help="output format for images, e.g. jpg or png")
     parser.add_argument(
         "--plain", action="store_true",
@@ -86,6 +92,10 @@ def echo(kind: str, text: str) -> None:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.steady_statistics is not None and not 0 <= args.steady_statistics < 1:
+        raise NstFastError(
+            f"--steady-statistics {args.steady_statistics}: a momentum from 0 (off) to below 1"
+        )
     report = stylize_paths(
         args.model,
         args.inputs,
@@ -103,6 +113,7 @@ def main(argv: list[str]) -> int:
         precision=args.precision,
         fast=not args.plain,
         style=args.style,
+        steady=args.steady_statistics,
         progress=not args.quiet,
         echo=echo,
         spelling=FLAGS,
