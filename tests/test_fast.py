@@ -87,6 +87,20 @@ def assert_same_values_and_grads(fast, plain, x, params, rtol=1e-4):
     return y, grads
 
 
+def assert_twin_equals_the_plain_network(
+    twin: nn.Module, net: nn.Module, x: torch.Tensor, style: torch.Tensor | None = None
+) -> None:
+    """The twin's output, and the gradients of the input and of every parameter, equal
+    the plain network's."""
+    params = list(net.parameters())
+    results = [value_and_grads(lambda t, m=m: m(t, style), x, params) for m in (twin, net)]
+    (y, grads), (y_plain, grads_plain) = results
+    assert_same(y, y_plain)
+    names = [name for name, _ in net.named_parameters()]
+    for name, grad, grad_plain in zip(["input", *names], grads, grads_plain, strict=True):
+        assert_same(grad, grad_plain, rtol=1e-3, name=name)
+
+
 def randomize_norms(net: nn.Module) -> nn.Module:
     """Instance norms with a scale and shift that are not a fresh network's identity."""
     norms = (nn.InstanceNorm2d, ConditionalInstanceNorm2d)
@@ -419,13 +433,7 @@ def test_the_accelerated_training_twin_equals_the_plain_network_in_value_and_gra
     net = small_net(norm_scope).to(memory_format=memory_format)
     twin = accelerate(share_parameters(net), "training", CPU)
     x = torch.rand(2, 3, 32, 32).contiguous(memory_format=memory_format)
-    params = list(net.parameters())
-    results = [value_and_grads(m, x, params) for m in (twin, net)]
-    (y, grads), (y_plain, grads_plain) = results
-    assert_same(y, y_plain)
-    names = [name for name, _ in net.named_parameters()]
-    for name, grad, grad_plain in zip(["input", *names], grads, grads_plain, strict=True):
-        assert_same(grad, grad_plain, rtol=1e-3, name=name)
+    assert_twin_equals_the_plain_network(twin, net, x)
 
 
 @pytest.mark.parametrize("memory_format", LAYOUTS)
@@ -441,13 +449,7 @@ def test_the_accelerated_twin_of_a_network_of_several_styles_equals_it_in_value_
     assert any(isinstance(m, FastConditionalInstanceNorm) for m in twin.modules())
     x = torch.rand(2, 3, 32, 32).contiguous(memory_format=memory_format)
     style = torch.tensor([0.0, 0.0, 1.0])
-    params = list(net.parameters())
-    results = [value_and_grads(lambda t, m=m: m(t, style), x, params) for m in (twin, net)]
-    (y, grads), (y_plain, grads_plain) = results
-    assert_same(y, y_plain)
-    names = [name for name, _ in net.named_parameters()]
-    for name, grad, grad_plain in zip(["input", *names], grads, grads_plain, strict=True):
-        assert_same(grad, grad_plain, rtol=1e-3, name=name)
+    assert_twin_equals_the_plain_network(twin, net, x, style)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -467,13 +469,7 @@ def test_on_a_gpu_the_accelerated_networks_equal_the_plain_one_in_value_and_grad
     style = None if styles == 1 else torch.tensor([0.0, 1.0, 0.0], device=cuda)
     twin = accelerate(share_parameters(net), "training", cuda)
     x = torch.rand(2, 3, 48, 40, device=cuda).contiguous(memory_format=CHANNELS_LAST)
-    params = list(net.parameters())
-    results = [value_and_grads(lambda t, m=m: m(t, style), x, params) for m in (twin, net)]
-    (y, grads), (y_plain, grads_plain) = results
-    assert_same(y, y_plain)
-    names = [name for name, _ in net.named_parameters()]
-    for name, grad, grad_plain in zip(["input", *names], grads, grads_plain, strict=True):
-        assert_same(grad, grad_plain, rtol=1e-3, name=name)
+    assert_twin_equals_the_plain_network(twin, net, x, style)
     one = net.eval() if styles == 1 else net.single_style(style).eval()
     fast = accelerate(copy.deepcopy(one), "inference", cuda)
     with torch.no_grad():
