@@ -19,6 +19,7 @@ from nst_fast.losses.build import build_criterion
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.styles import load_style_image
 from nst_fast.training.extend import extended, train_added_styles
+from nst_fast.training.warm_start import start_from
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -41,6 +42,7 @@ class StyleTransferModule(pl.LightningModule):
         compile: bool = False,
         fast: bool = True,
         extend: str | None = None,
+        init: str | None = None,
     ) -> None:
         super().__init__()
         if schedule not in ("constant", "cosine"):
@@ -48,6 +50,10 @@ class StyleTransferModule(pl.LightningModule):
         self.save_hyperparameters()
         self.styles = [style] if isinstance(style, dict) else list(style)
         self.transformer = TransformerNet(TransformerConfig(**model), len(self.styles))
+        if init is not None:
+            if extend is not None:
+                raise NstFastError("model.init and extend: extend starts from its own model")
+            start_from(self.transformer, init)
         # The styles this run trains: all, or those added to the trained model ``extend``.
         self.trained = list(range(len(self.styles)))
         if extend is not None:
@@ -77,6 +83,7 @@ class StyleTransferModule(pl.LightningModule):
         model, loss, style = (
             OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "loss", "style")
         )
+        init = model.pop("init", None)  # where training starts, not the architecture
         if cfg.styles:
             style = resolve_styles(list(cfg.styles), style["size"])
         if cfg.extend:  # the trained model's network and styles, then the new ones
@@ -86,6 +93,7 @@ class StyleTransferModule(pl.LightningModule):
             loss=loss,
             style=style,
             extend=cfg.extend,
+            init=init,
             lr=cfg.optim.lr,
             schedule=cfg.optim.schedule,
             channels_last=cfg.channels_last,
