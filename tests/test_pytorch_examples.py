@@ -103,6 +103,7 @@ def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB")).astype(int)
 
 
+@pytest.mark.slow  # the example's full-size network, end to end
 @pytest.mark.parametrize("kind", ["state dict", "old"])
 def test_an_example_file_stylizes_as_the_examples_own_eval_to_a_grey_level(
     example, trained, tmp_path, kind
@@ -117,6 +118,7 @@ def test_an_example_file_stylizes_as_the_examples_own_eval_to_a_grey_level(
     assert np.abs(got - expected).max() <= 1
 
 
+@pytest.mark.slow  # the example's full-size network, end to end
 def test_an_example_file_is_known_by_its_keys_and_takes_every_stylize_option(trained, tmp_path):
     model = example_file(trained, tmp_path / "weights.bin")
     for i in range(2):
@@ -129,6 +131,7 @@ def test_an_example_file_is_known_by_its_keys_and_takes_every_stylize_option(tra
     assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
 
 
+@pytest.mark.slow  # the example's full-size network, end to end
 @pytest.mark.parametrize("fmt", ["pt", "onnx", "torchscript"])
 def test_an_example_file_exports_to_each_format_with_the_examples_pixels(trained, tmp_path, fmt):
     if fmt == "onnx":
