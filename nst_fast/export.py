@@ -252,7 +252,9 @@ def _not_a_model(payload: object) -> str:
 def load_model(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[TransformerNet, ModelInfo]:
-    """Rebuild an exported network (in eval mode) and return it with its metadata."""
+    """Rebuild an exported network (in eval mode) and return it with its metadata; a
+    state dict of pytorch/examples' fast_neural_style network is converted
+    (``models.pytorch_examples``)."""
     path = Path(path)
     payload = _read(path, "model", map_location, READS)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -336,8 +338,9 @@ def load_checkpoint(
 def load_network(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[TransformerNet, ModelInfo]:
-    """A model.pt, or a training checkpoint when the file ends in .ckpt: the one reader
-    of nst-fast's own model files (``formats.load_for_inference`` adds .ts and .onnx)."""
+    """A model.pt (or a pytorch/examples state dict, told by its keys), or a training
+    checkpoint when the file ends in .ckpt: the one reader of the networks' weight files
+    (``formats.load_for_inference`` adds .ts and .onnx)."""
     if Path(path).suffix.lower() == ".ckpt":
         return load_checkpoint(path, map_location)
     return load_model(path, map_location)
