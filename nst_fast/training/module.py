@@ -41,8 +41,8 @@ class StyleTransferModule(pl.LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         fast: bool = True,
-        extend: str | None = None,
         init: str | None = None,
+        extend: str | None = None,
     ) -> None:
         super().__init__()
         if schedule not in ("constant", "cosine"):
@@ -92,8 +92,8 @@ class StyleTransferModule(pl.LightningModule):
             model=model,
             loss=loss,
             style=style,
-            extend=cfg.extend,
             init=init,
+            extend=cfg.extend,
             lr=cfg.optim.lr,
             schedule=cfg.optim.schedule,
             channels_last=cfg.channels_last,
