@@ -245,7 +245,7 @@ def _not_a_model(payload: object) -> str:
         and all(isinstance(v, torch.Tensor) for v in payload.values())
     ):
         first = ", ".join(str(k) for k in list(payload)[:2])
-        return f"the weights of another network (keys {first}, ...); {READS}"
+        return f"not an nst-fast model: the weights of another network (keys {first}, ...); {READS}"
     return f"not an nst-fast model (no '{FORMAT}' header); {READS}"
 
 
