@@ -70,6 +70,15 @@ class DataConfig:
 
 
 @dataclass
+class ModelConfig(TransformerConfig):
+    """The model/ group: the network's own config, and where its training starts."""
+
+    # A network to start from instead of random weights, of the same architecture: a
+    # model.pt, a training checkpoint, or a pytorch/examples fast_neural_style .pth.
+    init: str | None = None
+
+
+@dataclass
 class OptimConfig:
     lr: float = MISSING
     # 'constant', or 'cosine': decay to 0 over trainer.max_steps.
@@ -80,8 +89,7 @@ class OptimConfig:
 class Config:
     style: StyleConfig = MISSING
     loss: LossConfig = MISSING
-    # The network's own config dataclass is the schema of the model/ group.
-    model: TransformerConfig = MISSING
+    model: ModelConfig = MISSING
     data: DataConfig = MISSING
     # Keyword arguments of pytorch_lightning.Trainer, passed through as they are.
     trainer: dict[str, Any] = field(default_factory=dict)

@@ -87,6 +87,10 @@ ARCH_FIELDS = tuple(f.name for f in fields(TransformerConfig))
 UPGRADE = "written by a newer nst-fast? upgrade it (pip install -U nst-fast)"
 RE_EXPORT = "export it again from its run (nst-fast export RUN/checkpoints/last.ckpt --format pt)"
 EARLIER_CHECKPOINT = "use an earlier checkpoint of the run (RUN/checkpoints/step=N.ckpt)"
+READS = (
+    "nst-fast reads its model.pt files, training checkpoints (.ckpt), and state dicts of "
+    "pytorch/examples' fast_neural_style network (torch.save(net.state_dict(), PATH))"
+)
 
 
 def recorded_arch(arch: dict, source: str | os.PathLike = "the file") -> dict:
@@ -152,11 +156,16 @@ def checkpoint_styles(hparams: dict, source: str | os.PathLike) -> list[str]:
     return [str(s["name"]) for s in styles]
 
 
+def arch_changes(saved: dict, config: TransformerConfig) -> list[str]:
+    """The ``model.*`` overrides that turn ``config`` into the architecture ``saved``."""
+    current = config.to_dict()
+    return [f"model.{k}={v}".replace(" ", "") for k, v in saved.items() if current.get(k) != v]
+
+
 def check_same_arch(hparams: dict, config: TransformerConfig) -> None:
     """A one-line error when a checkpoint being resumed was trained with another
     architecture than ``config``, naming the ``model.*`` overrides that would resume it."""
-    saved, current = checkpoint_arch(hparams), config.to_dict()
-    changed = [f"model.{k}={v}".replace(" ", "") for k, v in saved.items() if current.get(k) != v]
+    changed = arch_changes(checkpoint_arch(hparams), config)
     if changed:
         raise NstFastError(
             f"this checkpoint was trained with {' '.join(changed)}; add "
@@ -219,23 +228,41 @@ def weights_misfit(expected: dict[str, torch.Tensor], given: dict) -> str:
     return ", ".join(problems)
 
 
-def _read(path: Path, what: str, map_location) -> object:
+def _read(path: Path, what: str, map_location, remedy: str = RE_EXPORT) -> object:
     if not path.is_file():
         raise ModelFileError(path, f"no such {what} file")
     try:
         return load_tensors(path, map_location)
     except ValueError as err:
-        raise ModelFileError(path, f"not an nst-fast {what} ({err}); {RE_EXPORT}") from err
+        raise ModelFileError(path, f"not an nst-fast {what} ({err}); {remedy}") from err
+
+
+def _not_a_model(payload: object) -> str:
+    """Why a loaded file without nst-fast's header is not a model, and what is read."""
+    if (
+        isinstance(payload, dict)
+        and payload
+        and all(isinstance(v, torch.Tensor) for v in payload.values())
+    ):
+        first = ", ".join(str(k) for k in list(payload)[:2])
+        return f"not an nst-fast model: the weights of another network (keys {first}, ...); {READS}"
+    return f"not an nst-fast model (no '{FORMAT}' header); {READS}"
 
 
 def load_model(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[TransformerNet, ModelInfo]:
-    """Rebuild an exported network (in eval mode) and return it with its metadata."""
+    """Rebuild an exported network (in eval mode) and return it with its metadata; a
+    state dict of pytorch/examples' fast_neural_style network is converted
+    (``models.pytorch_examples``)."""
     path = Path(path)
-    payload = _read(path, "model", map_location)
+    payload = _read(path, "model", map_location, READS)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(path, f"not an nst-fast model (no '{FORMAT}' header)")
+        from nst_fast.models import pytorch_examples
+
+        if pytorch_examples.is_example_state(payload):
+            return pytorch_examples.load_example(payload, path)
+        raise ModelFileError(path, _not_a_model(payload))
     version = payload.get("format_version")
     if version not in (FORMAT_VERSION, MULTI_STYLE_VERSION):
         raise ModelFileError(
@@ -313,8 +340,9 @@ def load_checkpoint(
 def load_network(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[TransformerNet, ModelInfo]:
-    """A model.pt, or a training checkpoint when the file ends in .ckpt: the one reader
-    of nst-fast's own model files (``formats.load_for_inference`` adds .ts and .onnx)."""
+    """A model.pt (or a pytorch/examples state dict, told by its keys), or a training
+    checkpoint when the file ends in .ckpt: the one reader of the networks' weight files
+    (``formats.load_for_inference`` adds .ts and .onnx)."""
     if Path(path).suffix.lower() == ".ckpt":
         return load_checkpoint(path, map_location)
     return load_model(path, map_location)

@@ -87,7 +87,8 @@ class WebModel:
 
 def model_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
     """(model file, the path given that holds it) for each file given and each model.pt,
-    .onnx and .ts file below each folder given (hidden folders left out), in order."""
+    .onnx, .ts and .pth (pytorch/examples' saved models) file below each folder given
+    (hidden folders left out), in order."""
     found: list[tuple[Path, Path]] = []
     for item in paths:
         path = Path(item)
@@ -97,13 +98,13 @@ def model_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
             files = sorted(
                 p
                 for p in path.rglob("*")
-                if (p.name == "model.pt" or p.suffix.lower() in (".onnx", ".ts"))
+                if (p.name == "model.pt" or p.suffix.lower() in (".onnx", ".ts", ".pth"))
                 and p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not files:
                 raise NstFastError(
-                    f"{path}: no model files in this folder (model.pt, *.onnx, *.ts); "
+                    f"{path}: no model files in this folder (model.pt, *.onnx, *.ts, *.pth); "
                     "train one (make demo) or name a model file"
                 )
             found += [(p, path) for p in files]
@@ -183,7 +184,7 @@ def contact_sheet(images: list[Image.Image]) -> Image.Image | None:
 def find_models(
     paths: Iterable[str | os.PathLike], warn: Callable[[str], None] | None = None
 ) -> list[WebModel]:
-    """The models in ``paths`` (files, and folders searched for model.pt, .onnx, .ts),
+    """The models in ``paths`` (files, and folders searched for model.pt, .onnx, .ts, .pth),
     labels made distinct. A file that cannot be used is left out with one line to
     ``warn``; ``NstFastError`` when no model is left."""
     from nst_fast.export import ModelFileError

@@ -135,7 +135,7 @@ def main() -> None:
         net, info = load_model(args.model)
     else:
         model = OmegaConf.to_container(compose().model)
-        net = TransformerNet(TransformerConfig(**model)).eval()
+        net = TransformerNet(TransformerConfig.of(model)).eval()
         info = ModelInfo(style="random", step=0, arch=net.config.to_dict(), nst_fast_version="")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])

@@ -352,7 +352,7 @@ def annotated_step(setup: Setup, module, optimizer, images: torch.Tensor):
 def plain_transformer() -> TransformerNet:
     """The transform network ``nst-fast train`` builds, untrained, on the CPU."""
     (model,) = config_groups(project_config("random"), "model")
-    return TransformerNet(TransformerConfig(**model))
+    return TransformerNet(TransformerConfig.of(model))
 
 
 def make_transformer(setup: Setup) -> torch.nn.Module:

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except NstFastError as err:
         print(f"quality_probe: {err}", file=sys.stderr)
         return 2
-    config = TransformerConfig(**to_dict(cfg.model))
+    config = TransformerConfig.of(to_dict(cfg.model))
     net = NoiseInputNet(config, args.noise) if args.noise else TransformerNet(config)
     criterion.grid_period = net.multiple
     if cfg.channels_last:

@@ -62,7 +62,7 @@ def test_default_config_is_the_one_nst_fast_train_composes():
     from nst_fast.config import compose
 
     composed = OmegaConf.to_container(compose([]).model, resolve=True)
-    assert default_transformer_config() == TransformerConfig(**composed)
+    assert default_transformer_config() == TransformerConfig.of(composed)
 
 
 def test_keyword_overrides_change_only_the_named_fields():
@@ -71,7 +71,7 @@ def test_keyword_overrides_change_only_the_named_fields():
     overrides = ["model.channels=[8,16,32]", "model.norm_scope=all"]
     composed = OmegaConf.to_container(compose(overrides).model, resolve=True)
     config = default_transformer_config(channels=(8, 16, 32), norm_scope="all")
-    assert config == TransformerConfig(**composed)
+    assert config == TransformerConfig.of(composed)
     assert isinstance(config.channels, list)  # as stored in exported files
 
 

@@ -15,7 +15,11 @@ def parser() -> argparse.ArgumentParser:
         prog="nst-fast evaluate",
         description="Loss of a trained network beside Gatys L-BFGS on held-out photos.",
     )
-    parser.add_argument("model", type=Path, help="model.pt or a training checkpoint (.ckpt)")
+    parser.add_argument(
+        "model",
+        type=Path,
+        help="model.pt, a training checkpoint (.ckpt) or a pytorch/examples .pth",
+    )
     parser.add_argument("--content", type=Path, required=True, help="folder of held-out photos")
     parser.add_argument("--style", help="style name or image (default: the model's own)")
     parser.add_argument("-o", "--output", type=Path, default=Path("evaluation"))

@@ -11,10 +11,14 @@ from nst_fast.errors import NstFastError
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nst-fast export",
-        description="Write a model.pt, or a training checkpoint, as TorchScript, ONNX or model.pt.",
+        description="Write a model.pt, a training checkpoint or a pytorch/examples .pth as "
+        "TorchScript, ONNX or model.pt.",
     )
     parser.add_argument(
-        "model", type=Path, help="an exported model.pt, or a checkpoint RUN/checkpoints/*.ckpt"
+        "model",
+        type=Path,
+        help="an exported model.pt, a checkpoint RUN/checkpoints/*.ckpt, or a "
+        "pytorch/examples fast_neural_style .pth",
     )
     parser.add_argument("--format", required=True, choices=("pt", "torchscript", "onnx"))
     parser.add_argument("-o", "--output", type=Path, help="default: MODEL with .pt / .ts / .onnx")

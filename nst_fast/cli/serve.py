@@ -23,8 +23,8 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "models", nargs="+",
-        help="model files (model.pt, .ckpt, .ts, .onnx) and folders searched for model.pt, "
-        ".onnx and .ts (e.g. outputs/ or a run directory)",
+        help="model files (model.pt, .ckpt, .ts, .onnx, pytorch/examples .pth) and folders "
+        "searched for model.pt, .onnx, .ts and .pth (e.g. outputs/ or a run directory)",
     )  # fmt: skip
     parser.add_argument(
         "--host", default="127.0.0.1",

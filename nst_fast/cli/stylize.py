@@ -21,7 +21,10 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG, description="Stylize photos and videos in one forward pass of a style network."
     )
     parser.add_argument(
-        "model", type=Path, help="model.pt, a training checkpoint (.ckpt), or a .ts / .onnx file"
+        "model",
+        type=Path,
+        help="model.pt, a training checkpoint (.ckpt), a .ts / .onnx file, or "
+        "a pytorch/examples fast_neural_style .pth",
     )
     parser.add_argument(
         "inputs", nargs="+", help="image files, folders (recursively), globs, or videos"

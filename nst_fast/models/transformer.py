@@ -12,7 +12,7 @@ these modules' parameter names.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
@@ -25,6 +25,9 @@ from nst_fast.errors import ConfigError
 NORMS = ("instance", "batch")
 OUTPUTS = ("linear", "tanh")
 NORM_SCOPES = ("all", "residual", "encoder")
+# Settings of the model/ config group that say where training starts, not what the
+# network is: never part of the architecture a model file records.
+STARTS = ("init",)
 
 
 @dataclass
@@ -46,6 +49,15 @@ class TransformerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> TransformerConfig:
+        """The architecture among the ``model`` group's settings, which also say where
+        training starts (``STARTS``); any other key is a TypeError, as for the class."""
+        values = {k: v for k, v in settings.items() if k not in STARTS}
+        if isinstance(values.get("channels"), Sequence):
+            values["channels"] = list(values["channels"])
+        return cls(**values)
 
 
 class ConditionalInstanceNorm2d(nn.Module):
@@ -227,10 +239,7 @@ def default_transformer_config(**overrides: Any) -> TransformerConfig:
     ``overrides``."""
     from nst_fast.config import group_defaults
 
-    values = {**group_defaults("model", "johnson"), **overrides}
-    if isinstance(values.get("channels"), Sequence):
-        values["channels"] = list(values["channels"])
-    return TransformerConfig(**values)
+    return TransformerConfig.of({**group_defaults("model", "johnson"), **overrides})
 
 
 def transformer_net(**overrides: Any) -> TransformerNet:

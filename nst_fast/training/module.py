@@ -22,6 +22,7 @@ from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.styles import load_style_image
 from nst_fast.training.extend import extended, train_added_styles
 from nst_fast.training.validation import mean_over_photos, photo_rows
+from nst_fast.training.warm_start import start_from
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -43,6 +44,7 @@ class StyleTransferModule(pl.LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         fast: bool = True,
+        init: str | None = None,
         extend: str | None = None,
     ) -> None:
         super().__init__()
@@ -51,6 +53,10 @@ class StyleTransferModule(pl.LightningModule):
         self.save_hyperparameters()
         self.styles = [style] if isinstance(style, dict) else list(style)
         self.transformer = TransformerNet(TransformerConfig(**model), len(self.styles))
+        if init is not None:
+            if extend is not None:
+                raise NstFastError("model.init and extend: extend starts from its own model")
+            start_from(self.transformer, init)
         # The styles this run trains: all, or those added to the trained model ``extend``.
         self.trained = list(range(len(self.styles)))
         if extend is not None:
@@ -81,6 +87,7 @@ class StyleTransferModule(pl.LightningModule):
         model, loss, style = (
             OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "loss", "style")
         )
+        init = model.pop("init", None)  # where training starts, not the architecture
         if cfg.styles:
             style = resolve_styles(list(cfg.styles), style["size"])
         if cfg.extend:  # the trained model's network and styles, then the new ones
@@ -89,6 +96,7 @@ class StyleTransferModule(pl.LightningModule):
             model=model,
             loss=loss,
             style=style,
+            init=init,
             extend=cfg.extend,
             lr=cfg.optim.lr,
             schedule=cfg.optim.schedule,
