@@ -52,6 +52,15 @@ class LossConfig:
 
 
 @dataclass
+class ModelConfig(TransformerConfig):
+    """The model/ group: the network's own config, and where its training starts."""
+
+    # A network to start from instead of random weights, of the same architecture: a
+    # model.pt, a training checkpoint, or a pytorch/examples fast_neural_style .pth.
+    init: str | None = None
+
+
+@dataclass
 class DataConfig:
     root: str = MISSING
     image_size: int = MISSING
@@ -67,15 +76,6 @@ class DataConfig:
     val_root: str | None = MISSING
     val_images: int = MISSING
     val_size: int = MISSING
-
-
-@dataclass
-class ModelConfig(TransformerConfig):
-    """The model/ group: the network's own config, and where its training starts."""
-
-    # A network to start from instead of random weights, of the same architecture: a
-    # model.pt, a training checkpoint, or a pytorch/examples fast_neural_style .pth.
-    init: str | None = None
 
 
 @dataclass

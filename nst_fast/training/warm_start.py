@@ -1,6 +1,5 @@
-"""Starting a run from a trained network (``model.init=PATH``) instead of random weights:
-a new style learns from another's network in a fraction of the steps it takes from
-scratch (docs/quality/findings.md, "Warm starts")."""
+"""Starting a run from a trained network (``model.init=PATH``) instead of random weights
+(what it saves: docs/quality/findings.md, "Warm starts from another style's network")."""
 
 from __future__ import annotations
 
