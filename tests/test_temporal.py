@@ -1,13 +1,17 @@
 """Temporal stability: clips of known motion and the warping error (Lai et al. 2018)."""
 
+import csv
+
 import pytest
 import torch
 
+from nst_fast.evaluate import evaluate_model
+from nst_fast.export import save_model
 from nst_fast.fast.norm import SteadyStatistics
 from nst_fast.inference import stylize_frames
 from nst_fast.temporal import MOTIONS, Motion, known_motion_clip, temporal_errors, warping_error
 
-from .conftest import make_photo, nst_fast, tiny_overrides
+from .conftest import make_photo
 from .test_fast import small_net
 
 PHOTO = make_photo((120, 150), 5)
@@ -65,24 +69,34 @@ def test_a_motion_that_would_leave_the_photo_is_refused():
         known_motion_clip(PHOTO, Motion(shift=(80.0, 0.0)), frames=8, size=64)
 
 
-@pytest.mark.slow
 def test_evaluate_temporal_adds_the_warping_error_and_its_floor_to_the_table(
     photo_folder, style_file, tmp_path
 ):
-    run_dir = tmp_path / "run"
-    trained = nst_fast("train", *tiny_overrides(photo_folder, style_file, run_dir, steps=2))
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    style = {"name": "tiny", "image": str(style_file), "size": 48}
+    model = save_model(
+        small_net(), tmp_path / "model.pt", style="tiny", step=1, extra={"style": style}
+    )
     out = tmp_path / "eval"
-    result = nst_fast(
-        "evaluate", str(run_dir / "model.pt"), "--content", str(photo_folder), "--size", "32",
-        "--limit", "2", "--iterations", "none", "--temporal", "-o", str(out),
-        "loss.weights=random",
+    evaluate_model(
+        model, photo_folder, out, size=32, limit=2, iterations=(), device="cpu",
+        overrides=["loss.weights=random"], temporal=True,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    header, network = (out / "table.csv").read_text().splitlines()[:2]
-    columns = dict(zip(header.split(","), network.split(","), strict=True))
-    for name in ("temporal", "temporal floor", "temporal pan", "temporal zoom", "temporal rotate"):
-        assert float(columns[name]) > 0, name
+    with open(out / "table.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [row["method"] for row in table] == [
+        "network",
+        "network, steady statistics (momentum 0.9)",
+    ]
+    for row in table:
+        for name in (
+            "temporal",
+            "temporal floor",
+            "temporal pan",
+            "temporal zoom",
+            "temporal rotate",
+        ):
+            assert float(row[name]) > 0, name
+    assert table[1]["total loss"] == "-"  # scored on clips only
 
 
 def test_steady_statistics_normalize_each_frame_with_the_moving_average_of_the_frames_so_far():
