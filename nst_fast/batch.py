@@ -424,26 +424,29 @@ def stylize_videos(
 
     report = run.report
     net = getattr(run.stylizer, "net", None)
+    carried = steady is not None and steady > 0 and net is not None
     for job in jobs:
-        carried = steady is not None and steady > 0 and net is not None
         cuts = SceneCuts()
 
         def process(
-            frames: torch.Tensor, job: Job = job, cuts: SceneCuts = cuts, reset=lambda: None
+            frames: torch.Tensor, job: Job = job, cuts: SceneCuts = cuts, reset=None
         ) -> torch.Tensor:
-            parts = []
-            for new_scene, part in cuts.split(frames):
-                if new_scene:
-                    reset()
-                parts.append(run(part))
-            out = torch.cat(parts)
+            if reset is None:  # each frame on its own: batches as they come
+                out = run(frames)
+            else:  # steady statistics, started afresh at each cut
+                parts = []
+                for new_scene, part in cuts.split(frames):
+                    if new_scene:
+                        reset()
+                    parts.append(run(part))
+                out = torch.cat(parts)
             if not out.isfinite().all():
                 raise NstFastError(not_finite(job.source, run.dtype, run.spelling))
             return out
 
         try:
             with steady_statistics(net, steady) if carried else nullcontext() as reset:
-                stylize = partial(process, reset=reset) if carried else process
+                stylize = partial(process, reset=reset)
                 stylize_video(job.source, job.target, stylize, batch_size, progress=progress)
         except NstFastError as err:
             report.error(str(err))
