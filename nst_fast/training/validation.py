@@ -24,12 +24,7 @@ def mean_over_photos(rows: torch.Tensor, styles: int) -> torch.Tensor:
     """The mean terms of ``rows`` (n, 2 + terms) over distinct (style, photo) pairs, then
     over the ``styles`` styles: a (styles + 1, terms) tensor, each style's means and, last,
     their mean."""
-    pairs = rows[:, :2].long()
-    key = pairs[:, 0] * (int(pairs[:, 1].max()) + 1) + pairs[:, 1]
-    unique, inverse = torch.unique(key, return_inverse=True)
-    # The first row of each pair: repeats of a photo give the same values anyway.
-    order = torch.arange(len(key))
-    first = torch.full((len(unique),), len(key)).scatter_reduce(0, inverse, order, "amin")
-    kept = rows[first]
+    # One row per (style, photo): a photo repeated by the sampler gives the same values.
+    kept = torch.stack(list({(int(r[0]), int(r[1])): r for r in rows}.values()))
     by_style = torch.stack([kept[kept[:, 0] == s, 2:].mean(0) for s in range(styles)])
     return torch.cat([by_style, by_style.mean(0, keepdim=True)])
