@@ -314,3 +314,11 @@ def test_the_runs_of_a_multirun_compare_by_validation_loss_beside_the_setting_sw
     for run, row in zip(runs, rows, strict=True):
         assert row["metrics"] == ["hp_metric"]
         assert scalars(run)["hp_metric"] == scalars(run)["val/total"]
+
+
+def test_periodic_checkpoints_are_named_by_their_own_step_not_the_last_validations(validated):
+    checkpoints = sorted((validated["run"] / "checkpoints").glob("step=*.ckpt"))
+    assert [p.name for p in checkpoints] == ["step=2.ckpt", "step=4.ckpt", "step=5.ckpt"]
+    for path in checkpoints:
+        ckpt = torch.load(path, weights_only=False, map_location="cpu")
+        assert f"step={ckpt['global_step']}.ckpt" == path.name

@@ -178,11 +178,15 @@ class StyleTransferModule(pl.LightningModule):
                 name = self.styles[index]["name"]
                 figures[f"val_by_style/{name}"] = style[self.val_names.index("total")]
         figures = {name: float(value) for name, value in figures.items()}
-        # The same figures on every process (sync_dist only spares Lightning's warning),
-        # plotted at the number of steps trained ("step": Lightning's x-axis key), as
-        # checkpoints and model.pt count them.
         figures["hp_metric"] = figures["val/total"]
-        self.log_dict({**figures, "step": float(self.global_step)}, sync_dist=True)
+        # The same figures on every process (sync_dist only spares Lightning's warning), for
+        # the callbacks (best.ckpt); written at the number of steps trained, as checkpoints
+        # and model.pt count them. (Lightning's "step" key would do that too, but checkpoint
+        # names take their {step} from it: step=N.ckpt files would be named by the last
+        # validation's step, and overwrite each other.)
+        self.log_dict(figures, sync_dist=True, logger=False)
+        if self.logger is not None:
+            self.logger.log_metrics(figures, step=self.global_step)
         self.last_validation = {"step": self.global_step, "loss": figures["val/total"]}
 
     def configure_optimizers(self) -> Any:
