@@ -86,6 +86,21 @@ class OptimConfig:
 
 
 @dataclass
+class StabilityConfig:
+    # Wang et al.'s compound regularization: the output for a moved, noised photo against
+    # the same move of the photo's output; 0 leaves it out.
+    temporal_weight: float = MISSING
+    # The output for a noised photo against the photo's output; 0 leaves it out.
+    noise_weight: float = MISSING
+    # The random motion at most, for a 256 px photo (scaled with the photo's shorter side).
+    shift: float = MISSING
+    degrees: float = MISSING
+    zoom: float = MISSING
+    flow: float = MISSING
+    noise: float = MISSING
+
+
+@dataclass
 class Config:
     style: StyleConfig = MISSING
     loss: LossConfig = MISSING
@@ -94,6 +109,7 @@ class Config:
     # Keyword arguments of pytorch_lightning.Trainer, passed through as they are.
     trainer: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = MISSING
+    stability: StabilityConfig = MISSING
     seed: int = MISSING
     # Several styles in one network (conditional instance norm): conf/style names, image
     # paths or URLs; null trains ``style`` alone.

@@ -18,6 +18,7 @@ from nst_fast.export import check_same_arch, check_same_styles
 from nst_fast.fast import accelerate, share_parameters
 from nst_fast.inference import stylize
 from nst_fast.losses.build import build_criterion
+from nst_fast.losses.stability import RandomMotion, StabilityLoss, step_generator
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.styles import load_style_image
 from nst_fast.training.extend import extended, train_added_styles
@@ -46,6 +47,8 @@ class StyleTransferModule(pl.LightningModule):
         fast: bool = True,
         init: str | None = None,
         extend: str | None = None,
+        stability: dict | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if schedule not in ("constant", "cosine"):
@@ -73,6 +76,7 @@ class StyleTransferModule(pl.LightningModule):
                 *(build_criterion(loss, s, first.grid_period, first.network) for s in trained[1:]),
             ]
         )
+        self.stability = stability_loss(stability)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict_loading = False  # checkpoints leave the frozen loss network out
         # The network the training step runs: ``transformer``, its compiled form, or a twin
@@ -84,8 +88,9 @@ class StyleTransferModule(pl.LightningModule):
     @classmethod
     def from_config(cls, cfg: DictConfig) -> StyleTransferModule:
         """The module ``nst-fast train`` builds from a composed config."""
-        model, loss, style = (
-            OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "loss", "style")
+        model, loss, style, stability = (
+            OmegaConf.to_container(cfg[k], resolve=True)
+            for k in ("model", "loss", "style", "stability")
         )
         init = model.pop("init", None)  # where training starts, not the architecture
         if cfg.styles:
@@ -103,6 +108,8 @@ class StyleTransferModule(pl.LightningModule):
             channels_last=cfg.channels_last,
             compile=cfg.compile,
             fast=cfg.fast,
+            stability=stability,
+            seed=cfg.seed,
         )
 
     def setup(self, stage: str) -> None:
@@ -135,8 +142,21 @@ class StyleTransferModule(pl.LightningModule):
         images = images.contiguous(memory_format=self.memory_format)
         turn = self.global_step % len(self.trained)  # one style per batch, in turn
         index = self.trained[turn]
-        output = self.step_net(images, self.style_weights(index))
-        losses = self.criteria[turn](output, images)
+        if self.stability is None:
+            output = self.step_net(images, self.style_weights(index))
+            losses = self.criteria[turn](output, images)
+        else:  # the perturbed copies go through the network in the same batch
+            generator = step_generator(
+                self.hparams.seed, self.global_rank, self.global_step, images.device
+            )
+            perturbed = self.stability.perturb(images, generator)
+            inputs = torch.cat([images, *perturbed.inputs]).contiguous(
+                memory_format=self.memory_format
+            )
+            output, *rest = self.step_net(inputs, self.style_weights(index)).split(len(images))
+            losses = self.criteria[turn](output, images)
+            terms = self.stability(output, perturbed, rest)
+            losses = {**losses, **terms, "total": losses["total"] + terms["stability"]}
         if not torch.isfinite(losses["total"]):  # stop before NaNs reach the weights
             raise NonFiniteLossError(losses, self.global_step)
         # Every term, and each style layer's; with several processes, the mean over ranks.
@@ -220,6 +240,23 @@ class StyleTransferModule(pl.LightningModule):
         # The latest validation loss, and its step, travel with the weights to model.pt.
         if self.last_validation is not None:
             checkpoint["validation"] = self.last_validation
+
+
+def stability_loss(settings: dict | None) -> StabilityLoss | None:
+    """The ``stability`` config's loss, or None while both its weights are 0."""
+    if settings is None:
+        return None
+    weights = {name: float(settings[name]) for name in ("temporal_weight", "noise_weight")}
+    for name, weight in weights.items():
+        if weight < 0:
+            raise NstFastError(f"stability.{name}={weight:g}: expected 0 or more")
+    if not any(weights.values()):
+        return None
+    motion = RandomMotion(**{name: float(settings[name]) for name in RandomMotion.__annotations__})
+    for name, value in vars(motion).items():
+        if value < 0:
+            raise NstFastError(f"stability.{name}={value:g}: expected 0 or more")
+    return StabilityLoss(motion, weights["temporal_weight"], weights["noise_weight"])
 
 
 def cosine_factor(step: int, max_steps: int) -> float:

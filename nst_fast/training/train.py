@@ -199,9 +199,12 @@ def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) -
         except InstantiationException as err:
             reason = str(err).splitlines()[0].split(", set env var HYDRA_FULL_ERROR")[0]
             raise NstFastError(f"callbacks.{name}: {reason}") from err
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if cfg.data.val_images == 0:  # Lightning's own switch: no validation loop to warn of
+        settings.setdefault("limit_val_batches", 0)
     try:
         return pl.Trainer(
-            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            **settings,
             default_root_dir=run_dir,
             # hp_metric: the validation loss, logged by the module (never a -1 placeholder).
             logger=TensorBoardLogger(
