@@ -86,21 +86,54 @@ def stylize_video(
         video = source.streams.video[0]
         video.thread_type = "AUTO"  # let FFmpeg decode on several threads
         audio = source.streams.audio[0] if source.streams.audio else None
+        turns = quarter_turns(src)
         with atomic_write(dst) as tmp, av.open(str(tmp), "w", format=container(dst)) as sink:
-            encoder = add_video_stream(sink, video, dst)
+            encoder = add_video_stream(sink, video, dst, turns)
             audio_out = copy_stream(sink, audio)
             bar = _progress(video.frames, src.name, progress)
+            clock = Clock(encoder.codec_context.time_base)
             frames = 0
             try:
-                for batch in _batches(_frames(source, video, audio, sink, audio_out), batch_size):
-                    frames += _encode(sink, encoder, process, batch, frames)
+                decoded = _frames(source, video, audio, sink, audio_out, turns)
+                for batch in _batches(decoded, batch_size):
+                    frames += _encode(sink, encoder, process, batch, clock)
                     bar.update(len(batch))
                 sink.mux(encoder.encode(None))  # flush the encoder's delayed frames
             except av.error.FFmpegError as err:
                 raise NstFastError(f"{src}: cannot decode or encode the video ({err})") from err
             finally:
                 bar.close()
+            if frames == 0:  # raised inside atomic_write: no empty file is left behind
+                raise NstFastError(f"{src}: the video stream has no frames to stylize")
     return frames
+
+
+def quarter_turns(path: Path) -> int:
+    """How many quarter turns counter-clockwise bring the video's frames upright: phones
+    store portrait video sideways with a display rotation (FFmpeg's display matrix), which
+    players apply and the decoded frames lack. From the first frame (0 when it has none)."""
+    av = import_av()
+    with av.open(str(path)) as source:
+        for frame in source.decode(source.streams.video[0]):
+            degrees = getattr(frame, "rotation", 0) or 0  # PyAV 13 and later
+            return round(degrees / 90) % 4
+    return 0
+
+
+class Clock:
+    """Each output frame's timestamp: the source frame's own, so that a variable frame
+    rate keeps its timing (and the audio its sync); frames without one, or out of order,
+    get the next tick of the stream's time base."""
+
+    def __init__(self, time_base: Fraction) -> None:
+        self.time_base = time_base
+        self.last: int | None = None
+
+    def stamp(self, pts: int | None) -> int:
+        if pts is None or (self.last is not None and pts <= self.last):
+            pts = 0 if self.last is None else self.last + 1
+        self.last = pts
+        return pts
 
 
 def container(path: Path) -> str:
@@ -112,9 +145,9 @@ def container(path: Path) -> str:
         ) from None
 
 
-def add_video_stream(sink, source, dst: Path):
+def add_video_stream(sink, source, dst: Path, turns: int = 0):
     """An H.264 stream (VP9 in .webm, MPEG-4 part 2 without libx264) of the source's
-    size and frame rate."""
+    size (upright: turned ``turns`` quarter turns), frame rate and time base."""
     av = import_av()
     if dst.suffix.lower() == ".webm":
         codec = "libvpx-vp9"
@@ -122,7 +155,11 @@ def add_video_stream(sink, source, dst: Path):
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     rate = source.average_rate or source.guessed_rate or Fraction(25)
     stream = sink.add_stream(codec, rate=rate)
+    if source.time_base:  # the source's timestamps, as they are (Clock)
+        stream.time_base = stream.codec_context.time_base = source.time_base
     width, height = source.codec_context.width, source.codec_context.height
+    if turns % 2:
+        width, height = height, width
     stream.width, stream.height = width, height
     # 4:2:0 chroma needs even dimensions; odd ones keep full chroma rather than a crop.
     stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
@@ -142,9 +179,11 @@ def copy_stream(sink, audio):
         return None
 
 
-def _frames(source, video, audio, sink, audio_out) -> Iterator[torch.Tensor]:
-    """Decoded video frames as uint8 (3, H, W) tensors; audio packets go straight to the
-    output on the way."""
+def _frames(
+    source, video, audio, sink, audio_out, turns: int = 0
+) -> Iterator[tuple[torch.Tensor, int | None]]:
+    """Decoded video frames, upright, as uint8 (3, H, W) tensors with their timestamps;
+    audio packets go straight to the output on the way."""
     streams = [video] + ([audio] if audio_out is not None else [])
     for packet in source.demux(*streams):
         if packet.stream is audio:
@@ -153,11 +192,12 @@ def _frames(source, video, audio, sink, audio_out) -> Iterator[torch.Tensor]:
                 sink.mux(packet)
             continue
         for frame in packet.decode():
-            yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+            image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+            yield torch.rot90(image, turns, (1, 2)) if turns else image, frame.pts
 
 
-def _batches(frames: Iterator[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
-    batch: list[torch.Tensor] = []
+def _batches(frames: Iterator, size: int) -> Iterator[list]:
+    batch: list = []
     for frame in frames:
         batch.append(frame)
         if len(batch) == size:
@@ -167,14 +207,16 @@ def _batches(frames: Iterator[torch.Tensor], size: int) -> Iterator[list[torch.T
         yield batch
 
 
-def _encode(sink, stream, process: Process, batch: list[torch.Tensor], first: int) -> int:
+def _encode(
+    sink, stream, process: Process, batch: list[tuple[torch.Tensor, int | None]], clock: Clock
+) -> int:
     av = import_av()
-    images = torch.stack(batch).float().div_(255)
+    images = torch.stack([image for image, _ in batch]).float().div_(255)
     out = process(images).clamp(0, 1).mul(255).round_().to(torch.uint8)
-    for i, image in enumerate(out):
+    for image, (_, pts) in zip(out, batch, strict=True):
         array = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
         frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-        frame.pts = first + i  # constant frame rate: one tick of 1/rate per frame
+        frame.pts, frame.time_base = clock.stamp(pts), clock.time_base
         sink.mux(stream.encode(frame))
     return len(batch)
 

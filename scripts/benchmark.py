@@ -103,6 +103,7 @@ class Setup:
     cudnn_benchmark: bool = False
     fast: bool = True
     styles: int = 1  # a network of several styles (conditional instance norm) when > 1
+    stability: bool = False  # training with both video stability terms on
 
     def describe(self) -> str:
         parts = [
@@ -115,6 +116,8 @@ class Setup:
         parts.append(mode_name(self.fast))
         if self.styles > 1:
             parts.append(f"{self.styles} styles")
+        if self.stability:
+            parts.append("stability terms on")
         return ", ".join(parts)
 
 
@@ -149,7 +152,7 @@ def setups(args: argparse.Namespace) -> list[Setup]:
 
     fast = not args.plain
     out = []
-    several = {"fast": fast, "styles": args.styles}
+    several = {"fast": fast, "styles": args.styles, "stability": args.stability}
     if args.device in ("auto", "cpu") or (args.device == "all"):
         out.append(Setup("cpu", "cpu", **cpu_options(), **several))
     if torch.cuda.is_available() and args.device in ("auto", "cuda", "all"):
@@ -237,6 +240,7 @@ def make_module(setup: Setup, weights: str) -> tuple[StyleTransferModule, torch.
         f"compile={'transformer' in setup.compile}",
         f"fast={setup.fast}",
         *style_list(setup.styles),
+        *(STABILITY_ON if setup.stability else ()),
     )
     module = StyleTransferModule.from_config(cfg)
     module.to(setup.device)
@@ -247,6 +251,10 @@ def make_module(setup: Setup, weights: str) -> tuple[StyleTransferModule, torch.
     module.on_fit_start()
     module.train()
     return module, module.configure_optimizers()
+
+
+# Both video stability terms (docs/video.md): the network runs on three times the images.
+STABILITY_ON = ("stability.temporal_weight=1000", "stability.noise_weight=1000")
 
 
 def train_step_fn(setup: Setup, module, optimizer, batch: dict):
@@ -1118,6 +1126,9 @@ def add_figure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=3, help="timed training steps (3)")
     p.add_argument("--styles", type=int, default=1, help="train a network of this many styles (1)")
     p.add_argument(
+        "--stability", action="store_true", help="train with the video stability terms on"
+    )
+    p.add_argument(
         "--stylize-sizes", type=int, nargs="+", default=[512, 1024], help="timed stylize sizes"
     )
     p.add_argument("--stylize-repeats", type=int, default=3)
@@ -1175,7 +1186,7 @@ def markdown_path(args: argparse.Namespace) -> Path | None:
                 "run without --quick, or --write-md another path"
             )
         return args.write_md
-    if args.quick or args.plain or args.styles > 1 or args.no_write_md:
+    if args.quick or args.plain or args.styles > 1 or args.stability or args.no_write_md:
         return None
     return LATEST_MD
 

@@ -104,3 +104,92 @@ def test_scene_cuts_split_a_batch_where_the_picture_changes_and_carry_over_batch
         (False, 2)
     ]
     assert [(new, len(frames)) for new, frames in shots.split(day)] == [(True, 1)]
+
+
+def frame_times(path) -> list[float]:
+    with av.open(str(path)) as source:
+        return [float(frame.time) for frame in source.decode(source.streams.video[0])]
+
+
+def test_a_variable_frame_rate_video_keeps_each_frame_at_its_time(model, tmp_path):
+    # Frames at ticks 0, 1, 2, 5, 6, 10, 11 of 1/12 s: a camera that dropped frames.
+    clip = tmp_path / "vfr.mp4"
+    with av.open(str(clip), "w") as out:
+        video = out.add_stream("libx264", rate=12)
+        video.height, video.width, video.pix_fmt = 32, 48, "yuv420p"
+        for tick in (0, 1, 2, 5, 6, 10, 11):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 20 * tick, np.uint8), "rgb24")
+            frame.pts = tick
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    result = tmp_path / "out.mp4"
+    assert main(["stylize", str(model), str(clip), "-o", str(result), "-q"]) == 0
+    assert frame_times(result) == pytest.approx([t / 12 for t in (0, 1, 2, 5, 6, 10, 11)])
+
+
+def test_a_single_frame_video_gives_a_single_frame_video(model, tmp_path):
+    clip = write_clip(tmp_path / "one.mp4", frames=1, audio=False)
+    assert main(["stylize", str(model), str(clip), "-o", str(tmp_path / "out.mp4"), "-q"]) == 0
+    assert count_frames(tmp_path / "out.mp4")[0] == 1
+
+
+def test_a_video_stream_without_frames_is_one_line_and_leaves_no_file(model, tmp_path, capsys):
+    clip = tmp_path / "empty.avi"
+    with av.open(str(clip), "w") as out:
+        video = out.add_stream("libx264", rate=12)
+        video.height, video.width, video.pix_fmt = 32, 48, "yuv420p"
+        out.start_encoding()  # the header and no frame
+    assert clip.stat().st_size > 0
+    result = tmp_path / "out.avi"
+    assert main(["stylize", str(model), str(clip), "-o", str(result), "-q"]) == 1
+    assert "empty.avi: the video stream has no frames to stylize" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [clip]
+
+
+def test_a_file_with_sound_and_no_picture_is_one_line(model, tmp_path, capsys):
+    clip = tmp_path / "sound.mp4"
+    with av.open(str(clip), "w") as out:
+        sound = out.add_stream("aac", rate=16000)
+        for i in range(4):
+            samples = np.zeros((1, 1024), np.float32)
+            chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 16000, i * 1024
+            out.mux(sound.encode(chunk))
+        out.mux(sound.encode(None))
+    assert main(["stylize", str(model), str(clip), "-o", str(tmp_path / "o.mp4"), "-q"]) == 1
+    assert "sound.mp4: no video stream in this file" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.skipif(
+    not hasattr(av.video.stream.VideoStream, "set_display_rotation"),
+    reason="writing a display rotation needs PyAV 16 or later",
+)
+def test_a_phone_video_stored_sideways_is_stylized_upright(tmp_path):
+    from nst_fast.video import stylize_video
+
+    # Stored 32 x 48 with a bright top-left corner, to be shown turned a quarter
+    # counter-clockwise (PyAV's convention for the display matrix): 48 x 32, the corner
+    # at the bottom left.
+    stored = np.zeros((32, 48, 3), np.uint8)
+    stored[:8, :8] = 255
+    clip = tmp_path / "phone.mp4"
+    with av.open(str(clip), "w") as out:
+        video = out.add_stream("libx264", rate=12)
+        video.height, video.width, video.pix_fmt = 32, 48, "yuv444p"
+        video.set_display_rotation(90)
+        for tick in range(2):
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
+            frame.pts = tick
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    seen = []
+    result = stylize_video(clip, tmp_path / "out.mp4", lambda x: seen.append(x) or x)
+    assert result == 2
+    assert seen[0].shape[-2:] == (48, 32)
+    corner = seen[0][0].mean(0)
+    assert corner[-8:, :8].mean() > 0.9 and corner[:8, :8].mean() < 0.1
+    with av.open(str(tmp_path / "out.mp4")) as out:
+        frame = next(out.decode(out.streams.video[0]))
+        assert (frame.height, frame.width) == (48, 32)
+        assert (getattr(frame, "rotation", 0) or 0) == 0
