@@ -20,6 +20,7 @@ from torchvision.utils import make_grid
 from nst_fast.errors import NstFastError
 from nst_fast.export import ModelInfo, recorded_style_specs
 from nst_fast.files import atomic_write
+from nst_fast.flow import flow_warping_error, import_cv2, pair_flows
 from nst_fast.images import list_images, read_square, save_image
 from nst_fast.inference import stylize, stylize_frames
 from nst_fast.losses.grid import GRID_PERIOD, grid_offsets
@@ -27,6 +28,9 @@ from nst_fast.losses.perceptual import PerceptualLoss
 from nst_fast.models.transformer import TransformerNet
 from nst_fast.optimize import optimize_image, style_criterion, style_override
 from nst_fast.temporal import MARGIN, STEADY_MOMENTUM, temporal_errors
+
+# Frames of a real clip read for its flicker (``--video``): a couple of seconds.
+VIDEO_FRAMES = 60
 
 
 @dataclass
@@ -75,11 +79,14 @@ def evaluate(
     out_dir: Path,
     inits: tuple[str, ...] = ("noise",),
     temporal: list[torch.Tensor] | None = None,
+    video: torch.Tensor | None = None,
 ) -> list[Row]:
     """Loss of the network and of Gatys L-BFGS after each of ``iterations`` per photo
     (none: the network alone); with ``temporal`` (photos a little larger than the
     evaluated squares, ``temporal.MARGIN`` times), the network's flicker on clips of
-    known motion made from them (``temporal.temporal_errors``).
+    known motion made from them (``temporal.temporal_errors``); with ``video`` (a real
+    clip's frames (T, 3, H, W)), its flicker there, through estimated flow
+    (``flow.flow_warping_error``).
 
     One L-BFGS run per photo and start in ``inits``: "noise" is Johnson et al.'s
     comparison (white noise, projected L-BFGS), "mean" the start of their baseline's code
@@ -107,21 +114,28 @@ def evaluate(
             with torch.no_grad():
                 row.add(scores(criterion, image, content), seconds)
             tiles.append(image[0].cpu())
-    if temporal:
-        # Frame by frame as `nst-fast stylize` runs a video, and with steady statistics.
+    if temporal or video is not None:
+        rows.insert(1, Row(f"network, steady statistics (momentum {STEADY_MOMENTUM})"))
         size = photos[0][1].shape[-1]
-        add_temporal(
-            rows[0], temporal_errors(lambda c: stylize_frames(net, c), temporal, size=size)
-        )
-        steady = Row(f"network, steady statistics (momentum {STEADY_MOMENTUM})")
-        add_temporal(
-            steady,
-            temporal_errors(lambda c: stylize_frames(net, c, STEADY_MOMENTUM), temporal, size=size),
-        )
-        rows.insert(1, steady)
+        # Frame by frame as `nst-fast stylize` runs a video, and with steady statistics.
+        stylizers = [
+            (rows[0], lambda frames: stylize_frames(net, frames)),
+            (rows[1], lambda frames: stylize_frames(net, frames, STEADY_MOMENTUM)),
+        ]
+        pairs = pair_flows(video) if video is not None else None
+        for row, run in stylizers:
+            if temporal:
+                add_temporal(row, temporal_errors(run, temporal, size=size))
+            if video is not None:
+                row.values[VIDEO] = [flow_warping_error(run(video.to(device)).cpu(), pairs)]
+                row.values[VIDEO_FLOOR] = [flow_warping_error(video, pairs)]
     write_table(rows, out_dir, len(photos))
     save_image(make_grid(tiles, nrow=2 + len(runs), padding=4), out_dir / "grid.jpg")
     return rows
+
+
+# The warping error on a real clip, through estimated flow (nst_fast.flow).
+VIDEO, VIDEO_FLOOR = "video (estimated flow)", "video floor (estimated flow)"
 
 
 def add_temporal(row: Row, figures: dict[str, tuple[float, float]]) -> None:
@@ -163,7 +177,7 @@ def gatys_snapshots(
 def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     layers = [name for name in rows[0].values if name.startswith("style/")]
-    temporal = [name for name in rows[0].values if name.startswith("temporal")]
+    temporal = [name for name in rows[0].values if name.startswith(("temporal", "video"))]
     header = ["method", "content loss", "style loss", "total loss", "seconds/photo", "grid"]
     header += [f"style {name.removeprefix('style/')}" for name in layers] + temporal
     body = []
@@ -188,7 +202,14 @@ def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
             " temporal: the warping error (Lai et al. 2018) of frame-by-frame stylizing on"
             " clips of known motion made from the photos (a pan, a zoom, a rotation, with"
             " sensor-like noise), in grey levels; floor: the same for the clips themselves."
-            if temporal
+            if any(name.startswith("temporal") for name in temporal)
+            else ""
+        )
+        + (
+            " video: the same on the given clip, each stylized frame warped onto the next by"
+            " OpenCV's DIS optical flow between the input frames, leaving out occluded pixels"
+            " and motion boundaries (an estimate, not exact motion); floor: the clip itself."
+            if VIDEO in temporal
             else ""
         ),
         "",
@@ -246,13 +267,17 @@ def evaluate_model(
     device: str | torch.device = "auto",
     overrides: Iterable[str] = (),
     temporal: bool = False,
+    video: str | os.PathLike | None = None,
+    video_frames: int = VIDEO_FRAMES,
 ) -> list[Row]:
     """``evaluate`` a model.pt or training checkpoint on the photos of the folder
     ``content``, each centre-cropped square and resized to ``size`` px a side (so
     ``size`` is the longer side here too), at most ``limit`` of them, with the loss it
     was trained with (or against ``style``; config ``overrides`` on top); ``temporal``
-    adds the network's flicker on clips of known motion (``nst_fast.temporal``). Writes
-    ``table.md``, ``table.csv`` and ``grid.jpg`` into the folder ``output``."""
+    adds the network's flicker on clips of known motion (``nst_fast.temporal``), ``video``
+    on the first ``video_frames`` frames of that clip, its shorter side resized to
+    ``size`` (``nst_fast.flow``). Writes ``table.md``, ``table.csv`` and ``grid.jpg``
+    into the folder ``output``."""
     from nst_fast.device import pick_device
     from nst_fast.export import load_network
 
@@ -271,11 +296,17 @@ def evaluate_model(
     clips = [p for _, p in load_photos(content, round(size * MARGIN), limit)] if temporal else None
     if not photos:
         raise NstFastError(f"{content}: no photos found")
+    frames = None
+    if video is not None:
+        from nst_fast.video import read_frames
+
+        import_cv2()  # before the work: a missing extra is one line, not a late failure
+        frames = read_frames(video, video_frames, size)
     iterations, inits = sorted(set(iterations)), tuple(inits)
     if net.styles == 1:
         criterion = criterion_as_trained(model, info, style, overrides, device)
         criterion.grid_period = net.multiple
-        return evaluate(net, criterion, photos, iterations, output, inits, clips)
+        return evaluate(net, criterion, photos, iterations, output, inits, clips, frames)
     if style is not None:
         raise NstFastError(f"{model}: a model of several styles is evaluated on each of its own")
     # Each style as the network of that style alone, against the loss it was trained with,
@@ -285,7 +316,8 @@ def evaluate_model(
         as_trained = replace(info, style=spec["name"], styles=[], extra={"style": spec})
         criterion = criterion_as_trained(model, as_trained, None, overrides, device)
         criterion.grid_period = net.multiple
-        rows = evaluate(one, criterion, photos, iterations, output / spec["name"], inits, clips)
+        folder = output / spec["name"]
+        rows = evaluate(one, criterion, photos, iterations, folder, inits, clips, frames)
         summary.append(replace(rows[0], method=spec["name"]))
     write_table(summary, output, len(photos))
     return summary

@@ -227,6 +227,39 @@ def _progress(total: int, name: str, enabled: bool):
     return tqdm(total=total or None, desc=name, unit="frame", disable=not enabled, leave=False)
 
 
+def read_frames(path: str | os.PathLike, limit: int, size: int | None = None) -> torch.Tensor:
+    """The first ``limit`` frames of a video, upright, as floats in [0, 1] (T, 3, H, W);
+    ``size`` resizes the shorter side. A one-line error for a file that is not a video,
+    has no video stream, or fewer than two frames (no motion to follow)."""
+    from torchvision.transforms.v2 import functional as F
+
+    av = import_av()
+    path = Path(path)
+    try:
+        source = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as err:
+        raise NstFastError(f"{path}: not a readable video ({err})") from err
+    frames = []
+    with source:
+        if not source.streams.video:
+            raise NstFastError(f"{path}: no video stream in this file")
+        turns = quarter_turns(path)
+        try:
+            for frame in source.decode(source.streams.video[0]):
+                image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+                image = torch.rot90(image, turns, (1, 2)) if turns else image
+                if size is not None:
+                    image = F.resize(image, [size], antialias=True)
+                frames.append(F.to_dtype(image, torch.float32, scale=True))
+                if len(frames) == limit:
+                    break
+        except av.error.FFmpegError as err:
+            raise NstFastError(f"{path}: cannot decode the video ({err})") from err
+    if len(frames) < 2:
+        raise NstFastError(f"{path}: {len(frames)} frame(s); the flicker needs two or more")
+    return torch.stack(frames)
+
+
 def count_frames(path: str | os.PathLike) -> tuple[int, Fraction, tuple[int, int]]:
     """(frames, frame rate, (height, width)) of a video, by decoding it."""
     av = import_av()

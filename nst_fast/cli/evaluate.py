@@ -46,6 +46,15 @@ def parser() -> argparse.ArgumentParser:
         help="also the network's flicker: the warping error of frame-by-frame stylizing on "
         "clips of known motion made from the photos (pan, zoom, rotation), beside its floor",
     )
+    parser.add_argument(
+        "--video",
+        type=Path,
+        help="also the flicker on this real clip (its first --frames frames, shorter side "
+        "--size), through optical flow estimated with OpenCV (pip install 'nst-fast[flow]')",
+    )
+    parser.add_argument(
+        "--frames", type=int, default=None, help="frames of --video to use (default 60)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. loss.weights=PATH")
     return parser
@@ -65,10 +74,12 @@ def parse_iterations(text: str) -> list[int]:
 
 
 def main(argv: list[str]) -> int:
-    from nst_fast.evaluate import evaluate_model
+    from nst_fast.evaluate import VIDEO_FRAMES, evaluate_model
 
     args = parser().parse_intermixed_args(argv)
-    check_positive(size=(args.size, 8), limit=(args.limit, 1))
+    check_positive(size=(args.size, 8), limit=(args.limit, 1), frames=(args.frames, 2))
+    if args.frames is not None and args.video is None:
+        raise NstFastError("--frames: for --video only; name the clip with --video CLIP")
     iterations = parse_iterations(args.iterations)
     inits = tuple(dict.fromkeys(args.init.split(",")))
     if not set(inits) <= set(INITS):
@@ -87,6 +98,8 @@ def main(argv: list[str]) -> int:
         device=args.device,
         overrides=args.overrides,
         temporal=args.temporal,
+        video=args.video,
+        video_frames=args.frames or VIDEO_FRAMES,
     )
     print((args.output / "table.md").read_text())
     print(f"table: {args.output / 'table.md'} and table.csv; grid: {args.output / 'grid.jpg'}")
