@@ -329,7 +329,11 @@ def load_checkpoint(
         arch=net.config.to_dict(),
         nst_fast_version=__version__,
         format_version=FORMAT_VERSION if len(names) == 1 else MULTI_STYLE_VERSION,
-        extra={"style": hparams["style"], "loss": hparams.get("loss", {})},
+        extra={
+            "style": hparams["style"],
+            "loss": hparams.get("loss", {}),
+            "stability": hparams.get("stability"),  # absent before the stability terms
+        },
         styles=names if len(names) > 1 else [],
     )
     if isinstance(ckpt.get("validation"), dict):  # the latest validation before it was saved

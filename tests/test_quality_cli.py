@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from nst_fast.cli import main
 from nst_fast.evaluate import grid_strength
@@ -331,3 +332,35 @@ def test_a_gram_matrix_agrees_with_itself_and_not_with_a_scaled_image():
     # Half the contrast around mid-grey: weaker features, a smaller Gram matrix.
     for size, _ in gap.gram_agreement(criterion, 0.5 + (style - 0.5) * 0.5).values():
         assert size < 1.0
+
+
+@pytest.mark.slow
+def test_video_report_tables_each_model_with_and_without_steady_statistics_and_draws_them(
+    tmp_path,
+):
+    video_report = load_script("video_report").main
+    photos = tmp_path / "held_out"
+    save_image(make_photo((40, 40), 1), photos / "a.png")
+    style = save_image(make_photo((32, 32), 5), tmp_path / "style.png")
+    model = tmp_path / "model.pt"
+    recorded = {"image": str(style), "size": 32}
+    stability = {"temporal_weight": 1000.0, "noise_weight": 0.0}
+    torch.manual_seed(0)
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1)
+    save_model(net, model, style="s", step=9, extra={"style": recorded, "stability": stability})
+    out = tmp_path / "page"
+    argv = ["tiny=" + str(model), "--content", str(photos), "--size", "32", "-o", str(out)]
+    assert video_report([*argv, "loss.weights=random"]) == 0
+    page = (out / "README.md").read_text()
+    assert "| tiny | 9 | temporal 1000 | per frame |" in page
+    assert "| tiny | 9 | temporal 1000 | steady statistics (0.9) |" in page
+    assert "![tiny, per frame](strip_tiny_per_frame.jpg)" in page
+    assert (out / "strip_tiny_steady.jpg").is_file()
+    with Image.open(out / "pan.gif") as gif:
+        assert gif.n_frames == load_script("video_report").GIF_FRAMES
+
+
+def test_video_report_refuses_an_entry_without_a_name(tmp_path, capsys):
+    video_report = load_script("video_report").main
+    assert video_report([str(tmp_path / "model.pt"), "--content", str(tmp_path)]) == 2
+    assert "expected NAME=MODEL" in capsys.readouterr().err

@@ -127,8 +127,9 @@ def test_a_run_with_the_terms_on_logs_them_and_writes_a_model(photo_folder, styl
         "stability.noise_weight=10",
     ]
     model = train(compose(overrides), run_dir)
-    network, _ = load_model(model)
+    network, info = load_model(model)
     assert list(network.config.channels) == [8, 16, 32]
+    assert info.extra["stability"]["temporal_weight"] == 100  # how it was trained, recorded
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])

@@ -93,11 +93,16 @@ def train(
             checkpoints,
             *validation,
             ImageGridLogger(cfg.log_images_every_n_steps),
-            # The loss and style settings travel with the model, for `nst-fast evaluate`.
+            # The loss and style settings travel with the model, for `nst-fast evaluate`
+            # (and the stability terms', for what a video page says of it).
             ExportModel(
                 model_path,
                 "+".join(spec["name"] for spec in module.styles),
-                extra={"style": module.hparams.style, "loss": module.hparams.loss},
+                extra={
+                    "style": module.hparams.style,
+                    "loss": module.hparams.loss,
+                    "stability": module.hparams.stability,
+                },
             ),
             StylizeSamples(run_dir / "samples"),
             SkippedPhotosReport(),
