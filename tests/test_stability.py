@@ -54,6 +54,15 @@ def test_a_warped_coordinate_ramp_reads_back_the_grid_it_was_sampled_at():
     torch.testing.assert_close(moved[inside], warp.grid[inside], atol=1e-4, rtol=0)
 
 
+def test_warping_keeps_full_precision_under_bf16_autocast():
+    # A bf16 grid would put samples up to half a pixel off: more than the motion itself.
+    warp = random_warp(PHOTOS, MOVING, generator())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        moved = warp(PHOTOS.bfloat16())
+    assert moved.dtype == torch.float32
+    torch.testing.assert_close(moved, warp(PHOTOS.bfloat16().float()), atol=1e-6, rtol=0)
+
+
 def test_pixels_brought_in_from_outside_the_photo_are_left_out():
     warp = random_warp(PHOTOS, RandomMotion(6.0, 0.0, 0.0, 0.0, 0.0), generator())
     outside = ~warp.inside

@@ -50,12 +50,15 @@ class Warp:
     inside: torch.Tensor
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` moved, in fp32: a half-precision grid would be off by up to half a
+        pixel (bf16 keeps 8 bits), more than the motion it measures."""
         # Reflection fills the pixels from outside the photo with something photo-like
         # for the network to see; the loss leaves them out.
-        return F.grid_sample(
-            images, self.grid.to(images.dtype), mode="bilinear", padding_mode="reflection",
-            align_corners=True,
-        )  # fmt: skip
+        with torch.autocast(images.device.type, enabled=False):
+            return F.grid_sample(
+                images.float(), self.grid.float(), mode="bilinear", padding_mode="reflection",
+                align_corners=True,
+            )  # fmt: skip
 
 
 def random_warp(images: torch.Tensor, motion: RandomMotion, generator: torch.Generator) -> Warp:
