@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import torch
-from torch.nn import functional as F
 
 from nst_fast.errors import NstFastError
+from nst_fast.temporal import sample
 
 
 def import_cv2():
@@ -45,14 +45,6 @@ def grey8(frame: torch.Tensor):
     return grey.mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def sample(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of a (C, H, W) image at pixel coordinates ``points`` (H', W', 2)."""
-    h, w = image.shape[-2:]
-    scale = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)])
-    grid = (points * scale - 1)[None].float()
-    return F.grid_sample(image[None].float(), grid, mode="bilinear", align_corners=True)[0]
-
-
 def pair_flows(frames: torch.Tensor) -> list[PairFlow]:
     """The backward flow and its trusted pixels for each consecutive pair of ``frames``
     (T, 3, H, W) in [0, 1]."""
@@ -73,7 +65,7 @@ def pair_flows(frames: torch.Tensor) -> list[PairFlow]:
             & (source[..., 1] >= 0) & (source[..., 1] <= h - 1)
         )  # fmt: skip
         # Back and forth should come home; where it does not, the pixel was occluded.
-        there = sample(forward.permute(2, 0, 1), source).permute(1, 2, 0)
+        there = sample(forward.permute(2, 0, 1), source)[0].permute(1, 2, 0)
         round_trip = (there + backward).pow(2).sum(-1)
         magnitude = there.pow(2).sum(-1) + backward.pow(2).sum(-1)
         consistent = round_trip <= 0.01 * magnitude + 0.5
@@ -100,7 +92,7 @@ def flow_warping_error(frames: torch.Tensor, pairs: list[PairFlow]) -> float:
     for t, pair in enumerate(pairs):
         if not pair.visible.any():
             continue
-        warped = sample(frames[t], pair.source)
+        warped, _ = sample(frames[t].float(), pair.source)
         difference = (frames[t + 1].float() - warped).abs().mean(0)
         errors.append(float(difference[pair.visible].mean()))
     if not errors:
