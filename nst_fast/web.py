@@ -548,9 +548,10 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
         largest = max(image.shape[-2:])
         longer = min(largest, round(state.size) if auto else int(choice))
         start = time.perf_counter()
+        chosen = styles_asked(label, style)
         try:
             out = engine.stylize(
-                label, image, style=styles_asked(label, style)[0], strength=strength,
+                label, image, style=chosen[0], strength=strength,
                 preserve_color=preserve, size=longer,
             )  # fmt: skip
         except NstFastError as err:
@@ -560,6 +561,8 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
         h, w = out.shape[-2:]
         rate = "…" if state.fps is None else f"{state.fps:.1f}"
         text = f"**{rate} frames/s** at {w}x{h} px ({'auto' if auto else choice})"
+        if len(chosen) > 1:  # "all": one picture a frame, so the first style, said so
+            text += f"; all: the webcam shows one style, {chosen[0]} (pick another in Style)"
         shown = min(largest, WEBCAM_SHOWN)
         if max(h, w) < shown:  # shown as large as the camera's picture, up to 640 px
             out = resize(out, shown, None)
