@@ -25,6 +25,9 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
 
 Process = Callable[[torch.Tensor], torch.Tensor]
 
+# The finest time base MPEG-4 part 2 takes: 1/65535 s.
+MPEG4_TICKS = 65535
+
 
 # Consecutive frames whose 32 px thumbnails differ by more than this on average (in
 # [0, 1] units) are a cut to another scene.
@@ -91,7 +94,7 @@ def stylize_video(
             encoder = add_video_stream(sink, video, dst, turns)
             audio_out = copy_stream(sink, audio)
             bar = _progress(video.frames, src.name, progress)
-            clock = Clock(encoder.codec_context.time_base)
+            clock = Clock(video.time_base, encoder.codec_context.time_base)
             frames = 0
             try:
                 decoded = _frames(source, video, audio, sink, audio_out, turns)
@@ -121,15 +124,17 @@ def quarter_turns(path: Path) -> int:
 
 
 class Clock:
-    """Each output frame's timestamp: the source frame's own, so that a variable frame
-    rate keeps its timing (and the audio its sync); frames without one, or out of order,
-    get the next tick of the stream's time base."""
+    """Each output frame's timestamp: the source frame's own (in the encoder's time base),
+    so that a variable frame rate keeps its timing and the audio its sync; frames without
+    one, or out of order, get the next tick."""
 
-    def __init__(self, time_base: Fraction) -> None:
-        self.time_base = time_base
+    def __init__(self, source: Fraction | None, time_base: Fraction) -> None:
+        self.source, self.time_base = source, time_base
         self.last: int | None = None
 
     def stamp(self, pts: int | None) -> int:
+        if pts is not None and self.source:
+            pts = round(pts * self.source / self.time_base)
         if pts is None or (self.last is not None and pts <= self.last):
             pts = 0 if self.last is None else self.last + 1
         self.last = pts
@@ -155,8 +160,15 @@ def add_video_stream(sink, source, dst: Path, turns: int = 0):
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     rate = source.average_rate or source.guessed_rate or Fraction(25)
     stream = sink.add_stream(codec, rate=rate)
-    if source.time_base:  # the source's timestamps, as they are (Clock)
+    # The source's timestamps as they are (Clock), where the codec takes any time base
+    # (MPEG-4 part 2 takes none finer than 1/65535: it ticks at the frame rate).
+    if source.time_base and codec != "mpeg4":
         stream.time_base = stream.codec_context.time_base = source.time_base
+    else:  # ticks of the frame rate the timestamps are counted in, not their average
+        tick = (1 / Fraction(source.base_rate or source.guessed_rate or rate)).limit_denominator(
+            MPEG4_TICKS
+        )
+        stream.time_base = stream.codec_context.time_base = tick
     width, height = source.codec_context.width, source.codec_context.height
     if turns % 2:
         width, height = height, width

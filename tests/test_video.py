@@ -111,20 +111,42 @@ def frame_times(path) -> list[float]:
         return [float(frame.time) for frame in source.decode(source.streams.video[0])]
 
 
-def test_a_variable_frame_rate_video_keeps_each_frame_at_its_time(model, tmp_path):
-    # Frames at ticks 0, 1, 2, 5, 6, 10, 11 of 1/12 s: a camera that dropped frames.
-    clip = tmp_path / "vfr.mp4"
+TICKS = (0, 1, 2, 5, 6, 10, 11)
+
+
+def write_vfr_clip(path):
+    """Frames at ticks 0, 1, 2, 5, 6, 10, 11 of 1/12 s: a camera that dropped frames."""
+    clip = path
     with av.open(str(clip), "w") as out:
         video = out.add_stream("libx264", rate=12)
         video.height, video.width, video.pix_fmt = 32, 48, "yuv420p"
-        for tick in (0, 1, 2, 5, 6, 10, 11):
+        for tick in TICKS:
             frame = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 20 * tick, np.uint8), "rgb24")
             frame.pts = tick
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
+    return clip
+
+
+def test_a_variable_frame_rate_video_keeps_each_frame_at_its_time(model, tmp_path):
+    clip = write_vfr_clip(tmp_path / "vfr.mp4")
     result = tmp_path / "out.mp4"
     assert main(["stylize", str(model), str(clip), "-o", str(result), "-q"]) == 0
-    assert frame_times(result) == pytest.approx([t / 12 for t in (0, 1, 2, 5, 6, 10, 11)])
+    assert frame_times(result) == pytest.approx([t / 12 for t in TICKS])
+
+
+def test_without_libx264_a_variable_frame_rate_keeps_its_times_at_the_frame_rate(
+    model, tmp_path, monkeypatch
+):
+    # MPEG-4 part 2 takes no time base finer than 1/65535: the source's (1/12288 here)
+    # becomes ticks of the frame rate, each frame at the nearest.
+    clip = write_vfr_clip(tmp_path / "vfr.mp4")
+    monkeypatch.setattr(av, "codecs_available", set(av.codecs_available) - {"libx264"})
+    result = tmp_path / "out.avi"
+    assert main(["stylize", str(model), str(clip), "-o", str(result), "-q"]) == 0
+    with av.open(str(result)) as out:
+        assert out.streams.video[0].codec_context.name == "mpeg4"
+    assert frame_times(result) == pytest.approx([t / 12 for t in TICKS], abs=1 / 24)
 
 
 def test_a_single_frame_video_gives_a_single_frame_video(model, tmp_path):
