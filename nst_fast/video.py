@@ -123,6 +123,13 @@ def quarter_turns(path: Path) -> int:
     return 0
 
 
+def upright(frame, turns: int) -> torch.Tensor:
+    """A decoded frame as a uint8 (3, H, W) tensor, turned ``turns`` quarter turns
+    counter-clockwise (``quarter_turns``)."""
+    image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+    return torch.rot90(image, turns, (1, 2)) if turns else image
+
+
 class Clock:
     """Each output frame's timestamp: the source frame's own (in the encoder's time base),
     so that a variable frame rate keeps its timing and the audio its sync; frames without
@@ -204,8 +211,7 @@ def _frames(
                 sink.mux(packet)
             continue
         for frame in packet.decode():
-            image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-            yield torch.rot90(image, turns, (1, 2)) if turns else image, frame.pts
+            yield upright(frame, turns), frame.pts
 
 
 def _batches(frames: Iterator, size: int) -> Iterator[list]:
@@ -258,8 +264,7 @@ def read_frames(path: str | os.PathLike, limit: int, size: int | None = None) ->
         turns = quarter_turns(path)
         try:
             for frame in source.decode(source.streams.video[0]):
-                image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-                image = torch.rot90(image, turns, (1, 2)) if turns else image
+                image = upright(frame, turns)
                 if size is not None:
                     image = F.resize(image, [size], antialias=True)
                 frames.append(F.to_dtype(image, torch.float32, scale=True))
