@@ -122,13 +122,15 @@ def evaluate(
             (rows[0], lambda frames: stylize_frames(net, frames)),
             (rows[1], lambda frames: stylize_frames(net, frames, STEADY_MOMENTUM)),
         ]
-        pairs = pair_flows(video) if video is not None else None
+        if video is not None:  # the clip's flow and floor, once for both rows
+            pairs = pair_flows(video)
+            floor = flow_warping_error(video, pairs)
         for row, run in stylizers:
             if temporal:
                 add_temporal(row, temporal_errors(run, temporal, size=size))
             if video is not None:
                 row.values[VIDEO] = [flow_warping_error(run(video.to(device)).cpu(), pairs)]
-                row.values[VIDEO_FLOOR] = [flow_warping_error(video, pairs)]
+                row.values[VIDEO_FLOOR] = [floor]
     write_table(rows, out_dir, len(photos))
     save_image(make_grid(tiles, nrow=2 + len(runs), padding=4), out_dir / "grid.jpg")
     return rows
