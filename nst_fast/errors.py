@@ -24,3 +24,16 @@ class NonFiniteLossError(NstFastError):
             "optim.lr or the loss weights, then resume from the last good checkpoint with "
             "ckpt_path=last"
         )
+
+
+class FlatOutputError(NstFastError):
+    """The network's output stayed one flat colour: its decoder's last ReLUs are all
+    dead, so no gradient reaches any weight but the output layer's bias."""
+
+    def __init__(self, step: int, steps: int) -> None:
+        super().__init__(
+            f"the network's output has been one flat colour for {steps} steps (step {step}): "
+            "the ReLUs of its last upsampling layer died, and no gradient reaches its "
+            "weights any more; start again with another seed= (e.g. seed=1) or "
+            "model.norm_scope=all"
+        )

@@ -263,7 +263,7 @@ def train_step_fn(setup: Setup, module, optimizer, batch: dict):
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast(setup):
-            loss = module.training_step(batch, 0)
+            loss = module.training_step(batch, 0)["loss"]
         loss.backward()
         optimizer.step()
 

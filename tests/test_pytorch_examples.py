@@ -197,7 +197,7 @@ def test_model_init_starts_training_from_the_networks_own_loss(request, style_fi
     module.setup("fit")
     module.on_fit_start()
     photos = torch.rand(2, 3, 32, 32)
-    first = module.training_step({"image": photos}, 0)
+    first = module.training_step({"image": photos}, 0)["loss"]
     with torch.no_grad():
         expected = module.criteria[0](reference(photos), photos)["total"]
     torch.testing.assert_close(first.detach(), expected, rtol=1e-4, atol=0)

@@ -378,3 +378,48 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_in_one_line(tmp_path, capsys
     assert main(["export", str(bogus), "--format", "pt"]) == 2
     err = capsys.readouterr().err
     assert "not an nst-fast training checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_network_whose_output_goes_flat_stops_with_one_line_at_the_tenth_flat_step(
+    trained, tmp_path
+):
+    from nst_fast.export import save_model
+    from nst_fast.models.transformer import transformer_net
+
+    photos, style, _, _ = trained
+    # The run's architecture with every ReLU of the last upsampling layer dead, as Adam's
+    # first steps can leave it: the output is the output layer's bias, one colour.
+    net = transformer_net(channels=[8, 16, 32], residual_blocks=1)
+    with torch.no_grad():
+        net.decoder[-2][2].bias.fill_(-1e3)
+    dead = save_model(net, tmp_path / "dead.pt", style="tiny", step=0)
+    overrides = [*tiny_overrides(photos, style, tmp_path / "run", steps=30), f"model.init={dead}"]
+    error = training_error(overrides)
+    assert "output has been one flat colour for 10 steps (step 10)" in error
+    assert "seed=" in error and "model.norm_scope=all" in error
+
+
+@pytest.mark.parametrize(
+    ("spreads", "stops"),
+    [
+        ([0.0] * 3, True),  # three flat batches in a row
+        ([0.0, 0.0, 0.3, 0.0, 0.0], False),  # a photo with contrast in between starts over
+        ([1e-3] * 3, False),  # low contrast is not one colour
+    ],
+)
+def test_flat_output_stop_counts_flat_batches_in_a_row(spreads, stops):
+    import pytorch_lightning as pl
+
+    from nst_fast.errors import FlatOutputError
+    from nst_fast.training.callbacks import FlatOutputStop
+
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    stop = FlatOutputStop(patience=3)
+    raised = False
+    for spread in spreads:
+        outputs = {"loss": torch.tensor(1.0), "output_spread": torch.tensor(spread)}
+        try:
+            stop.on_train_batch_end(trainer, None, outputs, None, 0)
+        except FlatOutputError:
+            raised = True
+    assert raised == stops

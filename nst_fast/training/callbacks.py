@@ -14,7 +14,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid
 
 from nst_fast import compat
-from nst_fast.errors import NstFastError
+from nst_fast.errors import FlatOutputError, NstFastError
 from nst_fast.export import save_model
 from nst_fast.images import ImageReadError, read_image, save_image
 from nst_fast.inference import stylize
@@ -167,6 +167,31 @@ class SkippedPhotosReport(pl.Callback):
                 f"\n  ... and {more} more" if more > 0 else "",
             )
         self.skipped = []
+
+
+class FlatOutputStop(pl.Callback):
+    """Stop a run whose network has gone dead: its output one flat colour on every photo
+    of ``patience`` training batches in a row.
+
+    Without norms in the upsampling decoder (``model.norm_scope=residual``) Adam's first
+    steps can push every channel of its last hidden layer below zero. Its ReLUs then pass
+    no gradient, so only the output layer's bias still trains: the loss creeps down and
+    the run would go on for hours without learning anything.
+    """
+
+    def __init__(self, patience: int = 10, tolerance: float = 1e-4) -> None:
+        self.patience, self.tolerance = patience, tolerance
+        self.flat_steps = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not isinstance(outputs, dict) or "output_spread" not in outputs:
+            return  # a skipped batch
+        flat = bool(outputs["output_spread"] <= self.tolerance)
+        # Every process decides alike, or one would stop while the others wait for it.
+        flat = trainer.strategy.reduce_boolean_decision(flat, all=True)
+        self.flat_steps = self.flat_steps + 1 if flat else 0
+        if self.flat_steps >= self.patience:
+            raise FlatOutputError(trainer.global_step, self.flat_steps)
 
 
 class ValidateAtEnd(pl.Callback):

@@ -135,7 +135,7 @@ class StyleTransferModule(pl.LightningModule):
     def forward(self, images: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         return self.transformer(images, style)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict | None:
         images = batch["image"]
         if images.numel() == 0:
             return None  # every photo in this batch was unreadable: skip the step
@@ -164,7 +164,9 @@ class StyleTransferModule(pl.LightningModule):
         if len(self.styles) > 1:
             self.log(f"loss_by_style/{self.styles[index]['name']}", losses["total"], sync_dist=True)
         self.log("loss", losses["total"], prog_bar=True, logger=False)
-        return losses["total"]
+        # For FlatOutputStop: 0 when every photo's output is one flat colour.
+        spread = output.detach().flatten(2).aminmax(dim=-1)
+        return {"loss": losses["total"], "output_spread": (spread.max - spread.min).amax()}
 
     def on_validation_epoch_start(self) -> None:
         self.val_nets, self.val_rows = self.transformer.each_style(), []

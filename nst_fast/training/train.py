@@ -29,6 +29,7 @@ from nst_fast.files import load_tensors
 from nst_fast.styles import load_style_image
 from nst_fast.training.callbacks import (
     ExportModel,
+    FlatOutputStop,
     HyperparameterTable,
     ImageGridLogger,
     ResumableCheckpoint,
@@ -106,6 +107,7 @@ def train(
             ),
             StylizeSamples(run_dir / "samples"),
             SkippedPhotosReport(),
+            FlatOutputStop(),
             ResumeLearningRate(),
             LearningRateMonitor(logging_interval="step"),
         ],
