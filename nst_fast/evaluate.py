@@ -323,3 +323,30 @@ def evaluate_model(
         summary.append(replace(rows[0], method=spec["name"]))
     write_table(summary, output, len(photos))
     return summary
+
+
+def named_models(
+    entries: list[str], example: str, shared_names: bool = False
+) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The report scripts' arguments: NAME=MODEL entries, as (NAME, MODEL) in order, and
+    config overrides (a dotted key, ``loss.weights=PATH``), told apart by the dot, which
+    names do not take. Each name labels one model, or with ``shared_names`` any number
+    (each model given once). One-line errors cite ``example``, an entry of the right form."""
+    overrides = [e for e in entries if "=" in e and "." in e.partition("=")[0]]
+    models: list[tuple[str, Path]] = []
+    for entry in entries:
+        if entry in overrides:
+            continue
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise NstFastError(f"{entry}: expected NAME=MODEL, e.g. {example}")
+        if not Path(path).is_file():
+            raise NstFastError(f"{path}: no such model file")
+        if not shared_names and name in dict(models):
+            raise NstFastError(f"{name}: named twice; give each model its own name")
+        if Path(path) in [known for _, known in models]:
+            raise NstFastError(f"{path}: given twice; give each model once")
+        models.append((name, Path(path)))
+    if not models:
+        raise NstFastError(f"no models: give NAME=MODEL entries, e.g. {example}")
+    return models, overrides

@@ -31,7 +31,12 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 from torchvision.utils import make_grid  # noqa: E402
 
 from nst_fast.errors import NstFastError  # noqa: E402
-from nst_fast.evaluate import evaluate_model, load_photos, markdown_table  # noqa: E402
+from nst_fast.evaluate import (  # noqa: E402
+    evaluate_model,
+    load_photos,
+    markdown_table,
+    named_models,
+)
 from nst_fast.export import load_network  # noqa: E402
 from nst_fast.files import atomic_write  # noqa: E402
 from nst_fast.images import save_image, to_pil  # noqa: E402
@@ -53,22 +58,6 @@ GIF_FRAMES = 12
 # is full heat).
 HEAT = 8.0
 REMEDIES = {"per frame": None, f"steady statistics ({STEADY_MOMENTUM})": STEADY_MOMENTUM}
-
-
-def parse_models(entries: list[str]) -> dict[str, Path]:
-    if not entries:
-        raise NstFastError("no models: give NAME=MODEL entries, e.g. scream=runs/scream/model.pt")
-    models = {}
-    for entry in entries:
-        name, sep, path = entry.partition("=")
-        if not sep or not name or not path:
-            raise NstFastError(f"{entry}: expected NAME=MODEL, e.g. scream=runs/scream/model.pt")
-        if not Path(path).is_file():
-            raise NstFastError(f"{path}: no such model file")
-        if name in models:
-            raise NstFastError(f"{name}: named twice; give each model its own name")
-        models[name] = Path(path)
-    return models
 
 
 def stability_text(extra: dict) -> str:
@@ -192,13 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=8, help="held-out photos (0: all)")
     parser.add_argument("--clip", type=Path, help="also a real clip, through estimated flow")
     args = parser.parse_intermixed_args(argv)
-    # KEY=VALUE with a dotted key (loss.weights=...) is a config override; NAME=MODEL
-    # names take no dots.
-    args.overrides = [m for m in args.models if "." in m.partition("=")[0] and "=" in m]
-    entries = [m for m in args.models if m not in args.overrides]
     args.limit = args.limit or None
     try:
-        models = parse_models(entries)
+        named, args.overrides = named_models(args.models, "scream=runs/scream/model.pt")
+        models = dict(named)
         args.output.mkdir(parents=True, exist_ok=True)
         body = [row for name, model in models.items()
                 for row in evaluate(name, model, args.output, args)]  # fmt: skip

@@ -13,7 +13,7 @@ from nst_fast.cli import main
 from nst_fast.evaluate import grid_strength
 from nst_fast.export import save_model
 from nst_fast.images import read_image, save_image
-from nst_fast.models.transformer import transformer_net
+from nst_fast.models.transformer import TransformerNet, default_transformer_config, transformer_net
 
 from .conftest import make_photo, tiny_overrides
 
@@ -364,3 +364,44 @@ def test_video_report_refuses_an_entry_without_a_name(tmp_path, capsys):
     video_report = load_script("video_report").main
     assert video_report([str(tmp_path / "model.pt"), "--content", str(tmp_path)]) == 2
     assert "expected NAME=MODEL" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_multistyle_report_rows_each_style_of_each_model_against_its_one_style_network(
+    tmp_path,
+):
+    multistyle_report = load_script("multistyle_report").main
+    photos = tmp_path / "held_out"
+    save_image(make_photo((40, 40), 1), photos / "a.png")
+    styles = [save_image(make_photo((32, 32), 5 + i), tmp_path / f"s{i}.png") for i in (0, 1)]
+    specs = [{"name": f"s{i}", "image": str(styles[i]), "size": 32} for i in (0, 1)]
+    torch.manual_seed(0)
+    two = TransformerNet(default_transformer_config(channels=[8, 16, 32], residual_blocks=1), 2)
+    save_model(two, tmp_path / "two.pt", style="s0+s1", step=20, extra={"style": specs},
+               styles=["s0", "s1"])  # fmt: skip
+    one = transformer_net(channels=(8, 16, 32), residual_blocks=1)
+    save_model(one, tmp_path / "one.pt", style="s0", step=10, extra={"style": specs[0]})
+    out = tmp_path / "page"
+    models = [f"2-style={tmp_path / 'two.pt'}", f"one-style={tmp_path / 'one.pt'}"]
+    argv = [*models, "--content", str(photos), "--size", "32", "-o", str(out)]
+    assert multistyle_report([*argv, "loss.weights=random"]) == 0
+    page = (out / "README.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith(("| s0 ", "| s1 "))]
+    assert [row.split(" | ")[:4] for row in rows] == [
+        ["| s0", "2-style", "2", "20"],
+        ["| s0", "one-style", "1", "10"],
+        ["| s1", "2-style", "2", "20"],
+    ]
+    # The 2-style row of s0 is set against s0's one-style network; s1 has none to set it by.
+    assert rows[0].rstrip(" |").rsplit(" | ", 1)[1].endswith("%")
+    assert rows[2].rstrip(" |").endswith("-")
+    assert (out / "s0.jpg").is_file() and (out / "s1.jpg").is_file()
+
+
+def test_multistyle_report_refuses_a_model_given_twice(tmp_path, capsys):
+    multistyle_report = load_script("multistyle_report").main
+    model = tmp_path / "model.pt"
+    save_model(transformer_net(channels=(8, 16, 32), residual_blocks=1), model, style="s", step=1)
+    argv = [f"a={model}", f"b={model}", "--content", str(tmp_path)]
+    assert multistyle_report(argv) == 2
+    assert "given twice; give each model once" in capsys.readouterr().err
