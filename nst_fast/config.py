@@ -83,6 +83,8 @@ class OptimConfig:
     lr: float = MISSING
     # 'constant', or 'cosine': decay to 0 over trainer.max_steps.
     schedule: str = MISSING
+    # Steps over which the rate rises linearly from lr / warmup_steps to lr; 0: none.
+    warmup_steps: int = MISSING
 
 
 @dataclass

@@ -114,6 +114,24 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_over_max_steps(trained
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.002 * 0.2
 
 
+def test_warmup_raises_the_learning_rate_linearly_and_a_resumed_run_goes_on_from_its_step(
+    trained, tmp_path
+):
+    photos, style, _, _ = trained
+    run_dir = tmp_path / "run"
+    warmup = ["optim.warmup_steps=4", "optim.lr=0.002"]
+    assert (
+        nst_fast("train", *tiny_overrides(photos, style, run_dir, steps=2), *warmup).returncode == 0
+    )
+    further = [*tiny_overrides(photos, style, run_dir, steps=6), *warmup, "ckpt_path=last"]
+    result = nst_fast("train", *further)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lrs = {e.step: e.value for e in events(run_dir).Scalars("lr-Adam")}
+    assert [lrs[step] for step in range(6)] == pytest.approx(
+        [0.0005, 0.001, 0.0015, 0.002, 0.002, 0.002]
+    )
+
+
 def test_a_cosine_run_trained_further_decays_to_zero_at_its_new_max_steps(trained, tmp_path):
     photos, style, _, _ = trained
     run_dir = tmp_path / "run"
@@ -303,6 +321,7 @@ def test_a_bad_value_in_a_multirun_stops_before_the_first_job_trains(
     [
         ("trainer.max_steps=0", "trainer.max_steps=0: expected 1 or more"),
         ("optim.lr=-1", "optim.lr=-1.0: expected a positive rate"),
+        ("optim.warmup_steps=-5", "optim.warmup_steps=-5: expected 0 or more"),
         ("style.size=0", "style.size=0: expected 16 pixels or more"),
         ("+trainer.nosuch=1", "trainer: Trainer.__init__() got an unexpected keyword argument"),
         ("ckpt_path=nowhere.ckpt", "ckpt_path=nowhere.ckpt: no such checkpoint file"),

@@ -18,7 +18,6 @@ from nst_fast.errors import FlatOutputError, NstFastError
 from nst_fast.export import save_model
 from nst_fast.images import ImageReadError, read_image, save_image
 from nst_fast.inference import stylize
-from nst_fast.training.module import cosine_factor
 
 log = logging.getLogger(__name__)
 
@@ -250,21 +249,19 @@ class ResumeLearningRate(pl.Callback):
     """A resumed run trains at the ``optim.lr`` of the resuming command.
 
     Lightning restores the optimizer's state, learning rate included; lowering optim.lr
-    to fine-tune is the usual reason to give it when resuming. With a cosine schedule the
-    given rate is decayed to the step the run is at.
+    to fine-tune is the usual reason to give it when resuming. With a schedule (warm-up,
+    cosine) the given rate is scaled to the step the run is at.
     """
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        lr, max_steps = pl_module.hparams.lr, trainer.max_steps
-        if pl_module.hparams.schedule == "constant":
-            for optimizer in trainer.optimizers:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            return
+        lr = pl_module.hparams.lr
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         for config in trainer.lr_scheduler_configs:
             config.scheduler.base_lrs = [lr] * len(config.scheduler.base_lrs)
             for group in config.scheduler.optimizer.param_groups:
-                group["lr"] = lr * cosine_factor(trainer.global_step, max_steps)
+                group["lr"] = lr * pl_module.lr_factor(trainer.global_step)
 
 
 class ResumableCheckpoint(ModelCheckpoint):

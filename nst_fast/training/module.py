@@ -42,6 +42,7 @@ class StyleTransferModule(pl.LightningModule):
         style: dict | list[dict],
         lr: float = 1e-3,
         schedule: str = "constant",
+        warmup_steps: int = 0,
         channels_last: bool = True,
         compile: bool = False,
         fast: bool = True,
@@ -53,6 +54,8 @@ class StyleTransferModule(pl.LightningModule):
         super().__init__()
         if schedule not in ("constant", "cosine"):
             raise NstFastError(f"optim.schedule={schedule}: expected one of constant, cosine")
+        if warmup_steps < 0:
+            raise NstFastError(f"optim.warmup_steps={warmup_steps}: expected 0 or more")
         self.save_hyperparameters()
         self.styles = [style] if isinstance(style, dict) else list(style)
         self.transformer = TransformerNet(TransformerConfig(**model), len(self.styles))
@@ -105,6 +108,7 @@ class StyleTransferModule(pl.LightningModule):
             extend=cfg.extend,
             lr=cfg.optim.lr,
             schedule=cfg.optim.schedule,
+            warmup_steps=cfg.optim.warmup_steps,
             channels_last=cfg.channels_last,
             compile=cfg.compile,
             fast=cfg.fast,
@@ -214,17 +218,24 @@ class StyleTransferModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         trained = [p for p in self.transformer.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(trained, lr=self.hparams.lr)
-        if self.hparams.schedule == "constant":
+        if self.hparams.schedule == "constant" and not self.hparams.warmup_steps:
             return optimizer
-        if self.trainer.max_steps <= 0:
+        if self.hparams.schedule == "cosine" and self.trainer.max_steps <= 0:
             raise NstFastError("optim.schedule=cosine needs trainer.max_steps")
-        # In closed form over the trainer's max_steps as it is now, not a stored T_max: a
-        # finished run trained further keeps decaying to 0 at its new max_steps (a restored
-        # CosineAnnealingLR would climb back up to the full rate, its period being over).
-        cosine = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: cosine_factor(step, self.trainer.max_steps)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """The share of ``optim.lr`` trained at after ``step`` steps: the warm-up's linear
+        rise, then 1 or the cosine decay."""
+        warmup = self.hparams.get("warmup_steps", 0)
+        factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        if self.hparams.schedule == "cosine":
+            # In closed form over the trainer's max_steps as it is now, not a stored
+            # T_max: a finished run trained further keeps decaying to 0 at its new
+            # max_steps (a restored CosineAnnealingLR would climb back to the full rate).
+            factor *= cosine_factor(step, self.trainer.max_steps)
+        return factor
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The config is composed anew when a run resumes: a changed model.* (or a changed
