@@ -16,6 +16,11 @@ statistics can scale the rest of a feature map at will by planting one strong, l
 spike that dominates the mean and variance. The 256 px nst-fast networks with instance
 norm after every convolution paint such spikes as bright discs (docs/quality/findings.md,
 "The blown-out glow"); this script measures them.
+
+It also counts each upsampling block's live channels: those above zero somewhere on the
+photos. Without norms in the decoder (``model.norm_scope=residual``) a channel pushed
+below zero everywhere passes no gradient again; when all of the last block's are, the
+output is one flat colour (findings.md, "The flat-colour collapse").
 """
 
 from __future__ import annotations
@@ -85,6 +90,30 @@ def measure(net: TransformerNet, image: torch.Tensor) -> dict[str, tuple[float, 
     return found
 
 
+def live_channels(net: TransformerNet, photos: list[torch.Tensor]) -> dict[str, tuple[int, int]]:
+    """(live, all) channels of each upsampling block's output over ``photos``: a channel
+    is live if it is above zero at some pixel of some photo."""
+    live: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            above = (output[0] > 0).flatten(1).any(1)
+            live[name] = live[name] | above if name in live else above
+
+        return record
+
+    blocks = {n: m for n, m in probed_blocks(net).items() if n.startswith("decoder.")}
+    handles = [m.register_forward_hook(hook(n)) for n, m in blocks.items()]
+    try:
+        with torch.no_grad():
+            for photo in photos:
+                net(photo[None])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: (int(above.sum()), above.numel()) for name, above in live.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", type=Path, help="model.pt or .ckpt files")
@@ -102,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, photo in photos:
                 cells = [f"{b} {s:.2f} ({x},{y})" for b, (s, x, y) in measure(net, photo).items()]
                 print(f"  {name}: " + ", ".join(cells))
+            counts = live_channels(net, [photo for _, photo in photos])
+            print("  live channels: " + ", ".join(f"{b} {n}/{t}" for b, (n, t) in counts.items()))
     except NstFastError as err:
         print(f"activation_spikes: {err}", file=sys.stderr)
         return 2

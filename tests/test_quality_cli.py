@@ -405,3 +405,20 @@ def test_multistyle_report_refuses_a_model_given_twice(tmp_path, capsys):
     argv = [f"a={model}", f"b={model}", "--content", str(tmp_path)]
     assert multistyle_report(argv) == 2
     assert "given twice; give each model once" in capsys.readouterr().err
+
+
+def test_activation_spikes_counts_the_live_channels_of_each_upsampling_block(tmp_path, capsys):
+    spikes = load_script("activation_spikes").main
+    photos = tmp_path / "photos"
+    save_image(make_photo((40, 40), 1), photos / "a.png")
+    torch.manual_seed(0)
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1)
+    save_model(net, tmp_path / "alive.pt", style="s", step=1)
+    with torch.no_grad():  # every channel of the last upsampling block below zero
+        net.decoder[-2][2].bias.fill_(-1e3)
+    save_model(net, tmp_path / "dead.pt", style="s", step=1)
+    argv = [str(tmp_path / "alive.pt"), str(tmp_path / "dead.pt"), "--content", str(photos)]
+    assert spikes([*argv, "--size", "32"]) == 0
+    alive, dead = [line for line in capsys.readouterr().out.splitlines() if "live channels" in line]
+    assert "decoder.1 8/8" in alive
+    assert "decoder.0 16/16" in dead and "decoder.1 0/8" in dead
