@@ -27,13 +27,13 @@ class NonFiniteLossError(NstFastError):
 
 
 class FlatOutputError(NstFastError):
-    """The network's output stayed one flat colour: its decoder's last ReLUs are all
-    dead, so no gradient reaches any weight but the output layer's bias."""
+    """The network's output stayed one flat colour: the ReLUs of its last hidden layer
+    are all off, or its tanh is saturated, and no gradient reaches its weights."""
 
     def __init__(self, step: int, steps: int) -> None:
         super().__init__(
-            f"the network's output has been one flat colour for {steps} steps (step {step}): "
-            "the ReLUs of its last upsampling layer died, and no gradient reaches its "
-            "weights any more; start again with another seed= (e.g. seed=1) or "
+            f"the network's output has been one flat colour for {steps} steps (step {step}) "
+            "and no longer learns (its last layer's ReLUs are all off, or its output is "
+            "saturated); start again with optim.warmup_steps=100, another seed= or "
             "model.norm_scope=all"
         )

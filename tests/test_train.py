@@ -399,23 +399,31 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_in_one_line(tmp_path, capsys
     assert "not an nst-fast training checkpoint" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "layer",
+    [
+        # every ReLU of the last upsampling layer off: the output is the output layer's bias
+        "decoder.1.2.bias",
+        # the output layer's tanh saturated: white everywhere
+        "decoder.2.1.bias",
+    ],
+)
 def test_a_network_whose_output_goes_flat_stops_with_one_line_at_the_tenth_flat_step(
-    trained, tmp_path
+    trained, tmp_path, layer
 ):
     from nst_fast.export import save_model
     from nst_fast.models.transformer import transformer_net
 
     photos, style, _, _ = trained
-    # The run's architecture with every ReLU of the last upsampling layer dead, as Adam's
-    # first steps can leave it: the output is the output layer's bias, one colour.
+    # The run's architecture as Adam's first steps can leave it.
     net = transformer_net(channels=[8, 16, 32], residual_blocks=1)
     with torch.no_grad():
-        net.decoder[-2][2].bias.fill_(-1e3)
+        net.get_parameter(layer).fill_(-1e3 if layer.startswith("decoder.1") else 1e3)
     dead = save_model(net, tmp_path / "dead.pt", style="tiny", step=0)
     overrides = [*tiny_overrides(photos, style, tmp_path / "run", steps=30), f"model.init={dead}"]
     error = training_error(overrides)
     assert "output has been one flat colour for 10 steps (step 10)" in error
-    assert "seed=" in error and "model.norm_scope=all" in error
+    assert "optim.warmup_steps=" in error and "seed=" in error and "model.norm_scope=all" in error
 
 
 @pytest.mark.parametrize(

@@ -172,10 +172,11 @@ class FlatOutputStop(pl.Callback):
     """Stop a run whose network has gone dead: its output one flat colour on every photo
     of ``patience`` training batches in a row.
 
-    Without norms in the upsampling decoder (``model.norm_scope=residual``) Adam's first
-    steps can push every channel of its last hidden layer below zero. Its ReLUs then pass
-    no gradient, so only the output layer's bias still trains: the loss creeps down and
-    the run would go on for hours without learning anything.
+    Two ways lead there, both without a way back, since no gradient passes: Adam's first
+    steps push every channel of the last hidden layer below zero (its ReLUs all off; a
+    decoder without norms, ``model.norm_scope=residual``, has nothing to stop it), or
+    drive the output layer so far that its tanh saturates. Only the output bias may still
+    train, the loss creeps down, and the run would go on for hours learning nothing.
     """
 
     def __init__(self, patience: int = 10, tolerance: float = 1e-4) -> None:
