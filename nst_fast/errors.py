@@ -30,10 +30,10 @@ class FlatOutputError(NstFastError):
     """The network's output stayed one flat colour: the ReLUs of its last hidden layer
     are all off, or its tanh is saturated, and no gradient reaches its weights."""
 
-    def __init__(self, step: int, steps: int) -> None:
+    def __init__(self, step: int, steps: int, warmup_steps: int) -> None:
         super().__init__(
             f"the network's output has been one flat colour for {steps} steps (step {step}) "
             "and no longer learns (its last layer's ReLUs are all off, or its output is "
-            "saturated); start again with optim.warmup_steps=100, another seed= or "
-            "model.norm_scope=all"
+            f"saturated); start again with a longer optim.warmup_steps (now {warmup_steps}, "
+            "e.g. 500), another seed= or model.norm_scope=all"
         )

@@ -126,13 +126,19 @@ def main(argv: list[str] | None = None) -> int:
         if not photos:
             raise NstFastError(f"--content {args.content}: no photos there")
         for path in args.models:
-            net, _ = load_network(path)
-            print(f"{path}: variance share of the top 1% of pixels per block (x, y of peak)")
-            for name, photo in photos:
-                cells = [f"{b} {s:.2f} ({x},{y})" for b, (s, x, y) in measure(net, photo).items()]
-                print(f"  {name}: " + ", ".join(cells))
-            counts = live_channels(net, [photo for _, photo in photos])
-            print("  live channels: " + ", ".join(f"{b} {n}/{t}" for b, (n, t) in counts.items()))
+            net, info = load_network(path)
+            # A network of several styles, one style at a time.
+            for style, one in zip(info.styles or [None], net.each_style(), strict=True):
+                label = f"{path} [{style}]" if style else str(path)
+                print(f"{label}: variance share of the top 1% of pixels per block (x, y of peak)")
+                for name, photo in photos:
+                    found = measure(one, photo).items()
+                    print(
+                        f"  {name}: "
+                        + ", ".join(f"{b} {s:.2f} ({x},{y})" for b, (s, x, y) in found)
+                    )
+                counts = live_channels(one, [photo for _, photo in photos]).items()
+                print("  live channels: " + ", ".join(f"{b} {n}/{t}" for b, (n, t) in counts))
     except NstFastError as err:
         print(f"activation_spikes: {err}", file=sys.stderr)
         return 2

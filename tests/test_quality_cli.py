@@ -417,8 +417,14 @@ def test_activation_spikes_counts_the_live_channels_of_each_upsampling_block(tmp
     with torch.no_grad():  # every channel of the last upsampling block below zero
         net.decoder[-2][2].bias.fill_(-1e3)
     save_model(net, tmp_path / "dead.pt", style="s", step=1)
-    argv = [str(tmp_path / "alive.pt"), str(tmp_path / "dead.pt"), "--content", str(photos)]
-    assert spikes([*argv, "--size", "32"]) == 0
-    alive, dead = [line for line in capsys.readouterr().out.splitlines() if "live channels" in line]
+    two = TransformerNet(default_transformer_config(channels=[8, 16, 32], residual_blocks=1), 2)
+    save_model(two, tmp_path / "two.pt", style="a+b", step=1, styles=["a", "b"])
+    models = [str(tmp_path / name) for name in ("alive.pt", "dead.pt", "two.pt")]
+    assert spikes([*models, "--content", str(photos), "--size", "32"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    alive, dead, *styles = [line for line in out if "live channels" in line]
     assert "decoder.1 8/8" in alive
     assert "decoder.0 16/16" in dead and "decoder.1 0/8" in dead
+    # a network of several styles is measured one style at a time
+    assert len(styles) == 2
+    assert any(line.startswith(f"{tmp_path / 'two.pt'} [b]: variance share") for line in out)

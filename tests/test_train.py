@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -423,7 +424,8 @@ def test_a_network_whose_output_goes_flat_stops_with_one_line_at_the_tenth_flat_
     overrides = [*tiny_overrides(photos, style, tmp_path / "run", steps=30), f"model.init={dead}"]
     error = training_error(overrides)
     assert "output has been one flat colour for 10 steps (step 10)" in error
-    assert "optim.warmup_steps=" in error and "seed=" in error and "model.norm_scope=all" in error
+    assert "a longer optim.warmup_steps (now 0, e.g. 500)" in error
+    assert "seed=" in error and "model.norm_scope=all" in error
 
 
 @pytest.mark.parametrize(
@@ -442,11 +444,12 @@ def test_flat_output_stop_counts_flat_batches_in_a_row(spreads, stops):
 
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
     stop = FlatOutputStop(patience=3)
+    module = SimpleNamespace(hparams={"warmup_steps": 100})
     raised = False
     for spread in spreads:
         outputs = {"loss": torch.tensor(1.0), "output_spread": torch.tensor(spread)}
         try:
-            stop.on_train_batch_end(trainer, None, outputs, None, 0)
+            stop.on_train_batch_end(trainer, module, outputs, None, 0)
         except FlatOutputError:
             raised = True
     assert raised == stops

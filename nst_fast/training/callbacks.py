@@ -191,7 +191,8 @@ class FlatOutputStop(pl.Callback):
         flat = trainer.strategy.reduce_boolean_decision(flat, all=True)
         self.flat_steps = self.flat_steps + 1 if flat else 0
         if self.flat_steps >= self.patience:
-            raise FlatOutputError(trainer.global_step, self.flat_steps)
+            warmup = pl_module.hparams.get("warmup_steps", 0)
+            raise FlatOutputError(trainer.global_step, self.flat_steps, warmup)
 
 
 class ValidateAtEnd(pl.Callback):
