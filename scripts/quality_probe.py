@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Held-out loss curve of a short training run, for trying recipes before a long one.
 
-    python scripts/quality_probe.py [--steps 600] [--every 200] [--warmup N] \\
+    python scripts/quality_probe.py [--steps 600] [--every 200] \\
         [--pretrain N] [--noise K] [--held-out PHOTOS] [--size 128] [--limit 3] \\
         [--lbfgs 50,100] [--save DIR] [OVERRIDES ...]
 
 OVERRIDES are the training config's (``data.root=... style=wave optim.lr=4e-3
 optim.schedule=cosine model.channels=[32,64,256] loss.normalize=false ...``). The loop is
 a plain one over the project's own data module, transform network and loss, so a recipe
-that is not (yet) a config option can be tried in a few lines: ``--warmup`` ramps the
-learning rate linearly over the first N steps; ``--pretrain`` first trains the network
+that is not (yet) a config option can be tried in a few lines (the learning rate follows
+``optim.*`` as in training, warm-up and schedule): ``--pretrain`` first trains the network
 for N steps to reproduce its input (pixel MSE, no loss network); ``--noise`` feeds the
 network K channels of uniform noise beside the photo (Ulyanov et al.'s texture networks:
 a source of variation to paint strokes from in flat regions). Every ``--every`` steps
@@ -22,7 +22,6 @@ The README's "Quality, measured" figures for recipes came from this script.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ from nst_fast.losses.build import build_criterion  # noqa: E402
 from nst_fast.models.transformer import ConvBlock, TransformerConfig, TransformerNet  # noqa: E402
 from nst_fast.optimize import to_dict  # noqa: E402
 from nst_fast.styles import load_style_image  # noqa: E402
+from nst_fast.training.module import rate_factor  # noqa: E402
 
 Terms = dict[str, float]
 
@@ -53,7 +53,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--every", type=int, default=200, help="report interval in steps")
-    parser.add_argument("--warmup", type=int, default=0, help="linear lr warm-up steps")
     parser.add_argument("--pretrain", type=int, default=0, help="identity pre-training steps")
     parser.add_argument("--noise", type=int, default=0, help="noise channels beside the photo")
     parser.add_argument(
@@ -68,7 +67,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name in ("steps", "every"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive")
-    for name in ("warmup", "pretrain", "noise"):
+    for name in ("pretrain", "noise"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must not be negative")
     return args
@@ -132,13 +131,6 @@ def lbfgs_terms(criterion, photos: list[torch.Tensor], counts: list[int]) -> dic
     return {n: row.means() for n, row in rows.items()}
 
 
-def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
-    factor = min(1.0, step / warmup) if warmup else 1.0
-    if schedule == "cosine" and step > warmup:
-        factor *= 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-    return factor
-
-
 def show(terms: Terms) -> str:
     return " ".join(f"{k} {v:.4g}" for k, v in terms.items())
 
@@ -184,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr)
     running: list[float] = []
-    schedule = cfg.optim.schedule
+    warmup, schedule = cfg.optim.warmup_steps, cfg.optim.schedule
     for step in range(1, args.steps + 1):
         for group in optimizer.param_groups:
-            group["lr"] = cfg.optim.lr * lr_factor(step, args.steps, args.warmup, schedule)
+            group["lr"] = cfg.optim.lr * rate_factor(step - 1, warmup, schedule, args.steps)
         images = next(stream)
         loss = criterion(net(images), images)["total"]
         optimizer.zero_grad()

@@ -67,6 +67,8 @@ def tiny_overrides(photos: Path, style: Path, run_dir: Path, steps: int = 4) -> 
         "data.preview_images=2",
         # No validation: tests of it turn it on (test_validation.py).
         "data.val_images=0",
+        # A few steps inside the default warm-up would train at a hundredth of the rate.
+        "optim.warmup_steps=0",
         "model.channels=[8,16,32]",
         "model.residual_blocks=1",
         "trainer=cpu",

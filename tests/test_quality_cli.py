@@ -263,7 +263,7 @@ def test_quality_probe_prints_the_held_out_curve_and_the_lbfgs_bar(
     photo_folder, style_file, tmp_path, capsys
 ):
     probe = load_script("quality_probe").main
-    options = ["--steps", "2", "--every", "1", "--pretrain", "1", "--warmup", "1", "--noise", "2"]
+    options = ["--steps", "2", "--every", "1", "--pretrain", "1", "--noise", "2"]
     held_out = ["--held-out", str(photo_folder), "--size", "32", "--limit", "1", "--lbfgs", "2"]
     assert probe([*options, *held_out, *probe_overrides(photo_folder, style_file, tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -290,12 +290,14 @@ def test_quality_probe_names_a_bad_option(photo_folder, style_file, tmp_path, ca
     assert "none" in capsys.readouterr().err
 
 
-def test_quality_probe_warms_the_learning_rate_up_then_follows_the_schedule():
-    lr_factor = load_script("quality_probe").lr_factor
-    assert [lr_factor(s, 10, 4, "constant") for s in (1, 2, 4, 9)] == [0.25, 0.5, 1.0, 1.0]
-    assert lr_factor(4, 10, 4, "cosine") == 1.0
-    assert lr_factor(7, 10, 4, "cosine") == pytest.approx(0.5)
-    assert lr_factor(10, 10, 4, "cosine") == pytest.approx(0.0)
+def test_the_rate_warms_up_linearly_then_follows_the_schedule_over_max_steps():
+    from nst_fast.training.module import rate_factor
+
+    assert [rate_factor(s, 4, "constant", 10) for s in (0, 1, 3, 9)] == [0.25, 0.5, 1.0, 1.0]
+    assert rate_factor(0, 0, "constant", 10) == 1.0
+    assert rate_factor(5, 4, "cosine", 10) == pytest.approx(0.5)
+    assert rate_factor(1, 4, "cosine", 10) == pytest.approx(0.5 * (0.5 + 0.5 * 0.9510565))
+    assert rate_factor(10, 4, "cosine", 10) == pytest.approx(0.0)
 
 
 @pytest.mark.slow

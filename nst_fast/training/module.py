@@ -226,16 +226,13 @@ class StyleTransferModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def lr_factor(self, step: int) -> float:
-        """The share of ``optim.lr`` trained at after ``step`` steps: the warm-up's linear
-        rise, then 1 or the cosine decay."""
-        warmup = self.hparams.get("warmup_steps", 0)
-        factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
-        if self.hparams.schedule == "cosine":
-            # In closed form over the trainer's max_steps as it is now, not a stored
-            # T_max: a finished run trained further keeps decaying to 0 at its new
-            # max_steps (a restored CosineAnnealingLR would climb back to the full rate).
-            factor *= cosine_factor(step, self.trainer.max_steps)
-        return factor
+        """The share of ``optim.lr`` trained at after ``step`` steps (``rate_factor``)."""
+        return rate_factor(
+            step,
+            self.hparams.get("warmup_steps", 0),
+            self.hparams.schedule,
+            self.trainer.max_steps,
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The config is composed anew when a run resumes: a changed model.* (or a changed
@@ -272,7 +269,14 @@ def stability_loss(settings: dict | None) -> StabilityLoss | None:
     return StabilityLoss(motion, weights["temporal_weight"], weights["noise_weight"])
 
 
-def cosine_factor(step: int, max_steps: int) -> float:
-    """The cosine schedule's share of ``optim.lr`` at ``step``: 1 at the start, 0 at
-    ``max_steps`` and after."""
-    return 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max_steps))
+def rate_factor(step: int, warmup_steps: int, schedule: str, max_steps: int) -> float:
+    """The share of ``optim.lr`` trained at after ``step`` steps: the warm-up's linear rise
+    (from 1 / warmup_steps at step 0), times 1 or the cosine decay to 0 at ``max_steps``.
+
+    In closed form over ``max_steps`` as the trainer has it now, not a stored T_max: a
+    finished run trained further keeps decaying to 0 at its new max_steps (a restored
+    CosineAnnealingLR would climb back up to the full rate, its period being over)."""
+    factor = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    if schedule == "cosine":
+        factor *= 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max_steps))
+    return factor
