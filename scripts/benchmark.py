@@ -250,7 +250,8 @@ def make_module(setup: Setup, weights: str) -> tuple[StyleTransferModule, torch.
     torch.backends.cudnn.benchmark = setup.cudnn_benchmark
     module.on_fit_start()
     module.train()
-    return module, module.configure_optimizers()
+    optimizers = module.configure_optimizers()  # with a schedule, Lightning's dict form
+    return module, optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
 
 
 # Both video stability terms (docs/video.md): the network runs on three times the images.

@@ -227,12 +227,9 @@ class StyleTransferModule(pl.LightningModule):
 
     def lr_factor(self, step: int) -> float:
         """The share of ``optim.lr`` trained at after ``step`` steps (``rate_factor``)."""
-        return rate_factor(
-            step,
-            self.hparams.get("warmup_steps", 0),
-            self.hparams.schedule,
-            self.trainer.max_steps,
-        )
+        schedule = self.hparams.schedule
+        max_steps = self.trainer.max_steps if schedule == "cosine" else 0
+        return rate_factor(step, self.hparams.get("warmup_steps", 0), schedule, max_steps)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The config is composed anew when a run resumes: a changed model.* (or a changed
