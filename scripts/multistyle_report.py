@@ -9,7 +9,7 @@ Each MODEL is a model.pt or training checkpoint, of one style or of several, NAM
 label on the page (say ``4-style`` and ``one-style``: several one-style models may share
 a label, one per style). ``nst_fast.evaluate.evaluate_model`` (what ``nst-fast evaluate``
 runs) scores each style of each model on the held-out photos with the loss it was trained
-with, into ``OUT/NAME/``. This script then writes ``OUT/README.md``: a table with a row
+with. This script then writes ``OUT/README.md``: a table with a row
 per style and model (styles are matched by the style image they were trained on) and,
 per style, a grid of the first ``--show`` photos, each beside every model's stylization.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         models, args.overrides = named_models(args.models, EXAMPLE, shared_names=True)
         args.output.mkdir(parents=True, exist_ok=True)
         by_style: dict[str, list[Scored]] = {}
-        for i, (label, model) in enumerate(models):
-            folder = args.output / "scores" / f"{i}_{label}"
-            for image, scored in score(label, model, folder, args).items():
-                by_style.setdefault(image, []).append(scored)
+        # Each model's own evaluation (tables, grids beside the photos) is a step on the
+        # way: the page carries its figures.
+        with tempfile.TemporaryDirectory() as scores:
+            for i, (label, model) in enumerate(models):
+                for image, scored in score(label, model, Path(scores) / str(i), args).items():
+                    by_style.setdefault(image, []).append(scored)
         page = write_page(by_style, grids(by_style, args.output, args), args.output, args)
     except NstFastError as err:
         print(f"multistyle_report: error: {err}", file=sys.stderr)
