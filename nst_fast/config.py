@@ -214,6 +214,8 @@ def composition_error(err: Exception) -> str:
     if err.__cause__ is not None:  # OmegaConf's own lines after the first are its key dump
         reason = str(err.__cause__).strip().splitlines()[0]
         message += f" ({reason})" if reason not in message else ""
+    if "mismatched input '='" in message:  # a value with '=' in it: a checkpoint's name
+        message += "; a value holding '=' needs Hydra's quotes: \"KEY='VALUE'\""
     return ": ".join([*parts, message])
 
 

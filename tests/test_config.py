@@ -146,3 +146,11 @@ def test_the_python_builder_builds_the_network_nst_fast_train_builds():
     # model.init says where training starts, not what the network is
     assert {**default_transformer_config().to_dict(), "init": None} == composed
     assert composed["norm_scope"] == "residual" and composed["output"] == "tanh"
+
+
+def test_a_value_holding_an_equals_sign_is_one_line_saying_how_to_quote_it():
+    with pytest.raises(NstFastError) as err:
+        compose_or_fail(["ckpt_path=runs/a/step=1000.ckpt"])
+    assert "a value holding '=' needs Hydra's quotes: \"KEY='VALUE'\"" in str(err.value)
+    quoted = compose_or_fail(["ckpt_path='runs/a/step=1000.ckpt'"])
+    assert quoted.ckpt_path == "runs/a/step=1000.ckpt"
