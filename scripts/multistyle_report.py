@@ -40,7 +40,7 @@ from nst_fast.evaluate import (  # noqa: E402
 )
 from nst_fast.export import load_network, recorded_style_specs  # noqa: E402
 from nst_fast.files import atomic_write  # noqa: E402
-from nst_fast.images import save_image  # noqa: E402
+from nst_fast.images import list_images, save_image  # noqa: E402
 from nst_fast.inference import stylize  # noqa: E402
 
 EXAMPLE = "4-style=runs/four/model.pt"
@@ -114,7 +114,7 @@ def grids(by_style: dict[str, list[Scored]], out: Path, args: argparse.Namespace
 
 
 def write_page(by_style: dict[str, list[Scored]], lines: list[str], out: Path, args) -> Path:
-    n_photos = len(load_photos(args.content, args.size, args.limit))
+    n_photos = len(list_images(args.content)[: args.limit])  # as evaluate_model reads them
     page = [
         "# Several styles in one network, beside one-style networks",
         "",
