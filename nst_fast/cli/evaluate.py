@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nst_fast.cli.options import check_positive
 from nst_fast.errors import NstFastError
+from nst_fast.evaluate import VIDEO_FRAMES
 from nst_fast.optimize import INITS
 
 
@@ -53,8 +54,9 @@ def parser() -> argparse.ArgumentParser:
         "--size), through optical flow estimated with OpenCV (pip install 'nst-fast[flow]')",
     )
     parser.add_argument(
-        "--frames", type=int, default=None, help="frames of --video to use (default 60)"
-    )
+        "--frames", type=int, default=None,
+        help=f"frames of --video to use (default {VIDEO_FRAMES})",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. loss.weights=PATH")
     return parser
