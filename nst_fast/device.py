@@ -91,11 +91,21 @@ def inference_dtype(device: torch.device, half: bool = True) -> torch.dtype:
     return torch.float16
 
 
+#: Set to 1 or 0, it answers ``cpu_has_native_bf16`` in place of the hardware probe: to
+#: run as the other kind of CPU would (the test suite both ways, docs/development.md).
+CPU_BF16_OVERRIDE = "NST_FAST_CPU_BF16"
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles), where
     oneDNN's bf16 convolutions run at about twice its fp32 rate. Elsewhere bf16 is
-    emulated and slower than fp32."""
-    return compat.cpu_has_native_bf16()
+    emulated and slower than fp32. ``$NST_FAST_CPU_BF16`` (1 or 0) overrides the probe."""
+    override = os.environ.get(CPU_BF16_OVERRIDE)
+    if override is None or override == "":
+        return compat.cpu_has_native_bf16()
+    if override not in ("0", "1"):
+        raise NstFastError(f"{CPU_BF16_OVERRIDE}={override}: expected 1 (native bf16) or 0 (none)")
+    return override == "1"
 
 
 def training_precision(accelerator: str = "auto") -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nst_fast.device import CPU_BF16_OVERRIDE
 from nst_fast.images import save_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -20,6 +21,15 @@ SHARED_WEIGHTS = SHARED / "weights" / "vgg16_imagenet_features.pt"
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep downloads and generated files out of the user's ~/.cache."""
     monkeypatch.setenv("NST_FAST_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(params=[True, False], ids=["native bf16", "no native bf16"])
+def cpu_bf16(request, monkeypatch) -> bool:
+    """Run a test as on a CPU that computes bf16 natively and as on one that does not, on
+    any machine: the capability check answers as told, here and in the nst-fast
+    processes the test starts. Tests whose verdict depends on that answer take this."""
+    monkeypatch.setenv(CPU_BF16_OVERRIDE, "1" if request.param else "0")
+    return request.param
 
 
 def make_photo(size: tuple[int, int], seed: int) -> torch.Tensor:

@@ -51,10 +51,8 @@ def test_kept_memory_is_reused_without_page_faults():
     assert kept < pages // 10
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_cpu_inference_is_bf16_only_where_the_cpu_computes_bf16_natively(monkeypatch, native):
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
-    expected = torch.bfloat16 if native else torch.float32
+def test_cpu_inference_is_bf16_only_where_the_cpu_computes_bf16_natively(cpu_bf16):
+    expected = torch.bfloat16 if cpu_bf16 else torch.float32
     assert inference_dtype(torch.device("cpu")) == expected
     assert inference_dtype(torch.device("cpu"), half=False) == torch.float32
 
@@ -74,11 +72,11 @@ def test_a_device_nothing_runs_on_is_named(name, message):
         pick_device(name)
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_cpu_training_is_bf16_mixed_only_where_the_cpu_computes_bf16_natively(monkeypatch, native):
+def test_cpu_training_is_bf16_mixed_only_where_the_cpu_computes_bf16_natively(
+    monkeypatch, cpu_bf16
+):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
-    expected = "bf16-mixed" if native else "32-true"
+    expected = "bf16-mixed" if cpu_bf16 else "32-true"
     assert training_precision("cpu") == training_precision("auto") == expected
 
 
@@ -95,9 +93,27 @@ def test_trainer_cpu_stays_on_the_cpu_precision_beside_a_gpu(monkeypatch):
     [(True, False, True), (False, True, True), (False, False, False)],
 )
 def test_native_bf16_is_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, native):
+    monkeypatch.delenv(device.CPU_BF16_OVERRIDE, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert cpu_has_native_bf16() is native
+
+
+@pytest.mark.parametrize(("value", "native"), [("1", True), ("0", False)])
+@pytest.mark.parametrize("hardware", [True, False])
+def test_the_environment_answers_the_native_bf16_question_in_place_of_the_cpu(
+    monkeypatch, value, native, hardware
+):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: hardware)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: hardware)
+    monkeypatch.setenv("NST_FAST_CPU_BF16", value)
+    assert cpu_has_native_bf16() is native
+
+
+def test_an_environment_answer_that_is_not_1_or_0_is_named(monkeypatch):
+    monkeypatch.setenv("NST_FAST_CPU_BF16", "yes")
+    with pytest.raises(NstFastError, match="NST_FAST_CPU_BF16=yes: expected 1"):
+        cpu_has_native_bf16()
 
 
 @pytest.mark.parametrize(("cores", "wanted", "workers"), [(2, 4, 2), (16, 4, 4), (2, 0, 0)])
