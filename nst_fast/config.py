@@ -49,6 +49,10 @@ class LossConfig:
     grid_weight: float = MISSING
     # Scale-free terms (each relative to its target's magnitude); false: classic MSE.
     normalize: bool = MISSING
+    # The style term on a pyramid: downscale factors of the output and the style image
+    # (1: full size), and each one's weight in the mean (null: equal weights).
+    style_scales: list[float] = MISSING
+    style_scale_weights: list[float] | None = MISSING
 
 
 @dataclass

@@ -24,7 +24,8 @@ from nst_fast.flow import flow_warping_error, import_cv2, pair_flows
 from nst_fast.images import list_images, read_square, save_image
 from nst_fast.inference import stylize, stylize_frames
 from nst_fast.losses.grid import GRID_PERIOD, grid_offsets
-from nst_fast.losses.perceptual import PerceptualLoss
+from nst_fast.losses.perceptual import PerceptualLoss, scale_name
+from nst_fast.losses.vgg import MIN_IMAGE_SIZE
 from nst_fast.models.transformer import TransformerNet
 from nst_fast.optimize import optimize_image, style_criterion, style_override
 from nst_fast.temporal import MARGIN, STEADY_MOMENTUM, temporal_errors
@@ -149,11 +150,28 @@ def add_temporal(row: Row, figures: dict[str, tuple[float, float]]) -> None:
         row.values[f"temporal {name}"] = [error]
 
 
+# The style error is also reported with the image and the style image both shrunk by
+# these factors: full-size Gram matrices mostly see fine texture, and a painting's large
+# shapes fill VGG's receptive fields only at coarser scales (docs/evaluation.md).
+YARDSTICK_SCALES = (2, 4)
+
+
 def scores(
     criterion: PerceptualLoss, image: torch.Tensor, content: torch.Tensor
 ) -> dict[str, torch.Tensor | float]:
-    """The loss terms and the grid strength (at the period the loss penalizes) of one image."""
-    return {**criterion(image, content), "grid": grid_strength(image, criterion.grid_period)}
+    """The loss terms of one image; its style term at each of ``YARDSTICK_SCALES``'
+    coarser sizes (``style@1/2``), and per layer (``style@1/2/relu1_2``), weighted as the
+    full-size term; and the grid strength (at the period the loss penalizes)."""
+    terms = criterion(image, content)
+    smallest = min(*image.shape[-2:], *criterion.style_image.shape[-2:])
+    for factor in YARDSTICK_SCALES:
+        if smallest / factor < MIN_IMAGE_SIZE:  # too small for VGG at that size: no figure
+            continue
+        errors = criterion.style_errors(image, factor)
+        name = scale_name(factor)
+        terms[name] = criterion.layer_weighted(errors)
+        terms.update({f"{name}/{layer}": error for layer, error in errors.items()})
+    return {**terms, "grid": grid_strength(image, criterion.grid_period)}
 
 
 def gatys_snapshots(
@@ -178,10 +196,14 @@ def gatys_snapshots(
 
 def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    layers = [name for name in rows[0].values if name.startswith("style/")]
-    temporal = [name for name in rows[0].values if name.startswith(("temporal", "video"))]
+    names = list(rows[0].values)
+    scales = [name for name in names if name.startswith("style@") and name.count("/") == 1]
+    layers = [name for name in names if name.startswith("style/")]
+    layers += [name for name in names if name.startswith("style@") and name.count("/") == 2]
+    temporal = [name for name in names if name.startswith(("temporal", "video"))]
     header = ["method", "content loss", "style loss", "total loss", "seconds/photo", "grid"]
-    header += [f"style {name.removeprefix('style/')}" for name in layers] + temporal
+    header += [name.replace("@", " ") for name in scales]
+    header += [column_name(name) for name in layers] + temporal
     body = []
     for row in rows:
         m = row.means()
@@ -191,13 +213,16 @@ def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
 
         values = [cell(k, ".4g") for k in ("content", "style", "total")]
         values += [cell("seconds", ".3g"), cell("grid", ".3f")]
-        values += [cell(name, ".4g") for name in layers]
+        values += [cell(name, ".4g") for name in scales + layers]
         values += [cell(name, ".3f") for name in temporal]
         body.append([row.method, *values])
     with atomic_write(out_dir / "table.csv") as tmp, open(tmp, "w", newline="") as f:
         csv.writer(f).writerows([header, *body])
     lines = [
         f"Mean over {n_photos} held-out photo(s). Per-layer style terms are unweighted. "
+        "style 1/2, style 1/4: the style term with the photo's output and the style image "
+        "both shrunk 2x and 4x, where a painting's large shapes show (full size mostly "
+        "sees fine texture). "
         "grid: strength of a grid at the network's stride, 4 px by default (photos about 0.01,"
         " a visible grid 0.05 and more)."
         + (
@@ -219,6 +244,13 @@ def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
     ]
     with atomic_write(out_dir / "table.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def column_name(term: str) -> str:
+    """The table's column of a per-layer style term: 'style/relu1_2' -> 'style relu1_2',
+    'style@1/2/relu1_2' -> 'style 1/2 relu1_2'."""
+    scale, _, layer = term.rpartition("/")
+    return f"{scale.replace('@', ' ')} {layer}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:

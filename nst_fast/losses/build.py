@@ -7,6 +7,7 @@ from nst_fast.errors import NstFastError
 from nst_fast.losses.grid import GRID_PERIOD
 from nst_fast.losses.network import LossNetwork
 from nst_fast.losses.perceptual import PerceptualLoss
+from nst_fast.losses.vgg import MIN_IMAGE_SIZE
 
 
 def build_criterion(
@@ -29,6 +30,7 @@ def build_criterion(
     for name, layer_weight in loss["style_layers"].items():
         if layer_weight < 0:
             raise NstFastError(f"loss.style_layers.{name}={layer_weight}: expected 0 or more")
+    scales = style_scales(loss)
     layers = [loss["content_layer"], *loss["style_layers"]]
     if network is None:
         network = LossNetwork(loss["network"], layers, loss["weights"])
@@ -44,4 +46,51 @@ def build_criterion(
         },
         normalize=loss["normalize"],
         grid_period=grid_period,
+        style_scales=scales,
     )
+
+
+def style_scales(loss: dict) -> dict[float, float]:
+    """``loss.style_scales`` with their weights (factor -> weight), or a one-line error.
+    A loss saved before the pyramid (no such keys) is the single full-size scale."""
+    factors = list(loss.get("style_scales") or [1])
+    weights = loss.get("style_scale_weights")
+    weights = [1.0] * len(factors) if weights is None else list(weights)
+    listed = f"loss.style_scales={_listed(factors)}"
+    for factor in factors:
+        if not factor >= 1:
+            raise NstFastError(
+                f"{listed}: {factor:g} is not a downscale factor; expected 1 or more "
+                "(1: full size, 2: half, 4: quarter)"
+            )
+    if len(set(factors)) < len(factors):
+        raise NstFastError(f"{listed}: a factor given twice; give each size once")
+    if len(weights) != len(factors):
+        raise NstFastError(
+            f"loss.style_scale_weights={_listed(weights)}: {len(weights)} weight(s) for "
+            f"{len(factors)} scale(s) in {listed}; give one weight per scale, or null for equal"
+        )
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise NstFastError(
+            f"loss.style_scale_weights={_listed(weights)}: expected weights of 0 or more, not all 0"
+        )
+    return {float(f): float(w) for f, w in zip(factors, weights, strict=True)}
+
+
+def check_scale_sizes(loss: dict, sizes: dict[str, int]) -> None:
+    """A one-line error when an image of ``sizes`` (what it is -> its shorter side, e.g.
+    ``{"data.image_size=256": 256}``) shrunk by the largest of ``loss.style_scales``
+    falls below the smallest image VGG takes (``MIN_IMAGE_SIZE``)."""
+    scales = style_scales(loss)
+    largest = max(scales)
+    for what, size in sizes.items():
+        if size / largest < MIN_IMAGE_SIZE:
+            raise NstFastError(
+                f"loss.style_scales={_listed(list(scales))}: {what} shrunk {largest:g}x is "
+                f"{size / largest:.3g} px, below the {MIN_IMAGE_SIZE} px VGG takes; use "
+                f"factors of at most {size // MIN_IMAGE_SIZE} or a larger image"
+            )
+
+
+def _listed(values: list) -> str:
+    return "[" + ",".join(f"{v:g}" for v in values) + "]"

@@ -26,6 +26,7 @@ from nst_fast.data.datamodule import PhotoDataModule
 from nst_fast.device import keep_freed_memory
 from nst_fast.errors import NstFastError
 from nst_fast.files import load_tensors
+from nst_fast.losses.build import check_scale_sizes
 from nst_fast.styles import load_style_image
 from nst_fast.training.callbacks import (
     ExportModel,
@@ -150,6 +151,10 @@ def check_run(cfg: DictConfig, run_dir: Path) -> None:
         )
     if cfg.ckpt_path is not None:
         check_checkpoint(str(cfg.ckpt_path), run_dir)
+    crops = {f"data.image_size={cfg.data.image_size}": cfg.data.image_size}
+    if cfg.data.val_images > 0:
+        crops[f"data.val_size={cfg.data.val_size}"] = cfg.data.val_size
+    check_scale_sizes(cfg.loss, crops)
 
 
 def check_checkpoint(spec: str, run_dir: Path) -> None:
