@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from nst_fast.device import loader_workers, training_precision
+from nst_fast.device import loader_workers, processes_per_node, training_precision
 from nst_fast.errors import NstFastError
 from nst_fast.models.transformer import TransformerConfig
 
@@ -252,6 +252,12 @@ def precision_of_trainer(*, _parent_: DictConfig) -> str:
     return training_precision(*trainer_devices(_parent_))
 
 
+def workers_of_run(wanted: int, *, _root_: DictConfig) -> int:
+    """``num_workers: ${nst_fast.workers:N}``: N loader workers per training process, fewer
+    where the processes of ``trainer`` would take more than the node's cores."""
+    return loader_workers(wanted, processes_per_node(*trainer_devices(_root_.get("trainer"))))
+
+
 def register() -> None:
     """Register the schema and the ``nst_fast.*`` resolvers (idempotent)."""
     ConfigStore.instance().store(name="config_schema", node=Config)
@@ -260,7 +266,7 @@ def register() -> None:
     if not OmegaConf.has_resolver("nst_fast.run_name"):
         OmegaConf.register_new_resolver("nst_fast.run_name", run_name)
     if not OmegaConf.has_resolver("nst_fast.workers"):
-        OmegaConf.register_new_resolver("nst_fast.workers", loader_workers)
+        OmegaConf.register_new_resolver("nst_fast.workers", workers_of_run)
     if not OmegaConf.has_resolver("nst_fast.sample_photos"):
         from nst_fast.data.samples import sample_photos_dir
 

@@ -156,9 +156,27 @@ def gpu_indices(devices: int | str | list[int] = "auto") -> list[int]:
         return everything
 
 
-def loader_workers(wanted: int) -> int:
-    """``wanted`` data-loading processes, or as many as this process has cores if fewer:
+def processes_per_node(accelerator: str = "auto", devices: int | str | list[int] = "auto") -> int:
+    """How many training processes a trainer of ``accelerator`` and ``devices`` starts on
+    each node: one per device, as Lightning's DDP launches them (torchrun's and SLURM's
+    launches are told to match: conf/trainer/torchrun.yaml, slurm.yaml)."""
+    from pytorch_lightning.accelerators import CPUAccelerator
+
+    if accelerator != "cpu" and torch.cuda.is_available():
+        return max(1, len(gpu_indices(devices)))
+    if devices == "auto":
+        return CPUAccelerator.auto_device_count()
+    try:
+        return max(1, CPUAccelerator.parse_devices(devices))
+    except (TypeError, ValueError):  # a GPU list on a machine without one: not run here
+        return 1
+
+
+def loader_workers(wanted: int, processes: int = 1) -> int:
+    """``wanted`` data-loading processes, or this process's share of the cores if fewer:
     more would only take turns with the training step on the same cores (PyTorch's
-    DataLoader warns about it)."""
+    DataLoader warns about it). Each of ``processes`` training processes on the node (one
+    per GPU under DDP) starts its own workers, so they share the cores; at least one
+    worker each, so that loading never stalls a GPU's step."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(wanted, cores or 1))
+    return max(0, min(wanted, max(1, (cores or 1) // processes)))

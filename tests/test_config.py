@@ -121,6 +121,27 @@ def test_gpu_trainers_compose_and_resolve_on_a_machine_without_one(monkeypatch, 
     assert settings["precision"] == "32-true"
 
 
+@pytest.mark.parametrize(
+    ("trainer", "cores", "workers"),
+    [
+        (["trainer=gpu"], 16, 4),
+        (["trainer=ddp"], 16, 2),
+        (["trainer=slurm"], 16, 2),
+        (["trainer=torchrun"], 64, 4),
+        (["trainer=gpu", "trainer.devices=[2,5]"], 4, 2),
+        (["trainer=ddp", "trainer.devices=3"], 2, 1),
+        (["trainer=cpu", "trainer.devices=2", "+trainer.strategy=ddp"], 4, 2),
+    ],
+)
+def test_the_training_processes_of_a_node_share_its_cores_among_their_data_loaders(
+    monkeypatch, trainer, cores, workers
+):
+    fake_gpus(monkeypatch, *[A100] * 8)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert compose_with(["data=coco", *trainer]).data.num_workers == workers
+    assert compose_with(["data=coco", *trainer, "data.num_workers=6"]).data.num_workers == 6
+
+
 def test_misspelt_keys_and_wrong_types_fail_at_composition():
     with pytest.raises(ConfigCompositionException):
         compose_with(["data.imgsize=3"])

@@ -185,3 +185,15 @@ def test_data_loading_takes_no_more_processes_than_there_are_cores(
         device.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False
     )
     assert loader_workers(wanted) == workers
+
+
+@pytest.mark.parametrize(
+    ("cores", "processes", "workers"), [(16, 8, 2), (64, 8, 4), (4, 8, 1), (16, 1, 4)]
+)
+def test_the_processes_of_one_node_share_its_cores_among_their_loaders(
+    monkeypatch, cores, processes, workers
+):
+    monkeypatch.setattr(
+        device.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False
+    )
+    assert loader_workers(4, processes) == workers
