@@ -87,7 +87,8 @@ def fake_gpus(monkeypatch, *capabilities: tuple[int, int]) -> list[int]:
     asked = []
 
     def capability(device=None) -> tuple[int, int]:
-        index = torch.cuda._utils._get_device_index(device, optional=True)
+        index = device if isinstance(device, int) else torch.device(device or "cuda").index
+        index = torch.cuda.current_device() if index is None else index
         asked.append(index)
         return capabilities[index]
 
