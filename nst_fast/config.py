@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from nst_fast.device import loader_workers, training_precision
+from nst_fast.device import loader_workers, processes_per_node, training_precision
 from nst_fast.errors import NstFastError
 from nst_fast.models.transformer import TransformerConfig
 
@@ -239,15 +239,38 @@ def _one_line(text: str) -> str:
     return joined
 
 
+def trainer_devices(trainer: DictConfig | None) -> tuple[str, int | str | list[int]]:
+    """A trainer config's accelerator and devices, as Lightning takes them (its defaults,
+    "auto", where the config has none)."""
+    trainer = trainer if trainer is not None else OmegaConf.create()
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, ListConfig):
+        devices = list(devices)
+    return trainer.get("accelerator", "auto"), devices
+
+
+def precision_of_trainer(*, _parent_: DictConfig) -> str:
+    """``precision: ${nst_fast.precision:}`` in a trainer config: the precision of the
+    accelerator and devices beside it, so that ``trainer.devices=[1]`` trains in what
+    GPU 1 computes in."""
+    return training_precision(*trainer_devices(_parent_))
+
+
+def workers_of_run(wanted: int, *, _root_: DictConfig) -> int:
+    """``num_workers: ${nst_fast.workers:N}``: N loader workers per training process, fewer
+    where the processes of ``trainer`` would take more than the node's cores."""
+    return loader_workers(wanted, processes_per_node(*trainer_devices(_root_.get("trainer"))))
+
+
 def register() -> None:
     """Register the schema and the ``nst_fast.*`` resolvers (idempotent)."""
     ConfigStore.instance().store(name="config_schema", node=Config)
     if not OmegaConf.has_resolver("nst_fast.precision"):
-        OmegaConf.register_new_resolver("nst_fast.precision", training_precision)
+        OmegaConf.register_new_resolver("nst_fast.precision", precision_of_trainer)
     if not OmegaConf.has_resolver("nst_fast.run_name"):
         OmegaConf.register_new_resolver("nst_fast.run_name", run_name)
     if not OmegaConf.has_resolver("nst_fast.workers"):
-        OmegaConf.register_new_resolver("nst_fast.workers", loader_workers)
+        OmegaConf.register_new_resolver("nst_fast.workers", workers_of_run)
     if not OmegaConf.has_resolver("nst_fast.sample_photos"):
         from nst_fast.data.samples import sample_photos_dir
 

@@ -79,14 +79,30 @@ def training_device(module: pl.LightningModule) -> torch.device:
 
 
 def inference_dtype(device: torch.device, half: bool = True) -> torch.dtype:
-    """Half precision where the hardware computes in it: on GPUs (bf16 where supported,
-    else fp16) and on CPUs with native bf16 (faster, within about one 8-bit level of
-    fp32: docs/performance.md); fp32 on other CPUs."""
+    """Half precision where the hardware computes in it: on GPUs (bf16 from Ampere on,
+    else fp16: ``cuda_half_dtype``) and on CPUs with native bf16 (faster, within about one
+    8-bit level of fp32: docs/performance.md); fp32 on other CPUs."""
     if not half:
         return torch.float32
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda":
+        return cuda_half_dtype(device)
+    return torch.float16
+
+
+#: The compute capability from which cuDNN convolves in bf16 (Ampere).
+BF16_CAPABILITY = (8, 0)
+
+
+def cuda_half_dtype(device: torch.device | int | None = None) -> torch.dtype:
+    """The half dtype CUDA device ``device`` (None: the current one) computes in: bf16 from
+    compute capability 8.0 on, else fp16.
+
+    Not ``torch.cuda.is_bf16_supported()``: since torch 2.3 it answers True on a T4 or V100
+    too, where bf16 is emulated and cuDNN has no bf16 convolutions at all.
+    """
+    if torch.cuda.get_device_capability(device) >= BF16_CAPABILITY:
         return torch.bfloat16
     return torch.float16
 
@@ -108,22 +124,59 @@ def cpu_has_native_bf16() -> bool:
     return override == "1"
 
 
-def training_precision(accelerator: str = "auto") -> str:
-    """Lightning precision for the machine at hand: bf16 mixed on GPUs and CPUs that
-    compute in bf16 natively, fp16 mixed on older GPUs, else fp32.
+def training_precision(accelerator: str = "auto", devices: int | str | list[int] = "auto") -> str:
+    """Lightning precision for the machine at hand: bf16 mixed on GPUs from Ampere on and
+    on CPUs that compute in bf16 natively, fp16 mixed on older GPUs, else fp32.
 
-    ``accelerator`` is the trainer's: "auto" (a GPU if there is one) or "cpu".
+    ``accelerator`` and ``devices`` are the trainer's: "auto" (a GPU if there is one) or
+    "cpu", and the GPUs it trains on (``gpu_indices``). Several GPUs train in what every
+    one of them computes in: all ranks must autocast alike.
     """
     if accelerator != "cpu" and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        dtypes = {cuda_half_dtype(index) for index in gpu_indices(devices)}
+        return "bf16-mixed" if dtypes == {torch.bfloat16} else "16-mixed"
     if accelerator in ("auto", "cpu") and cpu_has_native_bf16():
         return "bf16-mixed"
     return "32-true"
 
 
-def loader_workers(wanted: int) -> int:
-    """``wanted`` data-loading processes, or as many as this process has cores if fewer:
+def gpu_indices(devices: int | str | list[int] = "auto") -> list[int]:
+    """The CUDA devices a trainer with ``devices`` trains on, as Lightning reads the
+    setting (a count, -1, "auto", a list or "0,2"); all of them where Lightning would
+    refuse the setting, as it does itself when it builds the trainer."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+    from pytorch_lightning.accelerators import CUDAAccelerator
+
+    everything = list(range(torch.cuda.device_count()))
+    if devices == "auto":
+        return everything
+    try:
+        return CUDAAccelerator.parse_devices(devices) or everything
+    except (MisconfigurationException, TypeError, ValueError):
+        return everything
+
+
+def processes_per_node(accelerator: str = "auto", devices: int | str | list[int] = "auto") -> int:
+    """How many training processes a trainer of ``accelerator`` and ``devices`` starts on
+    each node: one per device, as Lightning's DDP launches them (torchrun's and SLURM's
+    launches are told to match: conf/trainer/torchrun.yaml, slurm.yaml)."""
+    from pytorch_lightning.accelerators import CPUAccelerator
+
+    if accelerator != "cpu" and torch.cuda.is_available():
+        return max(1, len(gpu_indices(devices)))
+    if devices == "auto":
+        return CPUAccelerator.auto_device_count()
+    try:
+        return max(1, CPUAccelerator.parse_devices(devices))
+    except (TypeError, ValueError):  # a GPU list on a machine without one: not run here
+        return 1
+
+
+def loader_workers(wanted: int, processes: int = 1) -> int:
+    """``wanted`` data-loading processes, or this process's share of the cores if fewer:
     more would only take turns with the training step on the same cores (PyTorch's
-    DataLoader warns about it)."""
+    DataLoader warns about it). Each of ``processes`` training processes on the node (one
+    per GPU under DDP) starts its own workers, so they share the cores; at least one
+    worker each, so that loading never stalls a GPU's step."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(wanted, cores or 1))
+    return max(0, min(wanted, max(1, (cores or 1) // processes)))

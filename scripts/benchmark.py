@@ -164,7 +164,7 @@ def setups(args: argparse.Namespace) -> list[Setup]:
                 "cuda",
                 channels_last=args.channels_last != "off",
                 compile=compile_parts(compiled) if isinstance(compiled, str) else compiled,
-                amp=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16,
+                amp=inference_dtype(torch.device("cuda")),  # bf16 from Ampere on, else fp16
                 cudnn_benchmark=True,
                 **several,
             )

@@ -11,6 +11,8 @@ from nst_fast.config import compose as compose_or_fail
 from nst_fast.config import config_dir, register
 from nst_fast.errors import NstFastError
 
+from .test_device import A100, T4, fake_gpus
+
 register()
 GROUPS = ["style", "loss", "model", "data", "trainer", "experiment"]
 
@@ -79,6 +81,65 @@ def test_data_loads_in_at_most_one_process_per_core(monkeypatch, cores, coco, sa
     assert compose_with(["data=coco"]).data.num_workers == coco
     assert compose_with(["data=sample"]).data.num_workers == sample
     assert compose_with(["data=coco", "data.num_workers=6"]).data.num_workers == 6
+
+
+@pytest.mark.parametrize("trainer", ["auto", "gpu", "ddp", "slurm", "torchrun"])
+@pytest.mark.parametrize(
+    ("card", "precision"), [(T4, "16-mixed"), (A100, "bf16-mixed")], ids=["T4", "A100"]
+)
+def test_every_gpu_trainer_trains_in_what_its_cards_compute_in(
+    monkeypatch, trainer, card, precision
+):
+    fake_gpus(monkeypatch, *[card] * 8)
+    assert compose_with([f"trainer={trainer}"]).trainer.precision == precision
+
+
+def test_the_precision_follows_the_cards_trainer_devices_names(monkeypatch):
+    asked = fake_gpus(monkeypatch, A100, T4)
+    assert compose_with(["trainer=gpu", "trainer.devices=[1]"]).trainer.precision == "16-mixed"
+    assert set(asked) == {1}
+    assert compose_with(["trainer=gpu", "trainer.devices=[0]"]).trainer.precision == "bf16-mixed"
+    assert compose_with(["trainer=ddp", "trainer.devices=2"]).trainer.precision == "16-mixed"
+
+
+def test_a_given_precision_is_kept_and_the_cpu_trainer_stays_on_the_cpu_beside_a_gpu(
+    monkeypatch,
+):
+    fake_gpus(monkeypatch, T4)
+    monkeypatch.setattr("nst_fast.device.cpu_has_native_bf16", lambda: False)
+    assert compose_with(["trainer=gpu", "trainer.precision=32-true"]).trainer.precision == "32-true"
+    assert compose_with(["trainer=cpu"]).trainer.precision == "32-true"
+    assert compose_with(["trainer=auto", "trainer.accelerator=cpu"]).trainer.precision == "32-true"
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp", "slurm", "torchrun"])
+def test_gpu_trainers_compose_and_resolve_on_a_machine_without_one(monkeypatch, trainer):
+    # `nst-fast train trainer=gpu --cfg job --resolve` shows the config anywhere.
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("nst_fast.device.cpu_has_native_bf16", lambda: False)
+    settings = OmegaConf.to_container(compose_with([f"trainer={trainer}"]).trainer, resolve=True)
+    assert settings["precision"] == "32-true"
+
+
+@pytest.mark.parametrize(
+    ("trainer", "cores", "workers"),
+    [
+        (["trainer=gpu"], 16, 4),
+        (["trainer=ddp"], 16, 2),
+        (["trainer=slurm"], 16, 2),
+        (["trainer=torchrun"], 64, 4),
+        (["trainer=gpu", "trainer.devices=[2,5]"], 4, 2),
+        (["trainer=ddp", "trainer.devices=3"], 2, 1),
+        (["trainer=cpu", "trainer.devices=2", "+trainer.strategy=ddp"], 4, 2),
+    ],
+)
+def test_the_training_processes_of_a_node_share_its_cores_among_their_data_loaders(
+    monkeypatch, trainer, cores, workers
+):
+    fake_gpus(monkeypatch, *[A100] * 8)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert compose_with(["data=coco", *trainer]).data.num_workers == workers
+    assert compose_with(["data=coco", *trainer, "data.num_workers=6"]).data.num_workers == 6
 
 
 def test_misspelt_keys_and_wrong_types_fail_at_composition():

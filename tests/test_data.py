@@ -2,8 +2,10 @@
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 
@@ -26,6 +28,25 @@ def test_batches_have_the_training_size(photo_folder):
 def test_every_crop_gives_square_training_images(photo_folder, crop):
     dm = PhotoDataModule(str(photo_folder), image_size=16, batch_size=2, num_workers=0, crop=crop)
     assert next(iter(dm.train_dataloader()))["image"].shape == (2, 3, 16, 16)
+
+
+def test_the_loader_workers_of_each_rank_crop_at_random_positions_of_their_own(
+    photo_folder, monkeypatch
+):
+    # As train() seeds every DDP process: the same seed, so that the networks start alike.
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    monkeypatch.setenv("PL_SEED_WORKERS", "1")
+
+    def first_batch(rank: int) -> torch.Tensor:
+        dm = PhotoDataModule(
+            str(photo_folder), image_size=16, batch_size=2, num_workers=1, crop="random_resized"
+        )
+        dm.trainer = SimpleNamespace(global_rank=rank)  # what a rank's datamodule sees
+        pl.seed_everything(0, workers=True, verbose=False)
+        return next(iter(dm.train_dataloader()))["image"]
+
+    assert torch.equal(first_batch(1), first_batch(1))  # seeded: a rerun crops alike
+    assert not torch.equal(first_batch(0), first_batch(1))
 
 
 def test_unreadable_files_are_skipped_and_counted(photo_folder):

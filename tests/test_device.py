@@ -80,9 +80,71 @@ def test_cpu_training_is_bf16_mixed_only_where_the_cpu_computes_bf16_natively(
     assert training_precision("cpu") == training_precision("auto") == expected
 
 
-def test_trainer_cpu_stays_on_the_cpu_precision_beside_a_gpu(monkeypatch):
+def fake_gpus(monkeypatch, *capabilities: tuple[int, int]) -> list[int]:
+    """CUDA devices of these compute capabilities, as torch reports them; returns the
+    indices whose capability is asked, in order. ``is_bf16_supported`` answers True, as
+    torch 2.3 and later does on every card (by emulation below 8.0)."""
+    asked = []
+
+    def capability(device=None) -> tuple[int, int]:
+        index = device if isinstance(device, int) else torch.device(device or "cuda").index
+        index = torch.cuda.current_device() if index is None else index
+        asked.append(index)
+        return capabilities[index]
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    return asked
+
+
+T4, V100, A100, H100 = (7, 5), (7, 0), (8, 0), (9, 0)
+
+
+@pytest.mark.parametrize(
+    ("card", "precision", "dtype"),
+    [
+        (T4, "16-mixed", torch.float16),
+        (V100, "16-mixed", torch.float16),
+        (A100, "bf16-mixed", torch.bfloat16),
+        (H100, "bf16-mixed", torch.bfloat16),
+    ],
+    ids=["T4", "V100", "A100", "H100"],
+)
+def test_gpus_before_ampere_train_and_stylize_in_fp16_though_torch_offers_them_bf16(
+    monkeypatch, card, precision, dtype
+):
+    fake_gpus(monkeypatch, card)
+    assert training_precision("auto") == training_precision("gpu") == precision
+    assert inference_dtype(torch.device("cuda")) == inference_dtype(torch.device("cuda:0")) == dtype
+    assert inference_dtype(torch.device("cuda"), half=False) == torch.float32
+
+
+def test_the_precision_is_that_of_the_card_in_use_not_of_the_first(monkeypatch):
+    asked = fake_gpus(monkeypatch, A100, T4)
+    assert inference_dtype(torch.device("cuda:1")) == torch.float16
+    assert set(asked) == {1}
+    asked.clear()
+    assert training_precision("gpu", [1]) == "16-mixed"
+    assert set(asked) == {1}
+    assert training_precision("gpu", "0,") == training_precision("gpu", 1) == "bf16-mixed"
+
+
+def test_several_cards_train_in_what_every_one_of_them_computes_in(monkeypatch):
+    fake_gpus(monkeypatch, A100, T4)
+    assert training_precision("gpu", 2) == training_precision("auto", "auto") == "16-mixed"
+    assert training_precision("gpu", -1) == "16-mixed"
+
+
+def test_devices_lightning_will_refuse_leave_the_precision_to_the_cards_there_are(monkeypatch):
+    fake_gpus(monkeypatch, A100)
+    assert training_precision("gpu", 4) == training_precision("gpu", [3]) == "bf16-mixed"
+
+
+def test_trainer_cpu_stays_on_the_cpu_precision_beside_a_gpu(monkeypatch):
+    fake_gpus(monkeypatch, T4)
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     assert training_precision("auto") == "16-mixed"
     assert training_precision("cpu") == "32-true"
@@ -124,3 +186,15 @@ def test_data_loading_takes_no_more_processes_than_there_are_cores(
         device.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False
     )
     assert loader_workers(wanted) == workers
+
+
+@pytest.mark.parametrize(
+    ("cores", "processes", "workers"), [(16, 8, 2), (64, 8, 4), (4, 8, 1), (16, 1, 4)]
+)
+def test_the_processes_of_one_node_share_its_cores_among_their_loaders(
+    monkeypatch, cores, processes, workers
+):
+    monkeypatch.setattr(
+        device.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False
+    )
+    assert loader_workers(4, processes) == workers

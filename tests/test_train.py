@@ -335,6 +335,43 @@ def test_settings_lightning_would_fail_on_stop_in_one_line(trained, tmp_path, ov
     assert message in training_error([*tiny_overrides(photos, style, tmp_path / "run"), override])
 
 
+def overrides_on(trainer: str, photos: Path, style: Path, run_dir: Path) -> list[str]:
+    return [
+        o if o != "trainer=cpu" else f"trainer={trainer}"
+        for o in tiny_overrides(photos, style, run_dir)
+    ]
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "auto", "ddp"])
+def test_deterministic_training_on_a_gpu_stops_before_it_starts_saying_to_ask_for_warnings(
+    monkeypatch, photo_folder, style_file, tmp_path, trainer
+):
+    # Lightning's deterministic=True makes CUDA's first backward through reflection padding
+    # raise; nothing of that can be seen on a CPU, so only the GPU's presence is faked.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    overrides = overrides_on(trainer, photo_folder, style_file, tmp_path / "run")
+    message = training_error([*overrides, "+trainer.deterministic=true"])
+    assert message.startswith("trainer.deterministic=true: ")
+    assert "reflection padding" in message and "trainer.deterministic=warn" in message
+    # cuDNN autotuning (trainer=gpu's benchmark: true) would pick algorithms regardless
+    assert ("trainer.benchmark=false" in message) == (trainer == "gpu")
+
+
+@pytest.mark.parametrize(
+    ("trainer", "deterministic", "cuda"),
+    [("gpu", "warn", True), ("cpu", "true", True), ("auto", "true", False), ("gpu", "false", True)],
+)
+def test_deterministic_training_is_left_to_lightning_where_it_can_run(
+    monkeypatch, photo_folder, style_file, tmp_path, trainer, deterministic, cuda
+):
+    from nst_fast.config import compose
+    from nst_fast.training.train import check_run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    overrides = overrides_on(trainer, photo_folder, style_file, tmp_path / "run")
+    check_run(compose([*overrides, f"+trainer.deterministic={deterministic}"]), tmp_path / "run")
+
+
 def test_a_new_run_is_not_written_over_an_earlier_one(trained, tmp_path):
     photos, style, run_dir, _ = trained
     copy = tmp_path / "run"

@@ -8,12 +8,14 @@ import logging
 import multiprocessing
 import signal
 from collections.abc import Iterable, Iterator
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision.transforms import v2
@@ -38,6 +40,19 @@ def ignore_sigterm(worker_id: int) -> None:
     its workers itself once that is done.
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def init_worker(worker_id: int, rank: int = 0) -> None:
+    """DataLoader worker_init_fn of the training photos: SIGTERM left to the main process
+    (``ignore_sigterm``), and random crops of the worker's own on every DDP rank.
+
+    Every rank is seeded alike (``seed_everything(cfg.seed)``, so that the networks start
+    alike), and so would be its workers. Lightning gives workers seeds that differ by rank
+    (``pl_worker_init_function``) only to loaders without a worker_init_fn of their own;
+    this one has one, so it calls Lightning's itself.
+    """
+    ignore_sigterm(worker_id)
+    pl_worker_init_function(worker_id, rank)
 
 
 def _kill_leftover_workers() -> None:
@@ -194,7 +209,9 @@ class PhotoDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_skipping,
-            worker_init_fn=ignore_sigterm,
+            worker_init_fn=partial(
+                init_worker, rank=self.trainer.global_rank if self.trainer else 0
+            ),
             drop_last=len(self.dataset) >= self.batch_size,
         )
 

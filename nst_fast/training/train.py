@@ -13,6 +13,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -144,6 +145,17 @@ def check_run(cfg: DictConfig, run_dir: Path) -> None:
         )
     if cfg.optim.lr <= 0:
         raise NstFastError(f"optim.lr={cfg.optim.lr}: expected a positive rate, e.g. 1e-3")
+    if cfg.trainer.get("deterministic") is True and trains_on_cuda(cfg.trainer):
+        # Lightning's True is torch.use_deterministic_algorithms(True): the first backward
+        # through reflection padding (every layer of the network) raises, as CUDA has no
+        # deterministic kernel for it; the stability terms' grid_sample has none either.
+        benchmark = " trainer.benchmark=false" if cfg.trainer.get("benchmark") else ""
+        raise NstFastError(
+            "trainer.deterministic=true: CUDA has no deterministic backward for the network's "
+            "reflection padding, so training would fail at its first step; "
+            f"trainer.deterministic=warn{benchmark} uses deterministic kernels where CUDA has "
+            "them and warns of the rest (trainer=cpu runs fully deterministic)"
+        )
     if cfg.ckpt_path is None and any((run_dir / "checkpoints").glob("*.ckpt")):
         raise NstFastError(
             f"{run_dir} holds an earlier run's checkpoints: resume it with ckpt_path=last, "
@@ -155,6 +167,13 @@ def check_run(cfg: DictConfig, run_dir: Path) -> None:
     if cfg.data.val_images > 0:
         crops[f"data.val_size={cfg.data.val_size}"] = cfg.data.val_size
     check_scale_sizes(cfg.loss, crops)
+
+
+def trains_on_cuda(trainer: DictConfig) -> bool:
+    """Whether Lightning will train with these trainer settings on CUDA GPUs: accelerator
+    gpu or cuda, or auto (Lightning's default) where CUDA is available."""
+    accelerator = trainer.get("accelerator", "auto")
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def check_checkpoint(spec: str, run_dir: Path) -> None:
