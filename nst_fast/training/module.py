@@ -83,8 +83,8 @@ class StyleTransferModule(pl.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict_loading = False  # checkpoints leave the frozen loss network out
         # The network the training step runs: ``transformer``, its compiled form, or a twin
-        # of nst_fast.fast's modules on the same parameters (see setup). Not registered as
-        # a submodule, so checkpoints hold the weights once, under their plain names.
+        # of nst_fast.fast's modules on the same parameters (step_network). Not registered
+        # as a submodule, so checkpoints hold the weights once, under their plain names.
         self.__dict__["step_net"] = self.transformer
         self.last_validation: dict | None = None  # {"step": N, "loss": val/total}
 
@@ -119,17 +119,24 @@ class StyleTransferModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         self.transformer.to(memory_format=self.memory_format)
         self.criteria.to(memory_format=self.memory_format)
-        if self.hparams.compile:  # compiles the plain modules, fusing them itself
-            self.__dict__["step_net"] = torch.compile(self.transformer)
-        elif self.hparams.fast:
-            device = training_device(self)
-            twin = share_parameters(self.transformer)
-            self.__dict__["step_net"] = accelerate(twin, "training", device)
-            accelerate(self.criteria, "training", device)
+        if self.hparams.fast and not self.hparams.compile:
+            accelerate(self.criteria, "training", training_device(self))
 
     def on_fit_start(self) -> None:
+        self.__dict__["step_net"] = self.step_network()
         for criterion, image in zip(self.criteria, self.style_images, strict=True):
             criterion.set_style(image.to(self.device).unsqueeze(0))
+
+    def step_network(self) -> nn.Module:
+        """The network the training step runs. Built once Lightning has moved the module to
+        its device (after setup): a move keeps the parameters but replaces the buffers, and
+        the fast twin must hold the plain network's own (batch norm's running statistics,
+        which checkpoints save)."""
+        if self.hparams.compile:  # compiles the plain modules, fusing them itself
+            return torch.compile(self.transformer)
+        if not self.hparams.fast:
+            return self.transformer
+        return accelerate(share_parameters(self.transformer), "training", self.device)
 
     def style_weights(self, index: int) -> torch.Tensor | None:
         """The network's style input for style ``index``: None for a one-style network."""
