@@ -55,3 +55,15 @@ def test_fast_false_trains_the_plain_modules_and_fast_true_the_same_function(sty
     assert not any(isinstance(m, FastInstanceNorm) for m in plain.step_net.modules())
     assert any(isinstance(m, FastInstanceNorm) for m in fast.step_net.modules())
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_norm_statistics_trained_after_a_move_are_the_ones_checkpoints_hold(style_file):
+    module = tiny_module(style_file, "model.channels=[8,16,32]", "model.norm=batch", "fast=true")
+    module.setup("fit")
+    # Lightning moves the module to its GPU after setup; a move to float64 replaces the
+    # buffers as a move to a GPU does, and keeps the parameters.
+    module.to(torch.float64)
+    module.on_fit_start()
+    module.step_net(torch.rand(2, 3, 32, 32, dtype=torch.float64))
+    statistics = [b for n, b in module.transformer.named_buffers() if n.endswith("running_mean")]
+    assert statistics and all(s.dtype == torch.float64 and s.abs().sum() > 0 for s in statistics)

@@ -86,7 +86,10 @@ def share_statistics(net: nn.Module) -> nn.Module:
 
 def share_parameters(net: nn.Module) -> nn.Module:
     """A copy of ``net`` whose parameters and buffers are ``net``'s own tensors: a twin to
-    accelerate for training while ``net`` stays plain for checkpoints and exports."""
+    accelerate for training while ``net`` stays plain for checkpoints and exports.
+
+    Build it once ``net`` is on its device and in its dtype: a move keeps the parameters
+    (their data is swapped) but gives ``net`` new buffers, which the twin would not see."""
     memo = {id(t): t for t in [*net.parameters(), *net.buffers()]}
     return copy.deepcopy(net, memo)
 

@@ -184,12 +184,16 @@ class FlatOutputStop(pl.Callback):
         self.flat_steps = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not isinstance(outputs, dict) or "output_spread" not in outputs:
-            return  # a skipped batch
-        flat = bool(outputs["output_spread"] <= self.tolerance)
-        # Every process decides alike, or one would stop while the others wait for it.
-        flat = trainer.strategy.reduce_boolean_decision(flat, all=True)
-        self.flat_steps = self.flat_steps + 1 if flat else 0
+        spread = outputs.get("output_spread") if isinstance(outputs, dict) else None
+        photos = spread is not None  # none when every photo of the batch was unreadable
+        # Every process votes on every batch, or one would stop, or wait in the vote, while
+        # the others go on: how many had photos, and how many of them a flat output.
+        vote = torch.tensor([photos, photos and bool(spread <= self.tolerance)], dtype=torch.float)
+        summed = trainer.strategy.reduce(vote.to(trainer.strategy.root_device), reduce_op="sum")
+        with_photos, flat = summed.tolist()
+        if not with_photos:
+            return  # a batch no process had a photo of
+        self.flat_steps = self.flat_steps + 1 if flat == with_photos else 0
         if self.flat_steps >= self.patience:
             warmup = pl_module.hparams.get("warmup_steps", 0)
             raise FlatOutputError(trainer.global_step, self.flat_steps, warmup)

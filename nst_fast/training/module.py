@@ -25,6 +25,9 @@ from nst_fast.training.extend import extended, train_added_styles
 from nst_fast.training.validation import mean_over_photos, photo_rows
 from nst_fast.training.warm_start import start_from
 
+# The loss terms every process agrees on at each step (over_processes).
+AGREED = ("total", "content", "style", "tv")
+
 
 class StyleTransferModule(pl.LightningModule):
     """Trains a TransformerNet against the perceptual loss of one style image, or of
@@ -86,8 +89,8 @@ class StyleTransferModule(pl.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict_loading = False  # checkpoints leave the frozen loss network out
         # The network the training step runs: ``transformer``, its compiled form, or a twin
-        # of nst_fast.fast's modules on the same parameters (see setup). Not registered as
-        # a submodule, so checkpoints hold the weights once, under their plain names.
+        # of nst_fast.fast's modules on the same parameters (step_network). Not registered
+        # as a submodule, so checkpoints hold the weights once, under their plain names.
         self.__dict__["step_net"] = self.transformer
         self.last_validation: dict | None = None  # {"step": N, "loss": val/total}
 
@@ -122,17 +125,24 @@ class StyleTransferModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         self.transformer.to(memory_format=self.memory_format)
         self.criteria.to(memory_format=self.memory_format)
-        if self.hparams.compile:  # compiles the plain modules, fusing them itself
-            self.__dict__["step_net"] = torch.compile(self.transformer)
-        elif self.hparams.fast:
-            device = training_device(self)
-            twin = share_parameters(self.transformer)
-            self.__dict__["step_net"] = accelerate(twin, "training", device)
-            accelerate(self.criteria, "training", device)
+        if self.hparams.fast and not self.hparams.compile:
+            accelerate(self.criteria, "training", training_device(self))
 
     def on_fit_start(self) -> None:
+        self.__dict__["step_net"] = self.step_network()
         for criterion, image in zip(self.criteria, self.style_images, strict=True):
             criterion.set_style(image.to(self.device).unsqueeze(0))
+
+    def step_network(self) -> nn.Module:
+        """The network the training step runs. Built once Lightning has moved the module to
+        its device (after setup): a move keeps the parameters but replaces the buffers, and
+        the fast twin must hold the plain network's own (batch norm's running statistics,
+        which checkpoints save)."""
+        if self.hparams.compile:  # compiles the plain modules, fusing them itself
+            return torch.compile(self.transformer)
+        if not self.hparams.fast:
+            return self.transformer
+        return accelerate(share_parameters(self.transformer), "training", self.device)
 
     def style_weights(self, index: int) -> torch.Tensor | None:
         """The network's style input for style ``index``: None for a one-style network."""
@@ -143,37 +153,71 @@ class StyleTransferModule(pl.LightningModule):
         return self.transformer(images, style)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict | None:
-        images = batch["image"]
-        if images.numel() == 0:
-            return None  # every photo in this batch was unreadable: skip the step
-        images = images.contiguous(memory_format=self.memory_format)
         turn = self.global_step % len(self.trained)  # one style per batch, in turn
         index = self.trained[turn]
-        if self.stability is None:
-            output = self.step_net(images, self.style_weights(index))
-            losses = self.criteria[turn](output, images)
-        else:  # the perturbed copies go through the network in the same batch
-            generator = step_generator(
-                self.hparams.seed, self.global_rank, self.global_step, images.device
-            )
-            perturbed = self.stability.perturb(images, generator)
-            inputs = torch.cat([images, *perturbed.inputs]).contiguous(
-                memory_format=self.memory_format
-            )
-            output, *rest = self.step_net(inputs, self.style_weights(index)).split(len(images))
-            losses = self.criteria[turn](output, images)
-            terms = self.stability(output, perturbed, rest)
-            losses = {**losses, **terms, "total": losses["total"] + terms["stability"]}
-        if not torch.isfinite(losses["total"]):  # stop before NaNs reach the weights
-            raise NonFiniteLossError(losses, self.global_step)
-        # Every term, and each style layer's; with several processes, the mean over ranks.
-        self.log_dict({f"loss/{name}": value for name, value in losses.items()}, sync_dist=True)
-        if len(self.styles) > 1:
-            self.log(f"loss_by_style/{self.styles[index]['name']}", losses["total"], sync_dist=True)
+        images = batch["image"]  # none when every photo of the batch was unreadable
+        losses, output = self.step_losses(images, turn) if len(images) else ({}, None)
+        # Every process decides from the same figures, or one would stop or skip the step
+        # while the others wait for it in the gradients' all-reduce.
+        agreed = self.over_processes(losses)
+        if not torch.isfinite(agreed["total"]):  # stop before NaNs reach the weights
+            raise NonFiniteLossError(agreed, self.global_step)
+        if not losses:
+            if agreed["processes"] == 1:
+                return None  # skip the step
+            # Beside other processes, a zero gradient: this one's part in their all-reduce.
+            trained = [p for p in self.parameters() if p.requires_grad]
+            return {"loss": sum(p.sum() for p in trained) * 0.0}
+        # Every term, and each style layer's; with several processes, the mean over ranks
+        # (left out at a step where one had no photos: it would log none).
+        if not agreed["without_photos"]:
+            self.log_dict({f"loss/{name}": v for name, v in losses.items()}, sync_dist=True)
+            if len(self.styles) > 1:
+                name = f"loss_by_style/{self.styles[index]['name']}"
+                self.log(name, losses["total"], sync_dist=True)
         self.log("loss", losses["total"], prog_bar=True, logger=False)
         # For FlatOutputStop: 0 when every photo's output is one flat colour.
         spread = output.detach().flatten(2).aminmax(dim=-1)
         return {"loss": losses["total"], "output_spread": (spread.max - spread.min).amax()}
+
+    def step_losses(
+        self, images: torch.Tensor, turn: int
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The loss terms of the network's output on ``images`` for style ``turn`` of the
+        trained ones, and that output."""
+        images = images.contiguous(memory_format=self.memory_format)
+        style = self.style_weights(self.trained[turn])
+        if self.stability is None:
+            output = self.step_net(images, style)
+            return self.criteria[turn](output, images), output
+        # The perturbed copies go through the network in the same batch.
+        generator = step_generator(
+            self.hparams.seed, self.global_rank, self.global_step, images.device
+        )
+        perturbed = self.stability.perturb(images, generator)
+        inputs = torch.cat([images, *perturbed.inputs]).contiguous(memory_format=self.memory_format)
+        output, *rest = self.step_net(inputs, style).split(len(images))
+        losses = self.criteria[turn](output, images)
+        terms = self.stability(output, perturbed, rest)
+        return {**losses, **terms, "total": losses["total"] + terms["stability"]}, output
+
+    def over_processes(self, losses: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The step's total, content, style and tv losses, each the mean over the processes
+        that had photos; how many ``processes`` train, and how many of them were
+        ``without_photos`` (``losses`` empty). The same on every process: one all-reduce."""
+        mine = torch.zeros(len(AGREED) + 2, device=self.device)
+        mine[-1] = 1  # this process
+        if losses:
+            mine[:-2] = torch.stack([losses[name].detach().float() for name in AGREED])
+            mine[-2] = 1  # with photos
+        try:
+            strategy = self.trainer.strategy
+        except RuntimeError:  # not attached to a Trainer (a test stepping it): alone
+            strategy = None
+        summed = mine if strategy is None else strategy.reduce(mine, reduce_op="sum")
+        with_photos, processes = (int(n) for n in summed[-2:].tolist())
+        figures = dict(zip(AGREED, summed[:-2] / max(with_photos, 1), strict=True))
+        return {**figures, "processes": processes, "without_photos": processes - with_photos}
 
     def on_validation_epoch_start(self) -> None:
         self.val_nets, self.val_rows = self.transformer.each_style(), []
