@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,9 @@ from nst_fast.device import inference_dtype
 from nst_fast.errors import NstFastError
 from nst_fast.fast import FastInstanceNorm, accelerate, share_statistics
 from nst_fast.fast.norm import SteadyStatistics
+
+if TYPE_CHECKING:
+    from nst_fast.models.transformer import TransformerNet
 
 Backend = Callable[[torch.Tensor], torch.Tensor]
 
@@ -440,6 +444,32 @@ class Stylizer:
         factor = math.sqrt(self.max_pixels / (h * w))
         size = [max(self.multiple, int(h * factor)), max(self.multiple, int(w * factor))]
         return F.interpolate(image[None], size=size, mode="area")[0]
+
+
+def stylize_large(
+    net: TransformerNet,
+    image: torch.Tensor,
+    half: bool = True,
+    fast: bool = True,
+    tile: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+) -> torch.Tensor:
+    """Stylize a (3, H, W) image in [0, 1] of any size as ``nst-fast stylize`` does a
+    model.pt: in one pass where it fits the device's budget (``max_pixels``), else, or
+    after the pass runs out of memory, in tiles sharing its statistics (``Stylizer``).
+    Device and precision as ``stylize``; returns fp32 on the CPU."""
+    device = next(net.parameters()).device
+    dtype = inference_dtype(device, half)
+    ready = prepared(net, device, dtype, fast)
+    stylizer = Stylizer(
+        lambda batch: forward(ready, batch),
+        max_pixels(device, list(net.config.channels), dtype),
+        net=ready,
+        multiple=net.multiple,
+        tile=tile,
+        overlap=overlap,
+    )
+    return stylizer(image[None])[0]
 
 
 def _release_cached_memory() -> None:

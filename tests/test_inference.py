@@ -210,11 +210,10 @@ OUT_OF_MEMORY = {
 }
 
 
-@pytest.fixture(scope="module")
-def steady_net():
+def steady_network() -> nn.Module:
     """A batch-norm network with the running statistics of one photo: it normalizes as an
-    instance norm would, but the same whatever part of the photo it sees, so tiles of
-    the photo add up to its untiled stylization."""
+    instance norm would, but the same whatever part of a photo it sees, so tiles of a
+    photo add up to its untiled stylization."""
     torch.manual_seed(0)
     net = transformer_net(channels=[8, 16, 32], residual_blocks=1, norm="batch")
     for norm in net.modules():
@@ -223,6 +222,11 @@ def steady_net():
     with torch.no_grad():
         net.train()(make_photo((96, 96), 7)[None])
     return net.eval()
+
+
+@pytest.fixture(scope="module")
+def steady_net():
+    return steady_network()
 
 
 @pytest.mark.parametrize("form", OUT_OF_MEMORY)
