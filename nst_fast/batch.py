@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from nst_fast.errors import NstFastError
 from nst_fast.images import IMAGE_SUFFIXES, ImageReadError
-from nst_fast.inference import DEFAULT_OVERLAP, steady_statistics
+from nst_fast.inference import DEFAULT_OVERLAP, is_out_of_memory, steady_statistics
 from nst_fast.video import VIDEO_SUFFIXES, is_video
 
 # Formats Pillow writes; anything else read (GIF, ...) is written as PNG.
@@ -370,6 +370,13 @@ def save(item: Loaded, stylized: torch.Tensor, overwrite: bool, report: Report) 
     report.written.append(target)
 
 
+def last_line(err: BaseException) -> str:
+    """The last line of an error's message: what failed, where TorchScript's traceback
+    comes first; the type's name for an error with no message."""
+    lines = str(err).strip().splitlines()
+    return lines[-1].strip() if lines else type(err).__name__
+
+
 def not_finite(source: Path, dtype: torch.dtype, spelling: Spelling) -> str:
     """The line for an output of NaN or infinite values, which would be a black image."""
     hint = f"; try {spelling.value('precision', 'fp32')}" if dtype != torch.float32 else ""
@@ -400,10 +407,12 @@ def stylize_images(
         content = torch.stack([item.image for item in batch])
         try:
             stylized = run(content)
-        except torch.OutOfMemoryError as err:
-            tile = run.spelling.value("tile", 512)
+        except Exception as err:
+            if not is_out_of_memory(err):
+                raise
+            tile, said = run.spelling.value("tile", 512), last_line(err)
             for item in batch:
-                report.error(f"{item.job.source}: out of memory ({err}); try {tile}")
+                report.error(f"{item.job.source}: out of memory ({said}); try {tile}")
                 bar.update(1)
             continue
         for item, image in zip(batch, stylized, strict=True):

@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,9 @@ from nst_fast.errors import NstFastError
 from nst_fast.fast import FastInstanceNorm, accelerate, share_statistics
 from nst_fast.fast.norm import SteadyStatistics
 
+if TYPE_CHECKING:
+    from nst_fast.models.transformer import TransformerNet
+
 Backend = Callable[[torch.Tensor], torch.Tensor]
 
 # Room each tile leaves to its neighbours. The default network sees about 55 px either
@@ -40,6 +44,12 @@ Backend = Callable[[torch.Tensor], torch.Tensor]
 DEFAULT_OVERLAP = 128
 # The network's first 9x9 convolution pads 4 px by reflection, which needs 5 px a side.
 MIN_SIDE = 8
+# CUDA kernels that index with 32 bits take tensors of fewer elements than this.
+MAX_ELEMENTS = 2**31 - 1
+# The convolutions' reflection padding adds rows and columns to the maps of a pass: this
+# room covers it for all but very thin passes (one that still overflows falls back to
+# tiles on the kernels' error, as on running out of memory).
+PADDING_ROOM = 15 / 16
 
 
 def prepare(
@@ -268,10 +278,16 @@ def bytes_per_pixel(channels: list[int] | tuple[int, ...], dtype: torch.dtype) -
 
 
 def available_memory(device: torch.device) -> int:
-    """Bytes one forward pass may use on ``device`` (half of what is free)."""
+    """Bytes one forward pass may use on ``device`` (half of what is free).
+
+    On a GPU, what PyTorch's caching allocator holds without using counts as free: the
+    driver counts it as used, and a budget without it would shrink with each model or
+    style stylized before, tiling the same image differently.
+    """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return free // 2
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return (free + max(0, cached)) // 2
     if device.type == "mps":
         return int(torch.mps.recommended_max_memory() * 0.5)
     try:
@@ -282,16 +298,78 @@ def available_memory(device: torch.device) -> int:
         return 8 << 30  # no /proc (macOS, Windows): assume a modest 8 GB machine
 
 
+def elements_per_pixel(channels: list[int] | tuple[int, ...]) -> int:
+    """Elements of the network's largest activation per input pixel.
+
+    Level k of the decoder upsamples ``channels[k + 1]`` maps to 1/4^k of the image's
+    pixels before its convolution (the plain modules make that copy; the fused upsampling
+    of ``nst_fast.fast.upsample`` does not, so this errs towards tiling); the first and
+    last layers hold ``channels[0]`` maps at full size.
+    """
+    return max(channels[0], *(math.ceil(c / 4 ** (k - 1)) for k, c in enumerate(channels) if k))
+
+
+def element_limit(device: torch.device, channels: list[int] | tuple[int, ...]) -> int | None:
+    """The most pixels (batch x H x W) of one pass whose largest activation CUDA's kernels
+    can index; None on other devices.
+
+    Kernels that index with 32 bits refuse a tensor of 2^31 elements or more, with a
+    RuntimeError rather than an out-of-memory error, however much memory is free: an
+    80 GB card has room for several times that.
+    """
+    if device.type != "cuda":
+        return None
+    return int(MAX_ELEMENTS * PADDING_ROOM) // elements_per_pixel(channels)
+
+
 def max_pixels(device: torch.device, channels: list[int], dtype: torch.dtype) -> int:
-    """The largest H*W one forward pass handles on ``device`` ($NST_FAST_MAX_PIXELS overrides)."""
+    """The largest H*W one forward pass handles on ``device``: what its memory holds, and on
+    a GPU what its kernels index ($NST_FAST_MAX_PIXELS replaces the memory estimate)."""
+    limit = element_limit(device, channels)
     override = os.environ.get("NST_FAST_MAX_PIXELS")
     if override:
         if not override.isdigit() or int(override) < 1:
             raise NstFastError(
                 f"NST_FAST_MAX_PIXELS={override}: expected a number of pixels, e.g. 4000000"
             )
-        return int(override)
-    return max(256 * 256, available_memory(device) // bytes_per_pixel(channels, dtype))
+        pixels = int(override)
+    else:
+        pixels = max(256 * 256, available_memory(device) // bytes_per_pixel(channels, dtype))
+    return pixels if limit is None else min(pixels, limit)
+
+
+# Failures that say a pass was too large for the device, known by their message (lower
+# case) where the library raises no type of its own: TorchScript's interpreter re-raises
+# a failed operation as a plain RuntimeError ("CUDA out of memory"), and so does PyTorch's
+# CPU allocator; cuDNN and cuBLAS say "..._STATUS_ALLOC_FAILED"; onnxruntime raises its
+# RuntimeException or Fail for any failure, saying "Failed to allocate memory" (its
+# arena) or "bad allocation" (std::bad_alloc). CUDA kernels that index with 32 bits
+# refuse 2^31 elements or more ("canUse32BitIndexMath", "32-bit index math", "less than
+# INT_MAX elements"): a smaller pass mends that as it mends running out of memory.
+TOO_LARGE_MESSAGES = (
+    "out of memory",
+    "can't allocate memory",
+    "not enough memory",
+    "alloc_failed",
+    "failed to allocate memory",
+    "bad allocation",
+    "bad_alloc",
+    "32bitindexmath",
+    "32-bit index math",
+    "int_max elements",
+)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err``, raised by a forward pass (PyTorch, TorchScript or onnxruntime),
+    says that the pass was too large for the device: one in smaller tiles may work."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    from_onnxruntime = type(err).__module__.startswith("onnxruntime")
+    if not (isinstance(err, RuntimeError) or from_onnxruntime):
+        return False
+    text = str(err).lower()
+    return any(message in text for message in TOO_LARGE_MESSAGES)
 
 
 @dataclass
@@ -320,11 +398,13 @@ class Stylizer:
         if self.tile == 0 or (self.tile is None and b * h * w <= self.max_pixels):
             try:
                 return self.run(batch)
-            except torch.OutOfMemoryError:
-                if self.tile == 0:
+            except Exception as err:
+                if self.tile == 0 or not is_out_of_memory(err):
                     raise
-                self.max_pixels = min(self.max_pixels, h * w) // 2
-                _release_cached_memory()
+            # Out of memory: half the size that failed, the cache emptied outside the
+            # handler, where the traceback no longer holds the failed pass's tensors.
+            self.max_pixels = min(self.max_pixels, h * w) // 2
+            _release_cached_memory()
         if b > 1 and h * w <= self.max_pixels and self.tile is None:
             return torch.cat([self(image[None]) for image in batch])
         return torch.stack([self.tiled(image) for image in batch])
@@ -364,6 +444,32 @@ class Stylizer:
         factor = math.sqrt(self.max_pixels / (h * w))
         size = [max(self.multiple, int(h * factor)), max(self.multiple, int(w * factor))]
         return F.interpolate(image[None], size=size, mode="area")[0]
+
+
+def stylize_large(
+    net: TransformerNet,
+    image: torch.Tensor,
+    half: bool = True,
+    fast: bool = True,
+    tile: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+) -> torch.Tensor:
+    """Stylize a (3, H, W) image in [0, 1] of any size as ``nst-fast stylize`` does a
+    model.pt: in one pass where it fits the device's budget (``max_pixels``), else, or
+    after the pass runs out of memory, in tiles sharing its statistics (``Stylizer``).
+    Device and precision as ``stylize``; returns fp32 on the CPU."""
+    device = next(net.parameters()).device
+    dtype = inference_dtype(device, half)
+    ready = prepared(net, device, dtype, fast)
+    stylizer = Stylizer(
+        lambda batch: forward(ready, batch),
+        max_pixels(device, list(net.config.channels), dtype),
+        net=ready,
+        multiple=net.multiple,
+        tile=tile,
+        overlap=overlap,
+    )
+    return stylizer(image[None])[0]
 
 
 def _release_cached_memory() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,32 @@ def test_only_consecutive_images_of_one_size_share_a_batch():
     items = [Item(h) for h in (8, 8, 8, 4, 8)]
     sizes = [[i.image.shape[1] for i in b] for b in same_size_batches(items, 2)]
     assert sizes == [[8, 8], [8], [4], [8]]
+
+
+def test_with_tiling_off_a_photo_out_of_memory_in_torchscript_fails_alone(
+    photos, tmp_path, monkeypatch
+):
+    from nst_fast import formats
+
+    real = formats.load_for_inference
+
+    def as_torchscript_on_a_full_gpu(*args, **kwargs):
+        loaded = real(*args, **kwargs)
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            if batch.shape[-2:] == (33, 47):  # a.png
+                raise RuntimeError(
+                    "The following operation failed in the TorchScript interpreter.\n"
+                    "RuntimeError: CUDA out of memory. Tried to allocate 9.00 GiB"
+                )
+            return loaded.run(batch)
+
+        return replace(loaded, run=run)
+
+    monkeypatch.setattr(formats, "load_for_inference", as_torchscript_on_a_full_gpu)
+    out = tmp_path / "out"
+    report = stylize_paths(MODEL, [photos], out, tile=0, device="cpu")
+    assert report.written == [out / "sub" / "b.png"]
+    assert len(report.errors) == 1 and "\n" not in report.errors[0]
+    assert report.errors[0].startswith(f"{photos / 'a.png'}: out of memory (RuntimeError: CUDA")
+    assert report.errors[0].endswith("try tile=512")

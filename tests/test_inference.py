@@ -12,6 +12,7 @@ from nst_fast.inference import (
     Stylizer,
     blend,
     forward,
+    max_pixels,
     prepare,
     prepared,
     preserve_color,
@@ -141,3 +142,118 @@ def test_stylize_prepares_a_network_once_until_its_weights_change():
         net.decoder[-1][1].bias.add_(0.5)
     assert prepared(net, torch.device("cpu"), torch.float32) is not cached
     assert not torch.allclose(stylize(net, image), first)
+
+
+# --- the memory budget on GPUs, faked on the CPU ----------------------------------------
+
+GiB = 1 << 30
+CHANNELS = [32, 64, 128]  # the default network's widths
+
+
+def fake_gpu(monkeypatch, free: int, reserved: int = 0, allocated: int = 0) -> torch.device:
+    """Make ``torch.cuda`` answer as a card with ``free`` bytes free (as the driver counts
+    them) and this process's caching allocator holding ``reserved``, ``allocated`` of it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 80 * GiB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: reserved)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: allocated)
+    monkeypatch.delenv("NST_FAST_MAX_PIXELS", raising=False)
+    return torch.device("cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_a_pass_on_an_80_gb_gpu_keeps_its_widest_activation_under_2_31_elements(monkeypatch, dtype):
+    cuda = fake_gpu(monkeypatch, free=79 * GiB)
+    pixels = max_pixels(cuda, CHANNELS, dtype)
+    # The plain decoder's last block upsamples 64 maps to full size: 64 elements a pixel.
+    assert pixels * 64 < 2**31
+    assert pixels > 6000 * 4000  # still a 24-megapixel photo in one pass
+
+
+def test_a_pixel_budget_given_for_a_gpu_is_kept_under_2_31_elements_too(monkeypatch):
+    cuda = fake_gpu(monkeypatch, free=79 * GiB)
+    monkeypatch.setenv("NST_FAST_MAX_PIXELS", str(100_000_000))
+    assert max_pixels(cuda, CHANNELS, torch.float16) * 64 < 2**31
+
+
+def test_memory_held_in_pytorchs_cache_counts_as_free(monkeypatch):
+    cuda = fake_gpu(monkeypatch, free=2 * GiB, reserved=7 * GiB, allocated=3 * GiB)
+    with_cache = max_pixels(cuda, CHANNELS, torch.float16)
+    cuda = fake_gpu(monkeypatch, free=6 * GiB)  # the same card with its cache emptied
+    assert with_cache == max_pixels(cuda, CHANNELS, torch.float16)
+
+
+def onnxruntime_error(kind: str, message: str) -> Exception:
+    state = pytest.importorskip("onnxruntime.capi.onnxruntime_pybind11_state")
+    return getattr(state, kind)(message)
+
+
+OUT_OF_MEMORY = {
+    "torch": lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB"),
+    "torchscript": lambda: RuntimeError(
+        "The following operation failed in the TorchScript interpreter.\n"
+        "Traceback of TorchScript (most recent call last):\n"
+        "RuntimeError: CUDA out of memory. Tried to allocate 9.00 GiB"
+    ),
+    "32-bit indexing": lambda: RuntimeError(
+        "Expected canUse32BitIndexMath(input) && canUse32BitIndexMath(output) to be true, "
+        "but got false."
+    ),
+    "onnxruntime arena": lambda: onnxruntime_error(
+        "RuntimeException",
+        "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while "
+        "running Conv node. Failed to allocate memory for requested buffer of size 9663676416",
+    ),
+    "onnxruntime bad_alloc": lambda: onnxruntime_error(
+        "Fail", "[ONNXRuntimeError] : 1 : FAIL : bad allocation"
+    ),
+}
+
+
+def steady_network() -> nn.Module:
+    """A batch-norm network with the running statistics of one photo: it normalizes as an
+    instance norm would, but the same whatever part of a photo it sees, so tiles of a
+    photo add up to its untiled stylization."""
+    torch.manual_seed(0)
+    net = transformer_net(channels=[8, 16, 32], residual_blocks=1, norm="batch")
+    for norm in net.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.momentum = 1.0
+    with torch.no_grad():
+        net.train()(make_photo((96, 96), 7)[None])
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def steady_net():
+    return steady_network()
+
+
+@pytest.mark.parametrize("form", OUT_OF_MEMORY)
+def test_a_pass_that_runs_out_of_memory_in_any_form_is_tiled_into_the_untiled_image(
+    steady_net, form
+):
+    image = make_photo((420, 300), 8)
+    ready = prepare(steady_net, "cpu", torch.float32)
+    whole = forward(ready, image[None])
+    passes = []
+
+    def run(batch):
+        if not passes:
+            passes.append(None)
+            raise OUT_OF_MEMORY[form]()
+        passes.append(batch.shape[-2] * batch.shape[-1])
+        return forward(ready, batch)
+
+    # the overlap exceeds what this small network sees around a pixel (~22 px)
+    tiled = Stylizer(run, max_pixels=10**9, net=ready, overlap=96)(image[None])
+    assert all(pixels < 420 * 300 for pixels in passes[1:]) and len(passes) > 2
+    assert (tiled - whole).abs().max() < 1e-4
+
+
+def test_other_errors_of_a_pass_are_raised_not_tiled_around(net):
+    def run(batch):
+        raise RuntimeError("Given groups=1, weight of size [8, 3, 9, 9], expected input")
+
+    with pytest.raises(RuntimeError, match="Given groups=1"):
+        Stylizer(run, max_pixels=10**9, net=None)(make_photo((64, 64), 0)[None])

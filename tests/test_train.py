@@ -490,3 +490,67 @@ def test_flat_output_stop_counts_flat_batches_in_a_row(spreads, stops):
         except FlatOutputError:
             raised = True
     assert raised == stops
+
+
+def samples_of(photos: list[Path], net: torch.nn.Module) -> tuple[SimpleNamespace, ...]:
+    """A trainer and module, as StylizeSamples sees them, of a one-style ``net``."""
+    datamodule = SimpleNamespace(preview_paths=lambda: photos, sample_name=lambda p: p.name)
+    module = SimpleNamespace(
+        transformer=SimpleNamespace(each_style=lambda: [net]),
+        styles=[{"name": "one"}],
+        device=torch.device("cpu"),
+    )
+    return SimpleNamespace(datamodule=datamodule), module
+
+
+def test_samples_too_large_for_one_pass_are_stylized_in_tiles_as_nst_fast_stylize_does(
+    tmp_path, monkeypatch
+):
+    from nst_fast import inference
+    from nst_fast.images import read_image, save_image
+    from nst_fast.training.callbacks import StylizeSamples
+
+    from .conftest import make_photo
+    from .test_inference import steady_network
+
+    monkeypatch.setenv("NST_FAST_CPU_BF16", "0")  # compared in fp32
+    net = steady_network()
+    photo = save_image(make_photo((600, 520), 3), tmp_path / "photos" / "p.png")
+    untiled = inference.stylize(net, read_image(photo))
+    monkeypatch.setenv("NST_FAST_MAX_PIXELS", "4096")
+    passes = []
+    forward = inference.forward
+
+    def counted(ready, batch):
+        passes.append(batch.shape[-2] * batch.shape[-1])
+        return forward(ready, batch)
+
+    monkeypatch.setattr(inference, "forward", counted)
+    StylizeSamples(tmp_path / "samples").on_train_end(*samples_of([photo], net))
+    assert passes and max(passes) < 600 * 520  # never the whole photo at once
+    sample = read_image(tmp_path / "samples" / "p.png")
+    assert (sample - untiled).abs().max() <= 1 / 255  # within the PNG's 8-bit rounding
+
+
+def test_a_sample_out_of_memory_even_in_tiles_is_left_out_and_the_others_written(
+    tmp_path, monkeypatch, caplog
+):
+    from nst_fast.images import save_image
+    from nst_fast.models.transformer import transformer_net
+    from nst_fast.training import callbacks
+
+    from .conftest import make_photo
+
+    photos = [save_image(make_photo((40, 36 + i), i), tmp_path / f"{i}.png") for i in (0, 4)]
+    stylize_large = callbacks.stylize_large
+
+    def full_gpu_for_the_first(net, photo):
+        if photo.shape[-1] == 36:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return stylize_large(net, photo)
+
+    monkeypatch.setattr(callbacks, "stylize_large", full_gpu_for_the_first)
+    net = transformer_net(channels=[8, 16, 32], residual_blocks=1)
+    callbacks.StylizeSamples(tmp_path / "samples").on_train_end(*samples_of(photos, net))
+    assert [p.name for p in (tmp_path / "samples").iterdir()] == ["4.png"]
+    assert "sample left out" in caplog.text and "0.png" in caplog.text

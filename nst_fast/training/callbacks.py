@@ -17,7 +17,7 @@ from nst_fast import compat
 from nst_fast.errors import FlatOutputError, NstFastError
 from nst_fast.export import save_model
 from nst_fast.images import ImageReadError, read_image, save_image
-from nst_fast.inference import stylize
+from nst_fast.inference import is_out_of_memory, stylize, stylize_large
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,10 @@ class StylizeSamples(pl.Callback):
     """At the end of training, stylize the preview photos at full size into ``folder``
     (``folder/STYLE/`` for each style of a network of several).
 
-    The DataModule's preview photos are the ones it already decoded successfully.
+    The DataModule's preview photos are the ones it already decoded successfully. They are
+    stylized as ``nst-fast stylize`` does (``inference.stylize_large``): full-size photos
+    on the training GPU, beside the optimizer's state, may need tiles, and a sample that
+    runs out of memory even so is left out rather than failing the finished run.
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -127,13 +130,20 @@ class StylizeSamples(pl.Callback):
         )
         for path in trainer.datamodule.preview_paths():
             try:
-                photo = read_image(path).to(pl_module.device)
+                photo = read_image(path)
             except ImageReadError as err:  # changed on disk since it was first read
                 log.warning("sample left out: %s", err)
                 continue
             name = trainer.datamodule.sample_name(path)
             for net, folder in zip(nets, folders, strict=True):
-                save_image(stylize(net.eval(), photo), folder / name)
+                try:
+                    sample = stylize_large(net, photo)
+                except Exception as err:
+                    if not is_out_of_memory(err):
+                        raise
+                    log.warning("sample left out: %s: out of memory even in tiles", path)
+                    continue
+                save_image(sample, folder / name)
 
 
 class SkippedPhotosReport(pl.Callback):
