@@ -80,8 +80,8 @@ def training_device(module: pl.LightningModule) -> torch.device:
 
 def inference_dtype(device: torch.device, half: bool = True) -> torch.dtype:
     """Half precision where the hardware computes in it: on GPUs (bf16 from Ampere on,
-    else fp16: ``cuda_half_dtype``) and on CPUs with native bf16 (faster, within about one
-    8-bit level of fp32: docs/performance.md); fp32 on other CPUs."""
+    else fp16: ``cuda_half_dtype``) and on CPUs with native bf16 (faster, and on average
+    under one 8-bit level from fp32: docs/performance.md); fp32 on other CPUs."""
     if not half:
         return torch.float32
     if device.type == "cpu":
