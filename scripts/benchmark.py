@@ -104,6 +104,7 @@ class Setup:
     fast: bool = True
     styles: int = 1  # a network of several styles (conditional instance norm) when > 1
     stability: bool = False  # training with both video stability terms on
+    style_scales: tuple[float, ...] = (1,)  # loss.style_scales: the style pyramid's sizes
 
     def describe(self) -> str:
         parts = [
@@ -118,6 +119,8 @@ class Setup:
             parts.append(f"{self.styles} styles")
         if self.stability:
             parts.append("stability terms on")
+        if self.style_scales != (1,):
+            parts.append("style scales " + ",".join(f"{f:g}" for f in self.style_scales))
         return ", ".join(parts)
 
 
@@ -152,7 +155,12 @@ def setups(args: argparse.Namespace) -> list[Setup]:
 
     fast = not args.plain
     out = []
-    several = {"fast": fast, "styles": args.styles, "stability": args.stability}
+    several = {
+        "fast": fast,
+        "styles": args.styles,
+        "stability": args.stability,
+        "style_scales": tuple(args.style_scales),
+    }
     if args.device in ("auto", "cpu") or (args.device == "all"):
         out.append(Setup("cpu", "cpu", **cpu_options(), **several))
     if torch.cuda.is_available() and args.device in ("auto", "cuda", "all"):
@@ -241,6 +249,7 @@ def make_module(setup: Setup, weights: str) -> tuple[StyleTransferModule, torch.
         f"fast={setup.fast}",
         *style_list(setup.styles),
         *(STABILITY_ON if setup.stability else ()),
+        f"loss.style_scales=[{','.join(f'{f:g}' for f in setup.style_scales)}]",
     )
     module = StyleTransferModule.from_config(cfg)
     module.to(setup.device)
@@ -408,14 +417,18 @@ def count_flops(fn) -> float:
 COUNT_SIZE = 64
 
 
-def training_flops_per_image(size: int, reference: bool) -> float:
+def training_flops_per_image(
+    size: int, reference: bool, style_scales: tuple[float, ...] = (1,)
+) -> float:
     """FLOPs of one training image (CPU, plain modules, counted at 64 px and scaled).
 
     The project's step computes the photo's VGG features only up to the content layer;
     the reference's (pytorch/examples) runs the photo through VGG up to relu4_3 as well:
-    its count is the same step with that one difference.
+    its count is the same step with that one difference. ``style_scales``: the project's
+    style pyramid (the reference has none).
     """
-    loss, style = config_groups(project_config("random"), "loss", "style")
+    scales = f"loss.style_scales=[{','.join(f'{f:g}' for f in style_scales)}]"
+    loss, style = config_groups(project_config("random", scales), "loss", "style")
     net = plain_transformer()
     criterion = build_criterion(loss, style, net.multiple)
     network: LossNetwork = criterion.network
@@ -558,6 +571,7 @@ def setup_from_spec(spec: dict) -> Setup:
     setup = Setup(**{k: v for k, v in spec.items() if k != "amp"})
     setup.amp = getattr(torch, spec["amp"]) if spec["amp"] else None
     setup.compile = tuple(setup.compile)
+    setup.style_scales = tuple(setup.style_scales)
     return setup
 
 
@@ -565,6 +579,7 @@ def setup_spec(setup: Setup) -> dict:
     spec = dict(setup.__dict__)
     spec["amp"] = str(setup.amp).removeprefix("torch.") if setup.amp else None
     spec["compile"] = list(setup.compile)
+    spec["style_scales"] = list(setup.style_scales)
     return spec
 
 
@@ -883,8 +898,9 @@ def remeasure_peaks(setup: Setup, before: Peaks) -> Peaks:
 
 
 def count_work(args: argparse.Namespace) -> Work:
+    scales = tuple(args.style_scales)
     work = Work(
-        training_flops_per_image(args.size, reference=False),
+        training_flops_per_image(args.size, reference=False, style_scales=scales),
         training_flops_per_image(args.size, reference=True),
         {size: stylize_flops(size) for size in args.stylize_sizes},
     )
@@ -1130,6 +1146,14 @@ def add_figure_options(p: argparse.ArgumentParser) -> None:
         "--stability", action="store_true", help="train with the video stability terms on"
     )
     p.add_argument(
+        "--style-scales",
+        type=float,
+        nargs="+",
+        default=[1],
+        metavar="FACTOR",
+        help="train with the style term on this pyramid (loss.style_scales; 1: full size only)",
+    )
+    p.add_argument(
         "--stylize-sizes", type=int, nargs="+", default=[512, 1024], help="timed stylize sizes"
     )
     p.add_argument("--stylize-repeats", type=int, default=3)
@@ -1187,7 +1211,8 @@ def markdown_path(args: argparse.Namespace) -> Path | None:
                 "run without --quick, or --write-md another path"
             )
         return args.write_md
-    if args.quick or args.plain or args.styles > 1 or args.stability or args.no_write_md:
+    variant = args.plain or args.styles > 1 or args.stability or args.style_scales != [1]
+    if args.quick or variant or args.no_write_md:
         return None
     return LATEST_MD
 

@@ -26,6 +26,24 @@ def test_plain_switches_the_speed_work_off_in_every_setup() -> None:
     assert benchmark.setup_from_spec(spec) == plain[0]
 
 
+def test_the_style_pyramid_option_reaches_the_setup_and_its_children() -> None:
+    [setup] = benchmark.setups(
+        benchmark.parse_args(["--device", "cpu", "--style-scales", "1", "2"])
+    )
+    assert setup.style_scales == (1, 2)
+    assert "style scales 1,2" in setup.describe()
+    assert benchmark.setup_from_spec(benchmark.setup_spec(setup)) == setup
+    module, _ = benchmark.make_module(setup, "random")
+    assert module.criteria[0].style_scales == {1.0: 1.0, 2.0: 1.0}
+
+
+def test_the_pyramid_counts_its_smaller_vgg_passes_in_the_work_of_a_step() -> None:
+    single = benchmark.training_flops_per_image(64, reference=False)
+    pyramid = benchmark.training_flops_per_image(64, reference=False, style_scales=(1, 2, 4))
+    # VGG up to relu4_3 again on a quarter and a sixteenth of the pixels, backward included
+    assert single < pyramid < 1.5 * single
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
@@ -36,6 +54,7 @@ def test_plain_switches_the_speed_work_off_in_every_setup() -> None:
         (["--quick", "--write-md", "out.md"], Path("out.md")),
         (["--plain", "--write-md", "plain.md"], Path("plain.md")),
         (["--styles", "4"], None),
+        (["--style-scales", "1", "2", "4"], None),
     ],
 )
 def test_markdown_goes_to_the_latest_file_only_from_a_full_run(argv, expected) -> None:
