@@ -35,7 +35,9 @@ in a subprocess of this run when ../shared is present. The VGG16 weights are
 speed, said in the output). On CPU one setup runs (the default training runs with: bf16
 autocast where the CPU computes bf16 natively, else fp32; --cpu-precision picks); on CUDA two:
 eager fp32 and the optimized default (channels_last, bf16 autocast, torch.compile,
-cudnn.benchmark).
+cudnn.benchmark); ``--cuda-setups`` picks one, and ``--compile off`` makes the optimized one
+eager bf16. ``--shared DIR`` reads the reference, weights and photos from a copy of ../shared
+(what scripts/gpu_bundle.py sends to a lent GPU machine).
 
 Timings are medians of the timed repeats; on a shared or busy machine they are noisy.
 """
@@ -76,11 +78,26 @@ from nst_fast.losses.network import LossNetwork  # noqa: E402
 from nst_fast.models.transformer import TransformerConfig, TransformerNet  # noqa: E402
 from nst_fast.training.module import StyleTransferModule  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
-PEER_BENCH = SHARED / "bench" / "peer_bench.py"
-PEER_DIR = SHARED / "peers" / "pytorch_examples_fast_neural_style"
-SHARED_WEIGHTS = SHARED / "weights" / "vgg16_imagenet_features.pt"
-COCO = SHARED / "coco128" / "train2017"
+# ../shared, or the copy that --shared names (a lent GPU machine gets scripts/gpu_bundle.py's
+# copy inside the checkout, since ../shared does not travel there). The memory children read
+# the variable, so they time the same reference.
+SHARED_ENV = "NST_FAST_SHARED"
+
+
+def use_shared(folder: Path, children: bool = True) -> None:
+    """Read the reference, the weights and the photos from ``folder``, laid out as
+    ../shared, in this process and (``children``) in the children it starts."""
+    global SHARED, PEER_BENCH, PEER_DIR, SHARED_WEIGHTS, COCO
+    SHARED = folder.resolve()
+    PEER_BENCH = SHARED / "bench" / "peer_bench.py"
+    PEER_DIR = SHARED / "peers" / "pytorch_examples_fast_neural_style"
+    SHARED_WEIGHTS = SHARED / "weights" / "vgg16_imagenet_features.pt"
+    COCO = SHARED / "coco128" / "train2017"
+    if children:
+        os.environ[SHARED_ENV] = str(SHARED)
+
+
+use_shared(Path(os.environ.get(SHARED_ENV) or ROOT.parent / "shared"), children=False)
 LATEST_MD = ROOT / "docs" / "benchmark-latest.md"
 
 warnings.filterwarnings("ignore", message=".*self.log.*")
@@ -155,8 +172,10 @@ def setups(args: argparse.Namespace) -> list[Setup]:
     several = {"fast": fast, "styles": args.styles, "stability": args.stability}
     if args.device in ("auto", "cpu") or (args.device == "all"):
         out.append(Setup("cpu", "cpu", **cpu_options(), **several))
-    if torch.cuda.is_available() and args.device in ("auto", "cuda", "all"):
+    cuda = torch.cuda.is_available() and args.device in ("auto", "cuda", "all")
+    if cuda and "fp32" in args.cuda_setups:
         out.append(Setup("cuda eager fp32", "cuda", channels_last=False, **several))
+    if cuda and "optimized" in args.cuda_setups:
         compiled = ("transformer", "loss") if args.compile == "auto" else args.compile
         out.append(
             Setup(
@@ -1146,6 +1165,14 @@ def add_figure_options(p: argparse.ArgumentParser) -> None:
 
 def add_setup_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "all"])
+    p.add_argument(
+        "--cuda-setups",
+        nargs="+",
+        default=["fp32", "optimized"],
+        choices=["fp32", "optimized"],
+        help="the CUDA set-ups to run: eager fp32, the optimized one (with --compile off: "
+        "eager bf16), or both (default)",
+    )
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
     p.add_argument(
         "--cpu-precision",
@@ -1162,6 +1189,13 @@ def add_setup_options(p: argparse.ArgumentParser) -> None:
         help="let malloc return freed memory to the OS, as before keep_freed_memory()",
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
+    p.add_argument(
+        "--shared",
+        type=Path,
+        metavar="DIR",
+        help="read the reference, the VGG16 weights and coco128 from DIR, laid out as "
+        "../shared (default: ../shared)",
+    )
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -1203,6 +1237,8 @@ def child_entry(spec_json: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.shared:
+        use_shared(args.shared)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
