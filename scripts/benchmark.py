@@ -876,27 +876,27 @@ def command_line(argv: list[str] | None) -> str:
     return shlex.join(["python", "scripts/benchmark.py", *argv])
 
 
-def measure_peaks(setup: Setup) -> Peaks:
-    peak = matmul_peak(setup.device)
+def measure_peaks(setup: Setup, n: int = 2048) -> Peaks:
+    peak = matmul_peak(setup.device, n=n)
     print(
-        f"  fp32 matmul 2048^3: best {peak['best']:.1f} GFLOP/s, "
+        f"  fp32 matmul {n}^3: best {peak['best']:.1f} GFLOP/s, "
         f"median {peak['median']:.1f} (the peak below is the best)",
         flush=True,
     )
     peaks = Peaks(peak)
     if setup.amp is not None:
-        peaks.half = matmul_peak(setup.device, setup.amp)["best"]
+        peaks.half = matmul_peak(setup.device, setup.amp, n)["best"]
         print(f"  {setup.amp} matmul peak: best {peaks.half:.1f} GFLOP/s", flush=True)
     return peaks
 
 
-def remeasure_peaks(setup: Setup, before: Peaks) -> Peaks:
+def remeasure_peaks(setup: Setup, before: Peaks, n: int = 2048) -> Peaks:
     """The machine's peaks: the best seen before or after the figures."""
-    again = matmul_peak(setup.device)
+    again = matmul_peak(setup.device, n=n)
     print(f"  fp32 matmul peak again at the end: best {again['best']:.1f} GFLOP/s")
     peaks = Peaks({**before.fp32, "best": max(before.fp32["best"], again["best"])}, before.half)
     if setup.amp is not None:
-        peaks.half = max(before.half or 0.0, matmul_peak(setup.device, setup.amp)["best"])
+        peaks.half = max(before.half or 0.0, matmul_peak(setup.device, setup.amp, n)["best"])
         print(f"  {setup.amp} peak, best of both: {peaks.half:.1f} GFLOP/s", flush=True)
     return peaks
 
@@ -1100,7 +1100,7 @@ def bench_setup(run: Run, setup: Setup) -> None:
     """Every figure group of one set-up, its table, and its profile."""
     args = run.args
     print(f"== {setup.name}: {setup.describe()}", flush=True)
-    peaks = measure_peaks(setup)
+    peaks = measure_peaks(setup, args.matmul_size)
     work = count_work(args)
     rows, peer_runs = training_rows(run, setup, work)
     rows += stylize_rows(run, setup, peer_runs, work)
@@ -1108,7 +1108,7 @@ def bench_setup(run: Run, setup: Setup) -> None:
         rows += data_rows(run, setup, need=rows[0].project or 1.0)
     if not args.no_memory:
         rows += memory_rows(run, setup, next(iter(peer_runs.values()), None))
-    peaks = remeasure_peaks(setup, peaks)
+    peaks = remeasure_peaks(setup, peaks, args.matmul_size)
     print()
     report_setup(run, setup, rows, peaks)
     if not args.no_profile:
@@ -1161,6 +1161,13 @@ def add_figure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory figures")
     p.add_argument("--no-profile", action="store_true", help="skip the profiler table")
     p.add_argument("--profile-rows", type=int, default=20)
+    p.add_argument(
+        "--matmul-size",
+        type=int,
+        default=2048,
+        help="n of the n x n matmul that measures the machine's peak (2048; smaller for a "
+        "smoke run: the peak is then understated)",
+    )
 
 
 def add_setup_options(p: argparse.ArgumentParser) -> None:
