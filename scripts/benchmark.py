@@ -472,11 +472,16 @@ def matmul_peak(device: str, dtype: torch.dtype = torch.float32, n: int = 2048) 
 # --------------------------------------------------------------------------- data pipeline
 
 
-def bench_data(root: Path, size: int, batch: int, workers: int, epochs: int = 1) -> dict:
-    """Images/s the PhotoDataModule delivers (worker start-up and first batch excluded)."""
+def bench_data(
+    root: Path, size: int, batch: int, workers: int, epochs: int = 1, repeat: int = 1
+) -> dict:
+    """Images/s the PhotoDataModule delivers (worker start-up and first batch excluded);
+    ``repeat`` passes a small folder several times an epoch, as ``data.repeat`` does."""
     from nst_fast.data.datamodule import PhotoDataModule
 
-    data = PhotoDataModule(str(root), image_size=size, batch_size=batch, num_workers=workers)
+    data = PhotoDataModule(
+        str(root), image_size=size, batch_size=batch, num_workers=workers, repeat=repeat
+    )
     loader = data.train_dataloader()
     images, start = 0, None
     for _ in range(epochs):

@@ -710,7 +710,13 @@ def section_training_run(ctx: Context, sec: Section) -> None:
     if ctx.style.startswith("generated:"):
         argv += [f"style.name={ctx.style.split(':')[1]}"]
     batch, size = 4, 256
-    if ctx.rehearse:
+    # The bundle has a few dozen photos: passed several times an epoch, the run never
+    # waits at an epoch's end for the loader's workers to start again.
+    photos, held_out = len(list(ctx.photos.glob("*.jpg"))), 4
+    repeat = max(1, math.ceil(ctx.sizes.run_steps * batch / max(photos - held_out, 1)))
+    if not ctx.rehearse:
+        argv += [f"data.val_images={held_out}", f"data.repeat={repeat}"]
+    else:
         batch, size = 2, ctx.sizes.train_size
         argv += ["trainer=cpu", f"data.image_size={size}", f"data.batch_size={batch}"]
         argv += ["style.size=48", "data.num_workers=0", "data.val_images=0"]
@@ -727,7 +733,7 @@ def section_training_run(ctx: Context, sec: Section) -> None:
     images = step["calls"] * batch
     loop_s = step["total_s"] + data_wait
     workers = 0 if ctx.rehearse else loader_workers(4)
-    pipeline = bench.bench_data(ctx.photos, size, batch, workers, epochs=2)
+    pipeline = bench.bench_data(ctx.photos, size, batch, workers, repeat=repeat)
     result = {
         "steps": step["calls"],
         "images": images,

@@ -194,3 +194,20 @@ def test_the_packed_vgg_weights_unpack_to_a_file_both_loaders_take(tmp_path) -> 
     assert torch.equal(features[21].weight, packed["21.weight"].float())
     assert features[21].weight.dtype == torch.float32
     assert gpu_check.unpack_weights(tmp_path) == full  # once unpacked, kept
+
+
+def test_the_bundle_carries_what_the_machines_image_lacks_and_nothing_it_has() -> None:
+    gpu_bundle = load_script("gpu_bundle")
+    missing = gpu_bundle.missing_packages()
+    assert {"hydra-core", "omegaconf", "antlr4-python3-runtime", "torchdata", "av"} <= set(missing)
+    assert not set(missing) & {"torch", "torchvision", "pytorch-lightning", "onnxruntime", "numpy"}
+
+
+def test_the_bundle_takes_photos_in_name_order_while_they_fit(tmp_path) -> None:
+    gpu_bundle = load_script("gpu_bundle")
+    source = tmp_path / "coco"
+    source.mkdir()
+    for name, size in (("b.jpg", 300), ("a.jpg", 500), ("c.jpg", 100)):
+        (source / name).write_bytes(b"x" * size)
+    assert gpu_bundle.add_photos(source, tmp_path / "bundle", room=850, most=128) == 2
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["a.jpg", "b.jpg"]
