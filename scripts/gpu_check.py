@@ -156,6 +156,8 @@ class Context:
     photos: Path | None = None
     style: str = "generated:mosaic"
     model: Path | None = None  # the training run's model.pt, for export and stylize
+    inputs: dict[str, str] = field(default_factory=dict)
+    inputs_error: str = ""
     section_end: float = 0.0
 
     def left(self) -> float:
@@ -370,11 +372,13 @@ def section_environment(ctx: Context, sec: Section) -> None:
         import av
 
         data["av_h264"] = "libx264" in av.codecs_available
-    data["inputs"] = find_inputs(ctx)
+    data["inputs"] = ctx.inputs
     sec.data = data
     gpu = f"{data['gpu']} (compute capability {data['capability']})" if "gpu" in data else "none"
     sec.summary = f"{gpu}; torch {torch.__version__}; weights {Path(ctx.weights).name}"
     sec.lines = [f"- {k}: {v}" for k, v in data.items()]
+    if ctx.inputs_error:
+        raise RuntimeError(f"inputs: {ctx.inputs_error}")
 
 
 def version_of(name: str, metadata: Any) -> str | None:
@@ -384,21 +388,28 @@ def version_of(name: str, metadata: Any) -> str | None:
         return None
 
 
-def find_inputs(ctx: Context) -> dict[str, str]:
+def find_inputs(ctx: Context) -> None:
     """The VGG weights, photos and style the sections use: the bundle's or ../shared's on
-    a GPU machine; made here (random weights, generated photos) in a rehearsal."""
-    if ctx.shared is not None and not ctx.rehearse:
-        weights = unpack_weights(ctx.shared)
-        ctx.weights = str(weights) if weights else "random"
-        coco = ctx.shared / "coco128" / "train2017"
-        ctx.photos = coco if coco.is_dir() and any(coco.glob("*.jpg")) else None
-        style = ctx.shared / "styles" / "starry_night.jpg"
-        ctx.style = str(style) if style.is_file() else ctx.style
+    a GPU machine; made here (random weights, generated photos) in a rehearsal, and
+    wherever the bundle's are missing or fail to unpack (the environment section then
+    says why)."""
+    try:
+        if ctx.shared is not None and not ctx.rehearse:
+            coco = ctx.shared / "coco128" / "train2017"
+            ctx.photos = coco if coco.is_dir() and any(coco.glob("*.jpg")) else None
+            style = ctx.shared / "styles" / "starry_night.jpg"
+            ctx.style = str(style) if style.is_file() else ctx.style
+            weights = unpack_weights(ctx.shared)
+            ctx.weights = str(weights) if weights else "random"
+    except Exception as err:
+        ctx.inputs_error = f"{type(err).__name__}: {err}"
+        ctx.log(traceback.format_exc())
     if ctx.photos is None:
         size = (48, 64) if ctx.rehearse else (480, 640)
         ctx.photos = make_photos(ctx.work / "photos", 8 if ctx.rehearse else 64, size)
     photos = len(list(ctx.photos.glob("*.jpg")))
-    return {"weights": ctx.weights, "photos": f"{ctx.photos} ({photos})", "style": ctx.style}
+    ctx.inputs = {"weights": ctx.weights, "photos": f"{ctx.photos} ({photos})"}
+    ctx.inputs["style"] = ctx.style
 
 
 def cuda_test_ids(tests: Path) -> list[str]:
@@ -474,8 +485,11 @@ def section_train_steps(ctx: Context, sec: Section) -> None:
     bench = benchmark_module()
     sizes = ctx.sizes
     failed = []
-    plain = bench.Setup("eager", ctx.device, channels_last=True)
-    compiled = bench.Setup("compile", ctx.device, channels_last=True, compile=("transformer",))
+    cuda = ctx.device == "cuda"  # cuDNN autotuning as trainer=gpu trains
+    plain = bench.Setup("eager", ctx.device, channels_last=True, cudnn_benchmark=cuda)
+    compiled = bench.Setup(
+        "compile", ctx.device, channels_last=True, compile=("transformer",), cudnn_benchmark=cuda
+    )
     eager_module = bench.make_module(plain, ctx.weights)  # both autocasts train it in turn
     cases = [
         ("bf16 autocast", torch.bfloat16, plain, eager_module),
@@ -483,7 +497,7 @@ def section_train_steps(ctx: Context, sec: Section) -> None:
         ("compile=true, bf16 autocast", torch.bfloat16, compiled, None),
     ]
     for name, dtype, setup, module in cases:
-        setup.amp, setup.cudnn_benchmark = dtype, ctx.device == "cuda"
+        setup.amp = dtype
         # A rehearsal compiles with dynamo's eager backend: it traces the network as
         # inductor would be given it, without the minutes of C++ builds on two cores.
         patch = (
@@ -1082,6 +1096,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.log_path.write_text(f"nst-fast GPU check, {ctx.sizes}\nwheels installed: {installed}\n")
     # The cache of generated styles and downloads, away from the user's.
     ctx.env["NST_FAST_CACHE"] = os.environ["NST_FAST_CACHE"] = str(work / "cache")
+    find_inputs(ctx)
     sections = run_sections(ctx, args.sections, started)
     failed = [s.name for s in sections if s.status != "ok"]
     print(f"report: {ctx.out / (REPORT + '.md')} ({time.monotonic() - started:.0f} s)")
