@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VGG_WEIGHTS ?= imagenet
 DEMO_DIR ?= outputs/demo
+OUT ?= outputs/gpu-check
 
-.PHONY: help install demo test test-fast lint tensorboard bench bench-quick web-screenshots clean
+.PHONY: help install demo test test-fast lint tensorboard bench bench-quick gpu-check \
+	gpu-check-rehearse gpu-bundle web-screenshots clean
 
 help:
 	@echo "make install       install nst-fast and its dev tools (pip install -e '.[dev]')"
@@ -14,6 +16,9 @@ help:
 	@echo "make tensorboard   tensorboard --logdir outputs"
 	@echo "make bench         training/stylize/data/memory figures beside the reference"
 	@echo "make bench-quick   a short smoke run of the benchmark"
+	@echo "make gpu-check     on a CUDA machine: the GPU check's report in OUT (docs/development.md)"
+	@echo "make gpu-check-rehearse  the same check on the CPU at tiny sizes (about a minute)"
+	@echo "make gpu-bundle    .gpu-bundle/: what a lent GPU machine needs, within its carry limit"
 	@echo "make web-screenshots  docs/web/*.png: the web page with the demo model (Chromium)"
 
 install:
@@ -40,6 +45,15 @@ bench:
 
 bench-quick:
 	$(PYTHON) scripts/benchmark.py --quick
+
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py --out $(OUT)
+
+gpu-check-rehearse:
+	$(PYTHON) scripts/gpu_check.py --rehearse --out $(OUT)
+
+gpu-bundle:
+	$(PYTHON) scripts/gpu_bundle.py
 
 web-screenshots:
 	$(PYTHON) scripts/web_screenshots.py $(DEMO_DIR)/model.pt

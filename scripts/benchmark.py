@@ -35,7 +35,9 @@ in a subprocess of this run when ../shared is present. The VGG16 weights are
 speed, said in the output). On CPU one setup runs (the default training runs with: bf16
 autocast where the CPU computes bf16 natively, else fp32; --cpu-precision picks); on CUDA two:
 eager fp32 and the optimized default (channels_last, bf16 autocast, torch.compile,
-cudnn.benchmark).
+cudnn.benchmark); ``--cuda-setups`` picks one, and ``--compile off`` makes the optimized one
+eager bf16. ``--shared DIR`` reads the reference, weights and photos from a copy of ../shared
+(what scripts/gpu_bundle.py sends to a lent GPU machine).
 
 Timings are medians of the timed repeats; on a shared or busy machine they are noisy.
 """
@@ -76,11 +78,26 @@ from nst_fast.losses.network import LossNetwork  # noqa: E402
 from nst_fast.models.transformer import TransformerConfig, TransformerNet  # noqa: E402
 from nst_fast.training.module import StyleTransferModule  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
-PEER_BENCH = SHARED / "bench" / "peer_bench.py"
-PEER_DIR = SHARED / "peers" / "pytorch_examples_fast_neural_style"
-SHARED_WEIGHTS = SHARED / "weights" / "vgg16_imagenet_features.pt"
-COCO = SHARED / "coco128" / "train2017"
+# ../shared, or the copy that --shared names (a lent GPU machine gets scripts/gpu_bundle.py's
+# copy inside the checkout, since ../shared does not travel there). The memory children read
+# the variable, so they time the same reference.
+SHARED_ENV = "NST_FAST_SHARED"
+
+
+def use_shared(folder: Path, children: bool = True) -> None:
+    """Read the reference, the weights and the photos from ``folder``, laid out as
+    ../shared, in this process and (``children``) in the children it starts."""
+    global SHARED, PEER_BENCH, PEER_DIR, SHARED_WEIGHTS, COCO
+    SHARED = folder.resolve()
+    PEER_BENCH = SHARED / "bench" / "peer_bench.py"
+    PEER_DIR = SHARED / "peers" / "pytorch_examples_fast_neural_style"
+    SHARED_WEIGHTS = SHARED / "weights" / "vgg16_imagenet_features.pt"
+    COCO = SHARED / "coco128" / "train2017"
+    if children:
+        os.environ[SHARED_ENV] = str(SHARED)
+
+
+use_shared(Path(os.environ.get(SHARED_ENV) or ROOT.parent / "shared"), children=False)
 LATEST_MD = ROOT / "docs" / "benchmark-latest.md"
 
 warnings.filterwarnings("ignore", message=".*self.log.*")
@@ -163,8 +180,10 @@ def setups(args: argparse.Namespace) -> list[Setup]:
     }
     if args.device in ("auto", "cpu") or (args.device == "all"):
         out.append(Setup("cpu", "cpu", **cpu_options(), **several))
-    if torch.cuda.is_available() and args.device in ("auto", "cuda", "all"):
+    cuda = torch.cuda.is_available() and args.device in ("auto", "cuda", "all")
+    if cuda and "fp32" in args.cuda_setups:
         out.append(Setup("cuda eager fp32", "cuda", channels_last=False, **several))
+    if cuda and "optimized" in args.cuda_setups:
         compiled = ("transformer", "loss") if args.compile == "auto" else args.compile
         out.append(
             Setup(
@@ -466,11 +485,16 @@ def matmul_peak(device: str, dtype: torch.dtype = torch.float32, n: int = 2048) 
 # --------------------------------------------------------------------------- data pipeline
 
 
-def bench_data(root: Path, size: int, batch: int, workers: int, epochs: int = 1) -> dict:
-    """Images/s the PhotoDataModule delivers (worker start-up and first batch excluded)."""
+def bench_data(
+    root: Path, size: int, batch: int, workers: int, epochs: int = 1, repeat: int = 1
+) -> dict:
+    """Images/s the PhotoDataModule delivers (worker start-up and first batch excluded);
+    ``repeat`` passes a small folder several times an epoch, as ``data.repeat`` does."""
     from nst_fast.data.datamodule import PhotoDataModule
 
-    data = PhotoDataModule(str(root), image_size=size, batch_size=batch, num_workers=workers)
+    data = PhotoDataModule(
+        str(root), image_size=size, batch_size=batch, num_workers=workers, repeat=repeat
+    )
     loader = data.train_dataloader()
     images, start = 0, None
     for _ in range(epochs):
@@ -872,27 +896,27 @@ def command_line(argv: list[str] | None) -> str:
     return shlex.join(["python", "scripts/benchmark.py", *argv])
 
 
-def measure_peaks(setup: Setup) -> Peaks:
-    peak = matmul_peak(setup.device)
+def measure_peaks(setup: Setup, n: int = 2048) -> Peaks:
+    peak = matmul_peak(setup.device, n=n)
     print(
-        f"  fp32 matmul 2048^3: best {peak['best']:.1f} GFLOP/s, "
+        f"  fp32 matmul {n}^3: best {peak['best']:.1f} GFLOP/s, "
         f"median {peak['median']:.1f} (the peak below is the best)",
         flush=True,
     )
     peaks = Peaks(peak)
     if setup.amp is not None:
-        peaks.half = matmul_peak(setup.device, setup.amp)["best"]
+        peaks.half = matmul_peak(setup.device, setup.amp, n)["best"]
         print(f"  {setup.amp} matmul peak: best {peaks.half:.1f} GFLOP/s", flush=True)
     return peaks
 
 
-def remeasure_peaks(setup: Setup, before: Peaks) -> Peaks:
+def remeasure_peaks(setup: Setup, before: Peaks, n: int = 2048) -> Peaks:
     """The machine's peaks: the best seen before or after the figures."""
-    again = matmul_peak(setup.device)
+    again = matmul_peak(setup.device, n=n)
     print(f"  fp32 matmul peak again at the end: best {again['best']:.1f} GFLOP/s")
     peaks = Peaks({**before.fp32, "best": max(before.fp32["best"], again["best"])}, before.half)
     if setup.amp is not None:
-        peaks.half = max(before.half or 0.0, matmul_peak(setup.device, setup.amp)["best"])
+        peaks.half = max(before.half or 0.0, matmul_peak(setup.device, setup.amp, n)["best"])
         print(f"  {setup.amp} peak, best of both: {peaks.half:.1f} GFLOP/s", flush=True)
     return peaks
 
@@ -1097,7 +1121,7 @@ def bench_setup(run: Run, setup: Setup) -> None:
     """Every figure group of one set-up, its table, and its profile."""
     args = run.args
     print(f"== {setup.name}: {setup.describe()}", flush=True)
-    peaks = measure_peaks(setup)
+    peaks = measure_peaks(setup, args.matmul_size)
     work = count_work(args)
     rows, peer_runs = training_rows(run, setup, work)
     rows += stylize_rows(run, setup, peer_runs, work)
@@ -1105,7 +1129,7 @@ def bench_setup(run: Run, setup: Setup) -> None:
         rows += data_rows(run, setup, need=rows[0].project or 1.0)
     if not args.no_memory:
         rows += memory_rows(run, setup, next(iter(peer_runs.values()), None))
-    peaks = remeasure_peaks(setup, peaks)
+    peaks = remeasure_peaks(setup, peaks, args.matmul_size)
     print()
     report_setup(run, setup, rows, peaks)
     if not args.no_profile:
@@ -1166,10 +1190,25 @@ def add_figure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory figures")
     p.add_argument("--no-profile", action="store_true", help="skip the profiler table")
     p.add_argument("--profile-rows", type=int, default=20)
+    p.add_argument(
+        "--matmul-size",
+        type=int,
+        default=2048,
+        help="n of the n x n matmul that measures the machine's peak (2048; smaller for a "
+        "smoke run: the peak is then understated)",
+    )
 
 
 def add_setup_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "all"])
+    p.add_argument(
+        "--cuda-setups",
+        nargs="+",
+        default=["fp32", "optimized"],
+        choices=["fp32", "optimized"],
+        help="the CUDA set-ups to run: eager fp32, the optimized one (with --compile off: "
+        "eager bf16), or both (default)",
+    )
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
     p.add_argument(
         "--cpu-precision",
@@ -1186,6 +1225,13 @@ def add_setup_options(p: argparse.ArgumentParser) -> None:
         help="let malloc return freed memory to the OS, as before keep_freed_memory()",
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
+    p.add_argument(
+        "--shared",
+        type=Path,
+        metavar="DIR",
+        help="read the reference, the VGG16 weights and coco128 from DIR, laid out as "
+        "../shared (default: ../shared)",
+    )
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -1228,6 +1274,8 @@ def child_entry(spec_json: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.shared:
+        use_shared(args.shared)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:

@@ -2,6 +2,7 @@
 current module (the figures themselves come only from running it)."""
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -126,3 +127,31 @@ def test_styles_times_the_step_of_a_network_of_several_styles_each_in_turn(tmp_p
         False,
         False,
     ]
+
+
+def test_cuda_setups_picks_the_set_ups_and_compile_off_makes_the_optimized_one_eager_bf16(
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_, **__: True)
+    both = benchmark.setups(benchmark.parse_args(["--device", "cuda"]))
+    assert [s.name for s in both] == ["cuda eager fp32", "cuda optimized"]
+    argv = ["--device", "cuda", "--cuda-setups", "optimized", "--compile", "off", "--plain"]
+    (setup,) = benchmark.setups(benchmark.parse_args(argv))
+    assert (setup.device, setup.compile, setup.amp) == ("cuda", (), torch.bfloat16)
+    assert setup.channels_last and not setup.fast
+    assert "compile=off" in setup.describe() and "bfloat16 autocast" in setup.describe()
+
+
+def test_shared_reads_the_reference_weights_and_photos_from_a_copy_and_tells_the_children(
+    tmp_path, monkeypatch
+) -> None:
+    for name in ("SHARED", "PEER_BENCH", "PEER_DIR", "SHARED_WEIGHTS", "COCO"):
+        monkeypatch.setattr(benchmark, name, getattr(benchmark, name))
+    monkeypatch.delenv(benchmark.SHARED_ENV, raising=False)
+    benchmark.use_shared(tmp_path / "bundle")
+    bundle = (tmp_path / "bundle").resolve()
+    paths = (benchmark.PEER_BENCH, benchmark.SHARED_WEIGHTS, benchmark.COCO)
+    expected = ("bench/peer_bench.py", "weights/vgg16_imagenet_features.pt", "coco128/train2017")
+    assert paths == tuple(bundle / path for path in expected)
+    assert os.environ[benchmark.SHARED_ENV] == str(bundle)
