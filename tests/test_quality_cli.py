@@ -400,6 +400,33 @@ def test_multistyle_report_rows_each_style_of_each_model_against_its_one_style_n
     assert (out / "s0.jpg").is_file() and (out / "s1.jpg").is_file()
 
 
+@pytest.mark.slow
+def test_the_report_sets_models_of_one_style_against_the_first_with_the_coarse_style_terms(
+    tmp_path,
+):
+    multistyle_report = load_script("multistyle_report").main
+    photos = tmp_path / "held_out"
+    save_image(make_photo((64, 64), 1), photos / "a.png")
+    spec = {"name": "s", "image": str(save_image(make_photo((64, 64), 5), tmp_path / "s.png"))}
+    for seed, name in enumerate(("default", "pyramid")):
+        torch.manual_seed(seed)
+        net = transformer_net(channels=(8, 16, 32), residual_blocks=1)
+        save_model(net, tmp_path / f"{name}.pt", style="s", step=10, extra={"style": spec})
+    out = tmp_path / "page"
+    models = [f"{name}={tmp_path / name}.pt" for name in ("default", "pyramid")]
+    argv = [*models, "--content", str(photos), "--size", "64", "-o", str(out)]
+    argv += ["--against", "first", "--title", "The style pyramid", "loss.weights=random"]
+    assert multistyle_report(argv) == 0
+    page = (out / "README.md").read_text().splitlines()
+    assert page[0] == "# The style pyramid"
+    header = next(line for line in page if line.startswith("| style |"))
+    assert "| style 1/2 | style 1/4 |" in header and header.endswith("total against first |")
+    default, pyramid = [line.split(" | ") for line in page if line.startswith("| s |")]
+    assert default[1] == "default" and default[-1] == "- |"
+    assert pyramid[1] == "pyramid" and pyramid[-1].endswith("% |")
+    assert all(float(cell) > 0 for cell in (*default[6:8], *pyramid[6:8]))
+
+
 def test_multistyle_report_refuses_a_model_given_twice(tmp_path, capsys):
     multistyle_report = load_script("multistyle_report").main
     model = tmp_path / "model.pt"
