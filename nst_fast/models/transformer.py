@@ -37,7 +37,7 @@ class TransformerConfig:
 
     No defaults here: the values ``nst-fast train`` uses live in conf/model/johnson.yaml
     (``default_transformer_config``), and files of earlier versions are completed by
-    ``nst_fast.export.recorded_arch``.
+    ``nst_fast.models.recorded.recorded_arch``.
     """
 
     channels: list[int]  # widths at full, half, quarter ... resolution
