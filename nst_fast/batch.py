@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from nst_fast.errors import NstFastError
+from nst_fast.files import cannot_write
 from nst_fast.images import IMAGE_SUFFIXES, ImageReadError
 from nst_fast.inference import DEFAULT_OVERLAP, is_out_of_memory, steady_statistics
 from nst_fast.video import VIDEO_SUFFIXES, is_video
@@ -255,13 +256,6 @@ class Report:
         if self.errors:
             parts.append(f"{len(self.errors)} failed")
         return ", ".join(parts)
-
-
-def cannot_write(target: Path, err: OSError) -> str:
-    """One line for a failed write, naming the folder the system refused (not a temp file)."""
-    culprit = Path(err.filename) if err.filename else None
-    where = f": {culprit}" if culprit is not None and culprit in target.parents else ""
-    return f"{target}: cannot write ({err.strerror or err}{where})"
 
 
 # --- running ------------------------------------------------------------------------------

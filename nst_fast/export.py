@@ -8,7 +8,6 @@ Hydra nor the training config.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -16,28 +15,19 @@ import torch
 from nst_fast import __version__
 from nst_fast.errors import NstFastError
 from nst_fast.files import atomic_write, load_tensors
+from nst_fast.models import pytorch_examples
+from nst_fast.models.recorded import (
+    FORMAT_VERSION,
+    MULTI_STYLE_VERSION,
+    RE_EXPORT,
+    ModelFileError,
+    ModelInfo,
+    build_network,
+    recorded_arch,
+)
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 
 FORMAT = "nst-fast-model"
-# Version 2 files carry several styles; files of one style stay version 1, so that every
-# nst-fast reads them, and an earlier nst-fast names the version it cannot read.
-FORMAT_VERSION = 1
-MULTI_STYLE_VERSION = 2
-
-
-@dataclass
-class ModelInfo:
-    """What an exported model says about itself."""
-
-    style: str  # the style's name; several styles' names joined by '+'
-    step: int
-    arch: dict
-    nst_fast_version: str
-    format_version: int = FORMAT_VERSION
-    extra: dict = field(default_factory=dict)
-    # The names of the styles a network of several carries, in the order of its style
-    # weights; empty for a network of one style.
-    styles: list[str] = field(default_factory=list)
 
 
 def save_model(
@@ -71,48 +61,11 @@ def save_model(
     return Path(path)
 
 
-class ModelFileError(NstFastError):
-    """A model file that cannot be used: ``path`` and, in ``reason``, why and what to do."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = Path(path), reason
-
-
-# Fields that files of earlier versions do not record, with the value those versions
-# built: the output choice came after linear outputs, the norm scope after norms
-# everywhere. The one place that knows about earlier files.
-LEGACY_ARCH = {"output": "linear", "norm_scope": "all"}
-ARCH_FIELDS = tuple(f.name for f in fields(TransformerConfig))
-UPGRADE = "written by a newer nst-fast? upgrade it (pip install -U nst-fast)"
-RE_EXPORT = "export it again from its run (nst-fast export RUN/checkpoints/last.ckpt --format pt)"
 EARLIER_CHECKPOINT = "use an earlier checkpoint of the run (RUN/checkpoints/step=N.ckpt)"
 READS = (
     "nst-fast reads its model.pt files, training checkpoints (.ckpt), and state dicts of "
     "pytorch/examples' fast_neural_style network (torch.save(net.state_dict(), PATH))"
 )
-
-
-def recorded_arch(arch: dict, source: str | os.PathLike = "the file") -> dict:
-    """Every field of ``TransformerConfig`` for an architecture as a model.pt, checkpoint
-    or exported file records it, the fields of earlier versions filled in
-    (``LEGACY_ARCH``). A field this version does not know, or one that is missing,
-    raises ``ModelFileError`` naming it and ``source``."""
-    if not isinstance(arch, dict):
-        raise ModelFileError(source, "not an nst-fast model (its architecture is not a table)")
-    unknown = [key for key in arch if key not in ARCH_FIELDS]
-    if unknown:
-        raise ModelFileError(
-            source,
-            f"records model.{unknown[0]}, which nst-fast {__version__} does not know; {UPGRADE}",
-        )
-    full = {**LEGACY_ARCH, **arch}
-    missing = [key for key in ARCH_FIELDS if key not in full]
-    if missing:
-        raise ModelFileError(
-            source, f"not an nst-fast model (it records no model.{missing[0]}); {RE_EXPORT}"
-        )
-    return full
 
 
 def checkpoint_arch(hparams: dict, source: str | os.PathLike = "the checkpoint") -> dict:
@@ -173,61 +126,6 @@ def check_same_arch(hparams: dict, config: TransformerConfig) -> None:
         )
 
 
-def build_network(
-    arch: dict, state: dict, source: str | os.PathLike, remedy: str = RE_EXPORT, styles: int = 1
-) -> TransformerNet:
-    """The network ``arch`` describes with the weights ``state``, in eval mode; a
-    ``ModelFileError`` naming ``source`` when they cannot make a working network: an
-    architecture this version cannot build, weights that do not fit it, or weights that
-    are not finite (``remedy`` says what to do about those two)."""
-    arch = recorded_arch(arch, source)
-    try:
-        net = TransformerNet(TransformerConfig(**arch), styles)
-    except (TypeError, ValueError) as err:
-        raise ModelFileError(
-            source, f"nst-fast {__version__} cannot build the network it records ({err}); {UPGRADE}"
-        ) from err
-    if not isinstance(state, dict):
-        raise ModelFileError(
-            source, f"not an nst-fast model (its weights are not a table); {remedy}"
-        )
-    misfit = weights_misfit(net.state_dict(), state)
-    if misfit:
-        raise ModelFileError(
-            source, f"its weights do not fit the network it records ({misfit}); {remedy}"
-        )
-    net.load_state_dict(state)
-    bad = next(
-        (k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None
-    )
-    if bad is not None:
-        raise ModelFileError(
-            source,
-            f"weight {bad} holds NaN or infinite values (training diverged before it was "
-            f"saved?); {remedy}",
-        )
-    return net.eval()
-
-
-def weights_misfit(expected: dict[str, torch.Tensor], given: dict) -> str:
-    """What keeps ``given`` from loading into a network whose state dict is ``expected``,
-    in a few words; empty when it fits."""
-    problems = [f"no {k}" for k in expected if k not in given]
-    problems += [f"unexpected {k}" for k in given if k not in expected]
-    for key, value in expected.items():
-        other = given.get(key)
-        if other is None:
-            continue
-        if not isinstance(other, torch.Tensor):
-            problems.append(f"{key} is not a tensor")
-        elif other.shape != value.shape:
-            shape = "x".join(map(str, other.shape)) or "a scalar"
-            problems.append(f"{key} is {shape}, the network's {'x'.join(map(str, value.shape))}")
-    if len(problems) > 2:
-        problems = [*problems[:2], f"{len(problems) - 2} more"]
-    return ", ".join(problems)
-
-
 def _read(path: Path, what: str, map_location, remedy: str = RE_EXPORT) -> object:
     if not path.is_file():
         raise ModelFileError(path, f"no such {what} file")
@@ -258,8 +156,6 @@ def load_model(
     path = Path(path)
     payload = _read(path, "model", map_location, READS)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        from nst_fast.models import pytorch_examples
-
         if pytorch_examples.is_example_state(payload):
             return pytorch_examples.load_example(payload, path)
         raise ModelFileError(path, _not_a_model(payload))

@@ -1,4 +1,5 @@
-"""File helpers: atomic writes, the download cache, and loading tensor files safely."""
+"""File helpers: atomic writes (and the one line for a write that fails), the download cache,
+and loading tensor files safely."""
 
 from __future__ import annotations
 
@@ -55,6 +56,13 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def cannot_write(target: Path, err: OSError) -> str:
+    """One line for a failed write, naming the folder the system refused (not a temp file)."""
+    culprit = Path(err.filename) if err.filename else None
+    where = f": {culprit}" if culprit is not None and culprit in target.parents else ""
+    return f"{target}: cannot write ({err.strerror or err}{where})"
 
 
 def download(url: str, path: str | os.PathLike, timeout: float = 60) -> Path:

@@ -26,8 +26,8 @@ import torch
 
 from nst_fast import compat
 from nst_fast.errors import NstFastError
-from nst_fast.export import ModelFileError, ModelInfo, exported_channels, load_network
-from nst_fast.files import atomic_write
+from nst_fast.export import ModelFileError, ModelInfo, exported_channels, load_network, save_model
+from nst_fast.files import atomic_write, cannot_write
 from nst_fast.inference import Backend, forward, prepared
 from nst_fast.models.transformer import TransformerNet
 
@@ -488,9 +488,6 @@ def _first_line(err: Exception) -> str:
 def write_model(net: TransformerNet, info: ModelInfo, target: Path, fmt: str) -> Path:
     """Write ``net`` as ``fmt`` (pt, torchscript or onnx) to ``target``; a failed write is
     one line naming what the system refused."""
-    from nst_fast.batch import cannot_write
-    from nst_fast.export import save_model
-
     writers = {
         "pt": lambda: save_model(
             net, target, style=info.style, step=info.step, extra=info.extra, styles=info.styles

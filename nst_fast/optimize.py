@@ -133,7 +133,7 @@ def to_dict(node) -> dict:
 
 def style_override(style: str) -> list[str]:
     """A style given by name or path: a name from conf/style, else an image (or URL)."""
-    from nst_fast.config import config_dir
+    from nst_fast.config_files import config_dir
 
     if (config_dir() / "style" / f"{style}.yaml").is_file():
         return [f"style={style}"]

@@ -241,7 +241,8 @@ def test_an_onnx_export_with_a_broken_list_of_styles_is_refused_in_one_line(onnx
 
 
 def test_the_web_page_offers_the_styles_of_an_exported_file_of_several(model, exported):
-    from nst_fast.web import describe, make_engine
+    from nst_fast.web import make_engine
+    from nst_fast.web.models import describe
 
     offered = describe(exported, exported.parent, [])
     assert offered.styles == NAMES and offered.style == "a+b+c"

@@ -305,7 +305,7 @@ def test_a_pth_nst_fast_cannot_read_is_one_line_naming_it_and_what_it_reads(
 
 
 def test_the_web_page_finds_the_examples_models_in_a_folder_by_their_style(trained, tmp_path):
-    from nst_fast.web import find_models
+    from nst_fast.web.models import find_models
 
     example_file(trained, tmp_path / "saved_models" / "udnie.pth")
     [model] = find_models([tmp_path / "saved_models"])

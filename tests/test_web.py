@@ -28,15 +28,10 @@ from nst_fast.errors import NstFastError
 from nst_fast.export import save_model
 from nst_fast.images import read_image, save_image
 from nst_fast.models.transformer import TransformerNet, default_transformer_config, transformer_net
-from nst_fast.web import (
-    Webcam,
-    find_models,
-    make_engine,
-    output_size,
-    photo_size,
-    read_photo,
-    require_gradio,
-)
+from nst_fast.web import make_engine
+from nst_fast.web.models import find_models
+from nst_fast.web.page import Webcam, require_gradio
+from nst_fast.web.uploads import output_size, photo_size, read_photo
 from tests.conftest import make_photo
 
 CHROMIUM = Path("/usr/bin/chromium")

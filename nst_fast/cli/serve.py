@@ -14,7 +14,7 @@ PROG = "nst-fast serve"
 
 
 def parser() -> argparse.ArgumentParser:
-    from nst_fast.web import MAX_MEGAPIXELS, MAX_UPLOAD_MB
+    from nst_fast.web.uploads import MAX_MEGAPIXELS, MAX_UPLOAD_MB
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -54,7 +54,7 @@ def interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from nst_fast.web import require_gradio, serve
+    from nst_fast.web.page import require_gradio, serve
 
     args = parser().parse_args(argv)
     if args.port is not None and not 0 < args.port < 65536:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nst_fast import __version__
-from nst_fast.export import ModelFileError, ModelInfo, build_network, weights_misfit
+from nst_fast.models.recorded import ModelFileError, ModelInfo, build_network, weights_misfit
 from nst_fast.models.transformer import ConvBlock, TransformerConfig, TransformerNet
 
 ORIGIN = "pytorch/examples fast_neural_style"

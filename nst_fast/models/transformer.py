@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nst_fast.config_files import group_defaults
 from nst_fast.errors import ConfigError
 
 NORMS = ("instance", "batch")
@@ -36,7 +37,7 @@ class TransformerConfig:
 
     No defaults here: the values ``nst-fast train`` uses live in conf/model/johnson.yaml
     (``default_transformer_config``), and files of earlier versions are completed by
-    ``nst_fast.export.recorded_arch``.
+    ``nst_fast.models.recorded.recorded_arch``.
     """
 
     channels: list[int]  # widths at full, half, quarter ... resolution
@@ -237,8 +238,6 @@ def check_config(config: TransformerConfig) -> None:
 def default_transformer_config(**overrides: Any) -> TransformerConfig:
     """The architecture ``nst-fast train`` builds (conf/model/johnson.yaml), with
     ``overrides``."""
-    from nst_fast.config import group_defaults
-
     return TransformerConfig.of({**group_defaults("model", "johnson"), **overrides})
 
 

@@ -22,7 +22,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_fast import compat
-from nst_fast.config import compose, composition_error, config_dir, register
+from nst_fast.config import compose, composition_error, register
+from nst_fast.config_files import config_dir
 from nst_fast.data.datamodule import PhotoDataModule
 from nst_fast.device import keep_freed_memory
 from nst_fast.errors import NstFastError
