@@ -134,6 +134,7 @@ def test_cuda_setups_picks_the_set_ups_and_compile_off_makes_the_optimized_one_e
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_, **__: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: (8, 0))  # an A100
     both = benchmark.setups(benchmark.parse_args(["--device", "cuda"]))
     assert [s.name for s in both] == ["cuda eager fp32", "cuda optimized"]
     argv = ["--device", "cuda", "--cuda-setups", "optimized", "--compile", "off", "--plain"]

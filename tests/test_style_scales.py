@@ -51,9 +51,10 @@ def by_layer_weight(errors: dict[str, torch.Tensor]) -> torch.Tensor:
     return sum(LAYERS[name] * error for name, error in errors.items())
 
 
-STYLE = make_photo((48, 64), 5)[None]
-OUTPUT = torch.stack([make_photo((32, 40), 6), make_photo((32, 40), 7)])
-CONTENT = torch.stack([make_photo((32, 40), 8), make_photo((32, 40), 9)])
+# Sizes that VGG still takes at a quarter of them (16 px and more).
+STYLE = make_photo((72, 96), 5)[None]
+OUTPUT = torch.stack([make_photo((64, 80), 6), make_photo((64, 80), 7)])
+CONTENT = torch.stack([make_photo((64, 80), 8), make_photo((64, 80), 9)])
 
 
 def test_a_single_full_size_scale_is_the_style_term_of_gatys_and_johnson_exactly():
@@ -104,6 +105,16 @@ def test_evaluate_reports_the_style_error_at_half_and_quarter_size_and_per_layer
             )
     # A coarse figure sees what the full-size one does not: the same shapes, 4x larger.
     assert figures["style@1/4"] != figures["style"]
+
+
+def test_a_coarse_figure_is_left_out_where_the_shrunk_image_would_be_too_small_for_vgg():
+    criterion = PerceptualLoss(loss_network(), "relu2_2", LAYERS, WEIGHTS)
+    criterion.set_style(STYLE)
+    image = make_photo((40, 48), 6)[None]  # 20 px at half size, 10 at a quarter
+    with torch.no_grad():
+        figures = scores(criterion, image, image)
+    assert "style@1/2" in figures and "style@1/2/relu1_2" in figures
+    assert not any(name.startswith("style@1/4") for name in figures)
 
 
 def test_the_pyramid_runs_under_cpu_bf16_autocast():
@@ -170,6 +181,7 @@ def test_a_run_with_the_pyramid_logs_each_scales_term_and_writes_a_model(
     overrides = [
         *tiny_overrides(photo_folder, style_file, run_dir, steps=2),
         "loss.style_scales=[1,2]",
+        "style.size=96",  # its shorter side 76 px: 19 at a quarter, where VGG takes 16
         "data.val_images=2",
         "trainer.val_check_interval=2",
     ]
