@@ -146,11 +146,13 @@ def style_criterion(
     """The loss a composed config describes, on ``device``, its style targets set from
     ``style`` (default: the config's style image, read before the loss network may
     download)."""
-    from nst_fast.losses.build import build_criterion
+    from nst_fast.losses.build import build_criterion, check_scale_sizes
     from nst_fast.styles import load_style_image
 
     if style is None:
         style = load_style_image(cfg.style.image, cfg.style.size)
+    side = min(style.shape[-2:])
+    check_scale_sizes(to_dict(cfg.loss), {f"the style image {cfg.style.image} ({side} px)": side})
     criterion = build_criterion(to_dict(cfg.loss), to_dict(cfg.style)).to(device)
     criterion.set_style(style[None].to(device))
     return criterion
@@ -183,6 +185,7 @@ def optimize_file(
     from nst_fast.config import compose
     from nst_fast.device import pick_device
     from nst_fast.images import read_image, save_image
+    from nst_fast.losses.build import check_scale_sizes
     from nst_fast.styles import load_style_image
 
     cfg = compose([*style_override(style), *overrides])
@@ -190,6 +193,8 @@ def optimize_file(
     # Inputs first: a wrong path must fail before the loss network downloads.
     style_image = load_style_image(cfg.style.image, cfg.style.size)
     photo = resize(read_image(content), size, None)[None].to(device)
+    side = min(photo.shape[-2:])
+    check_scale_sizes(to_dict(cfg.loss), {f"the photo {content} at {side} px": side})
     criterion = style_criterion(cfg, device, style_image)
     writer = None
     if tensorboard is not None:

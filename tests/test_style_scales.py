@@ -195,3 +195,15 @@ def test_a_run_with_the_pyramid_logs_each_scales_term_and_writes_a_model(
     # Validation shows the coarse-scale figures whatever the training scales.
     assert {"val/style@1/2", "val/style@1/4", "val/style@1/4/relu4_3"} <= scalars
     assert events.Scalars("loss/style@1/2")[0].value > 0
+
+
+def test_gatys_with_a_pyramid_too_deep_for_the_photo_stops_before_any_work(tmp_path):
+    from nst_fast.images import save_image
+    from nst_fast.optimize import optimize_file
+
+    photo = save_image(make_photo((40, 48), 1), tmp_path / "photo.png")
+    style = save_image(make_photo((64, 80), 2), tmp_path / "style.png")
+    overrides = ["loss.weights=random", "loss.style_scales=[1,4]"]
+    with pytest.raises(NstFastError, match=r"the photo .*photo.png at 40 px shrunk 4x is 10 px"):
+        optimize_file(photo, str(style), tmp_path / "out.png", size=None, overrides=overrides)
+    assert not (tmp_path / "out.png").exists()
