@@ -146,13 +146,12 @@ def style_criterion(
     """The loss a composed config describes, on ``device``, its style targets set from
     ``style`` (default: the config's style image, read before the loss network may
     download)."""
-    from nst_fast.losses.build import build_criterion, check_scale_sizes
+    from nst_fast.losses.build import build_criterion, check_style_image
     from nst_fast.styles import load_style_image
 
     if style is None:
         style = load_style_image(cfg.style.image, cfg.style.size)
-    side = min(style.shape[-2:])
-    check_scale_sizes(to_dict(cfg.loss), {f"the style image {cfg.style.image} ({side} px)": side})
+    check_style_image(to_dict(cfg.loss), style, cfg.style.image)
     criterion = build_criterion(to_dict(cfg.loss), to_dict(cfg.style)).to(device)
     criterion.set_style(style[None].to(device))
     return criterion

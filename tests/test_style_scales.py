@@ -207,3 +207,16 @@ def test_gatys_with_a_pyramid_too_deep_for_the_photo_stops_before_any_work(tmp_p
     with pytest.raises(NstFastError, match=r"the photo .*photo.png at 40 px shrunk 4x is 10 px"):
         optimize_file(photo, str(style), tmp_path / "out.png", size=None, overrides=overrides)
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.slow
+def test_a_style_image_too_small_for_the_pyramid_stops_training_before_the_loss_network(
+    photo_folder, style_file, tmp_path
+):
+    overrides = [
+        *tiny_overrides(photo_folder, style_file, tmp_path / "run"),
+        "loss.style_scales=[1,2]",
+        "style.size=24",  # 80x64 shrunk to 24x19: 9.6 px at half size
+    ]
+    with pytest.raises(NstFastError, match=r"the style image .*style.png \(19 px\) shrunk 2x"):
+        train(compose(overrides), tmp_path / "run")

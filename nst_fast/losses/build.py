@@ -3,6 +3,8 @@ one-line error naming the option that cannot build it."""
 
 from __future__ import annotations
 
+import torch
+
 from nst_fast.errors import NstFastError
 from nst_fast.losses.grid import GRID_PERIOD
 from nst_fast.losses.network import LossNetwork
@@ -90,6 +92,13 @@ def check_scale_sizes(loss: dict, sizes: dict[str, int]) -> None:
                 f"{size / largest:.3g} px, below the {MIN_IMAGE_SIZE} px VGG takes; use "
                 f"factors of at most {size // MIN_IMAGE_SIZE} or a larger image"
             )
+
+
+def check_style_image(loss: dict, image: torch.Tensor, source: str) -> None:
+    """``check_scale_sizes`` for a loaded (3, H, W) style ``image`` read from ``source``:
+    before the loss network is built, so that the one line comes before VGG's download."""
+    side = min(image.shape[-2:])
+    check_scale_sizes(loss, {f"the style image {source} ({side} px)": side})
 
 
 def _listed(values: list) -> str:

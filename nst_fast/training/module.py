@@ -17,7 +17,7 @@ from nst_fast.evaluate import scores
 from nst_fast.export import check_same_arch, check_same_styles
 from nst_fast.fast import accelerate, share_parameters
 from nst_fast.inference import stylize
-from nst_fast.losses.build import build_criterion, check_scale_sizes
+from nst_fast.losses.build import build_criterion, check_style_image
 from nst_fast.losses.stability import RandomMotion, StabilityLoss, step_generator
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.styles import load_style_image
@@ -75,8 +75,7 @@ class StyleTransferModule(pl.LightningModule):
         # weights download.
         self.style_images = [load_style_image(s["image"], s.get("size")) for s in trained]
         for spec, image in zip(trained, self.style_images, strict=True):
-            side = min(image.shape[-2:])
-            check_scale_sizes(loss, {f"the style image {spec['image']} ({side} px)": side})
+            check_style_image(loss, image, spec["image"])
         # A loss per style (each its own weights), all on one loss network.
         first = build_criterion(loss, trained[0], self.transformer.multiple)
         self.criteria = nn.ModuleList(
