@@ -16,12 +16,12 @@ from nst_fast.config import compose
 from nst_fast.errors import NstFastError
 from nst_fast.evaluate import scores
 from nst_fast.export import load_model
-from nst_fast.losses.build import build_criterion, check_scale_sizes
+from nst_fast.losses.build import build_criterion, check_same_style_scales, check_scale_sizes
 from nst_fast.losses.network import LossNetwork
 from nst_fast.losses.perceptual import PerceptualLoss, gram_matrix
 from nst_fast.training.train import train
 
-from .conftest import make_photo, tiny_overrides
+from .conftest import ckpt_step, make_photo, tiny_overrides
 
 LAYERS = {"relu1_2": 1.0, "relu2_2": 0.5}
 WEIGHTS = {"content": 1.0, "style": 1.0, "tv": 0.0}
@@ -220,3 +220,32 @@ def test_a_style_image_too_small_for_the_pyramid_stops_training_before_the_loss_
     ]
     with pytest.raises(NstFastError, match=r"the style image .*style.png \(19 px\) shrunk 2x"):
         train(compose(overrides), tmp_path / "run")
+
+
+def test_resuming_keeps_the_pyramid_a_checkpoint_was_trained_with_or_names_it():
+    pyramid = {"style_scales": [1, 2, 4], "style_scale_weights": [2, 1, 1]}
+    # The same shares in other numbers, and a checkpoint from before the pyramid on [1]:
+    check_same_style_scales(pyramid, {"style_scales": [1, 2, 4], "style_scale_weights": [4, 2, 2]})
+    check_same_style_scales({"content_layer": "relu2_2"}, {"style_scales": [1]})
+    with pytest.raises(
+        NstFastError,
+        match=r"^this checkpoint was trained with 'loss.style_scales=\[1,2,4\]' "
+        r"'loss.style_scale_weights=\[2,1,1\]'; add those to the command to resume it$",
+    ):
+        check_same_style_scales(pyramid, {"style_scales": [1], "style_scale_weights": None})
+    before_the_pyramid = r"trained with 'loss.style_scales=\[1\]' 'loss.style_scale_weights=null'"
+    with pytest.raises(NstFastError, match=before_the_pyramid):
+        check_same_style_scales({}, pyramid)
+
+
+@pytest.mark.slow
+def test_a_run_resumed_with_another_pyramid_is_refused_before_it_trains(
+    photo_folder, style_file, tmp_path
+):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(photo_folder, style_file, run_dir, steps=2)
+    train(compose([*overrides, "loss.style_scales=[1,2]"]), run_dir)
+    resumed = [*overrides, "loss.style_scales=[1]", "ckpt_path=last", "trainer.max_steps=4"]
+    with pytest.raises(NstFastError, match=r"trained with 'loss.style_scales=\[1,2\]'"):
+        train(compose(resumed), run_dir)
+    assert ckpt_step(run_dir / "checkpoints" / "last.ckpt") == 2

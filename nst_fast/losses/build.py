@@ -101,5 +101,26 @@ def check_style_image(loss: dict, image: torch.Tensor, source: str) -> None:
     check_scale_sizes(loss, {f"the style image {source} ({side} px)": side})
 
 
+def check_same_style_scales(saved: dict | None, loss: dict) -> None:
+    """A one-line error when a checkpoint being resumed was trained with another style
+    pyramid than ``loss`` (a LossConfig dict), naming the overrides that would resume it.
+    The config is composed anew on resume, so a changed default would otherwise change the
+    loss mid-run; a checkpoint from before the pyramid (no such keys) trained on [1]."""
+    before, now = style_scales(saved or {}), style_scales(loss)
+    if _shares(before) != _shares(now):
+        weights = (saved or {}).get("style_scale_weights")
+        raise NstFastError(
+            f"this checkpoint was trained with 'loss.style_scales={_listed(list(before))}' "
+            f"'loss.style_scale_weights={'null' if weights is None else _listed(weights)}'; "
+            "add those to the command to resume it"
+        )
+
+
+def _shares(scales: dict[float, float]) -> dict[float, float]:
+    """Each scale's share of the style term: the weights as the loss uses them."""
+    total = sum(scales.values())
+    return {factor: round(weight / total, 9) for factor, weight in scales.items()}
+
+
 def _listed(values: list) -> str:
     return "[" + ",".join(f"{v:g}" for v in values) + "]"

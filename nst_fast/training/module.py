@@ -17,7 +17,7 @@ from nst_fast.evaluate import scores
 from nst_fast.export import check_same_arch, check_same_styles
 from nst_fast.fast import accelerate, share_parameters
 from nst_fast.inference import stylize
-from nst_fast.losses.build import build_criterion, check_style_image
+from nst_fast.losses.build import build_criterion, check_same_style_scales, check_style_image
 from nst_fast.losses.stability import RandomMotion, StabilityLoss, step_generator
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.styles import load_style_image
@@ -283,6 +283,7 @@ class StyleTransferModule(pl.LightningModule):
         hparams = checkpoint.get("hyper_parameters")
         check_same_styles(hparams, [s["name"] for s in self.styles])
         check_same_arch(hparams, self.transformer.config)
+        check_same_style_scales((hparams or {}).get("loss"), self.hparams.loss)
         self.last_validation = checkpoint.get("validation")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
