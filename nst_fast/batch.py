@@ -31,7 +31,9 @@ from tqdm import tqdm
 from nst_fast.errors import NstFastError
 from nst_fast.files import cannot_write
 from nst_fast.images import IMAGE_SUFFIXES, ImageReadError
-from nst_fast.inference import DEFAULT_OVERLAP, is_out_of_memory, steady_statistics
+from nst_fast.inference import steady_statistics
+from nst_fast.memory import is_out_of_memory
+from nst_fast.tiling import DEFAULT_OVERLAP
 from nst_fast.video import VIDEO_SUFFIXES, is_video
 
 # Formats Pillow writes; anything else read (GIF, ...) is written as PNG.
@@ -269,7 +271,7 @@ class Finish:
     preserve_color: bool = False
 
     def __call__(self, stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        from nst_fast.inference import blend, preserve_color
+        from nst_fast.colour import blend, preserve_color
 
         if self.preserve_color:
             stylized = preserve_color(stylized, content)
@@ -509,7 +511,8 @@ def stylize_paths(
     """
     from nst_fast.device import pick_device
     from nst_fast.formats import load_for_inference, style_choices
-    from nst_fast.inference import Stylizer, max_pixels
+    from nst_fast.memory import max_pixels
+    from nst_fast.tiling import Stylizer
 
     check_options(
         size=size, scale=scale, strength=strength, batch_size=batch_size, tile=tile,

@@ -28,8 +28,8 @@ from nst_fast import compat
 from nst_fast.errors import NstFastError
 from nst_fast.export import ModelFileError, ModelInfo, exported_channels, load_network, save_model
 from nst_fast.files import atomic_write, cannot_write
-from nst_fast.inference import Backend, forward, prepared
 from nst_fast.models.transformer import TransformerNet
+from nst_fast.prepared import Backend, forward, prepared
 
 FORMATS = ("torchscript", "onnx")
 SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}

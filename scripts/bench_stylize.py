@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from nst_fast.config import compose  # noqa: E402
 from nst_fast.device import inference_dtype, keep_freed_memory  # noqa: E402
 from nst_fast.export import ModelInfo, load_model  # noqa: E402
-from nst_fast.inference import forward, prepare  # noqa: E402
 from nst_fast.models.transformer import TransformerConfig, TransformerNet  # noqa: E402
+from nst_fast.prepared import forward, prepare  # noqa: E402
 
 # Batch sizes for the batched figures; large images on the CPU only once (minutes each).
 BATCH = {256: 8, 512: 4, 1024: 2, 2048: 0}

@@ -28,7 +28,6 @@ from nst_fast.fast.norm import (
 )
 from nst_fast.fast.phase_output import PhaseOutput, space_to_depth_kernel
 from nst_fast.fast.upsample import PhaseUpsampleConv, phase_kernel, phase_rows, upsample_conv2d
-from nst_fast.inference import forward, prepare
 from nst_fast.losses.network import LossNetwork
 from nst_fast.losses.perceptual import GramMatrix, PerceptualLoss, gram_matrix
 from nst_fast.models.transformer import (
@@ -38,6 +37,7 @@ from nst_fast.models.transformer import (
     default_transformer_config,
     transformer_net,
 )
+from nst_fast.prepared import forward, prepare
 from tests.conftest import make_photo
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
@@ -195,7 +195,7 @@ def test_fast_instance_norm_in_half_precision_inference_normalizes_with_fp32_sta
 
 
 def test_recorded_statistics_normalize_later_inputs_as_the_recorded_one():
-    # How tiles of one image share its statistics (inference.shared_statistics).
+    # How tiles of one image share its statistics (tiling.shared_statistics).
     torch.manual_seed(0)
     norm = randomize_norms(nn.InstanceNorm2d(4, affine=True))
     fast = FastInstanceNorm(norm)

@@ -122,15 +122,15 @@ def test_tiling_an_exported_model_says_its_seams_can_show(model, tmp_path, capsy
 
 def test_an_onnx_model_budgets_memory_for_the_fp32_it_computes_in(model, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
-    from nst_fast import inference
+    from nst_fast import memory
 
     net, info = load_model(model)
     exported = export_onnx(net, info, tmp_path / "model.onnx")
     photo = save_image(make_photo((30, 41), 0), tmp_path / "p.png")
     budgets = []
-    real = inference.max_pixels
+    real = memory.max_pixels
     monkeypatch.setattr(
-        inference, "max_pixels", lambda d, c, dtype: budgets.append(dtype) or real(d, c, dtype)
+        memory, "max_pixels", lambda d, c, dtype: budgets.append(dtype) or real(d, c, dtype)
     )
     args = [str(exported), str(photo), "-o", str(tmp_path / "o"), "--precision", "bf16", "-q"]
     assert main(["stylize", *args]) == 0

@@ -7,21 +7,13 @@ import pytest
 import torch
 from torch import nn
 
+from nst_fast.colour import blend, preserve_color, rgb_to_ycc
 from nst_fast.fast import FastInstanceNorm
-from nst_fast.inference import (
-    Stylizer,
-    blend,
-    forward,
-    max_pixels,
-    prepare,
-    prepared,
-    preserve_color,
-    ramp,
-    rgb_to_ycc,
-    stylize,
-    tile_starts,
-)
+from nst_fast.inference import stylize
+from nst_fast.memory import max_pixels
 from nst_fast.models.transformer import transformer_net
+from nst_fast.prepared import forward, prepare, prepared
+from nst_fast.tiling import Stylizer, ramp, tile_starts
 from tests.conftest import make_photo
 
 

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from nst_fast.batch import MIN_TILE, stylize_paths
 from nst_fast.cli.options import FLAGS, add_device_options
 from nst_fast.errors import NstFastError
-from nst_fast.inference import DEFAULT_OVERLAP
+from nst_fast.tiling import DEFAULT_OVERLAP
 
 PROG = "nst-fast stylize"
 

@@ -17,7 +17,8 @@ from nst_fast import compat
 from nst_fast.errors import FlatOutputError, NstFastError
 from nst_fast.export import save_model
 from nst_fast.images import ImageReadError, read_image, save_image
-from nst_fast.inference import is_out_of_memory, stylize, stylize_large
+from nst_fast.inference import stylize, stylize_large
+from nst_fast.memory import is_out_of_memory
 
 log = logging.getLogger(__name__)
 

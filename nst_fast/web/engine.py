@@ -52,11 +52,12 @@ class Engine:
         raise NstFastError(f"model {label!r}: not on this page; pick one from the list")
 
     def stylizer(self, label: str, style: str | None = None) -> tuple[Any, threading.Lock]:
-        """The ``inference.Stylizer`` of a model, loaded on first use, and its lock. For a
+        """The ``tiling.Stylizer`` of a model, loaded on first use, and its lock. For a
         model of several styles, ``style`` picks one by name or a blend
         (``wave=0.7,starry_night=0.3``), as ``nst-fast stylize --style`` does."""
         from nst_fast.formats import load_for_inference, style_choices
-        from nst_fast.inference import Stylizer, max_pixels
+        from nst_fast.memory import max_pixels
+        from nst_fast.tiling import Stylizer
 
         model = self.model(label)
         key = (model.path, "".join((style or "").split()))
