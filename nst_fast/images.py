@@ -80,6 +80,19 @@ def read_square(path: str | os.PathLike, size: int) -> torch.Tensor:
     return F.center_crop(F.resize(read_image(path), [size], antialias=True), [size])
 
 
+def resize(image: torch.Tensor, size: int | None, scale: float | None) -> torch.Tensor:
+    """Resized so that the longer side is ``size`` px, or by the factor ``scale``."""
+    h, w = image.shape[-2:]
+    if size is not None:
+        factor = size / max(h, w)
+    elif scale is not None:
+        factor = scale
+    else:
+        return image
+    new = [max(1, round(h * factor)), max(1, round(w * factor))]
+    return F.resize(image, new, antialias=True) if new != [h, w] else image
+
+
 def read_alpha(path: str | os.PathLike) -> torch.Tensor | None:
     """The image's alpha channel as a float (1, H, W) in [0, 1], EXIF orientation applied;
     None when it has none (RGBA, LA, palette or grayscale with a transparent colour)."""

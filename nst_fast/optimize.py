@@ -180,10 +180,9 @@ def optimize_file(
     ``log_every`` iterations, the image."""
     from tqdm import tqdm
 
-    from nst_fast.batch import resize
     from nst_fast.config import compose
     from nst_fast.device import pick_device
-    from nst_fast.images import read_image, save_image
+    from nst_fast.images import read_image, resize, save_image
     from nst_fast.losses.build import check_scale_sizes
     from nst_fast.styles import load_style_image
 

@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from nst_fast.batch import Spelling, plan, same_size_batches, stylize_paths
+from nst_fast.batch import stylize_paths
 from nst_fast.cli import main
 from nst_fast.errors import NstFastError
 from nst_fast.images import read_image, save_image
+from nst_fast.output_plan import plan
+from nst_fast.stylize_jobs import same_size_batches
+from nst_fast.stylize_options import Spelling
 from tests.conftest import make_photo
 
 MODEL = Path(__file__).parent / "data" / "model_v1_tiny.pt"

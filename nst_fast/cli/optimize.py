@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nst_fast.batch import WRITABLE
 from nst_fast.cli.options import check_positive
 from nst_fast.errors import NstFastError
 from nst_fast.optimize import INITS, OPTIMIZERS
+from nst_fast.stylize_options import WRITABLE
 
 
 def parser() -> argparse.ArgumentParser:

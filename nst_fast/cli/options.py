@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from nst_fast.batch import Spelling
 from nst_fast.errors import NstFastError
+from nst_fast.stylize_options import Spelling
 
 # Messages from the library name the options as the command line spells them.
 FLAGS = Spelling(flags={"output": "-o"})

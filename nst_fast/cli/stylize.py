@@ -8,9 +8,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nst_fast.batch import MIN_TILE, stylize_paths
+from nst_fast.batch import stylize_paths
 from nst_fast.cli.options import FLAGS, add_device_options
 from nst_fast.errors import NstFastError
+from nst_fast.stylize_options import MIN_TILE
 from nst_fast.tiling import DEFAULT_OVERLAP
 
 PROG = "nst-fast stylize"

@@ -20,7 +20,7 @@ from nst_fast.web.models import WebModel, find_models
 from nst_fast.web.uploads import MAX_MEGAPIXELS
 
 if TYPE_CHECKING:
-    from nst_fast.batch import Spelling
+    from nst_fast.stylize_options import Spelling
 
 STYLIZERS_KEPT = 16  # networks of a style or blend kept ready, the most recently used
 
@@ -102,7 +102,9 @@ class Engine:
         longer side is ``size`` px first (None: its own size), tiled when too large for
         one pass; ``style`` for a model of several (see ``stylizer``); ``tick()`` after
         each pass (each tile of a tiled image)."""
-        from nst_fast.batch import Finish, check_options, resize
+        from nst_fast.colour import Finish
+        from nst_fast.images import resize
+        from nst_fast.stylize_options import check_options
 
         check_options(size=size, strength=strength)
         content = resize(image, size, None)[None]
@@ -139,8 +141,8 @@ def make_engine(
 ) -> Engine:
     """The models in ``paths`` ready to stylize on ``device`` in ``precision``; messages
     name the options as ``spelling`` spells them (keywords by default)."""
-    from nst_fast.batch import KEYWORDS, pick_dtype
     from nst_fast.device import pick_device
+    from nst_fast.stylize_options import KEYWORDS, pick_dtype
 
     spelling = spelling or KEYWORDS
     if not max_megapixels > 0:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import gradio as gr
     import numpy as np
 
-    from nst_fast.batch import Spelling
+    from nst_fast.stylize_options import Spelling
 
 INSTALL = 'the web page needs Gradio: pip install -e ".[web]"'
 WEBCAM_SIZES = ("auto", "128", "192", "256", "384", "512", "720")
@@ -90,8 +90,7 @@ def build_app(
 def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
     import numpy as np
 
-    from nst_fast.batch import resize
-    from nst_fast.images import save_image, to_pil
+    from nst_fast.images import resize, save_image, to_pil
 
     first = engine.labels[0]
 
@@ -325,7 +324,7 @@ def serve(
     until interrupted (Ctrl+C); ``build_app(...).launch(prevent_thread_lock=True)``
     serves in the background instead. Messages name the options as ``spelling`` spells
     them (keywords by default)."""
-    from nst_fast.batch import KEYWORDS
+    from nst_fast.stylize_options import KEYWORDS
 
     spelling = spelling or KEYWORDS
     if not max_upload_mb > 0:

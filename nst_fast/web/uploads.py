@@ -67,7 +67,7 @@ def read_photo(
 
 def output_size(value: float | None) -> int | None:
     """The page's size box: empty or 0 keeps the photo's own size."""
-    from nst_fast.batch import MIN_SIZE
+    from nst_fast.stylize_options import MIN_SIZE
 
     if value is None or value == 0:
         return None
