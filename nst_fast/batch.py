@@ -9,7 +9,7 @@
 
 It checks the options (``nst_fast.stylize_options``), plans every output first (names,
 suffixes, clashes: nothing is written when the plan fails; ``nst_fast.output_plan``),
-loads the model and its chosen styles (``nst_fast.formats``), then runs the jobs
+loads the model and its chosen styles (``nst_fast.model_loading``), then runs the jobs
 (``nst_fast.stylize_jobs``): images read two ahead on background threads, consecutive
 images of one size stylized together, each result written atomically. A file that cannot
 be read or written is one line in the report; the others go on.
@@ -80,8 +80,8 @@ def stylize_paths(
     that cannot work; files that fail one by one are in the returned ``Report``.
     """
     from nst_fast.device import pick_device
-    from nst_fast.formats import load_for_inference, style_choices
     from nst_fast.memory import max_pixels
+    from nst_fast.model_loading import load_for_inference, style_choices
     from nst_fast.tiling import Stylizer
 
     check_options(

@@ -242,7 +242,7 @@ def load_network(
 ) -> tuple[TransformerNet, ModelInfo]:
     """A model.pt (or a pytorch/examples state dict, told by its keys), or a training
     checkpoint when the file ends in .ckpt: the one reader of the networks' weight files
-    (``formats.load_for_inference`` adds .ts and .onnx)."""
+    (``model_loading.load_for_inference`` adds .ts and .onnx)."""
     if Path(path).suffix.lower() == ".ckpt":
         return load_checkpoint(path, map_location)
     return load_model(path, map_location)

@@ -101,7 +101,8 @@ def bench_onnx(net, info: ModelInfo, sizes: list[int], peer: dict[int, float]) -
     except ImportError:
         print("\nonnxruntime: not installed, skipped")
         return
-    from nst_fast.formats import export_onnx, load_for_inference
+    from nst_fast.formats import export_onnx
+    from nst_fast.model_loading import load_for_inference
 
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:

@@ -800,7 +800,8 @@ def section_export(ctx: Context, sec: Section) -> None:
     each file loaded for the GPU in fp32 and in half precision against the eager network,
     and timed at 1024 px."""
     from nst_fast.export import load_network
-    from nst_fast.formats import check_against_eager, load_for_inference
+    from nst_fast.formats import check_against_eager
+    from nst_fast.model_loading import load_for_inference
 
     model = model_to_check(ctx)
     net, _ = load_network(model)

@@ -84,9 +84,9 @@ def test_only_consecutive_images_of_one_size_share_a_batch():
 def test_with_tiling_off_a_photo_out_of_memory_in_torchscript_fails_alone(
     photos, tmp_path, monkeypatch
 ):
-    from nst_fast import formats
+    from nst_fast import model_loading
 
-    real = formats.load_for_inference
+    real = model_loading.load_for_inference
 
     def as_torchscript_on_a_full_gpu(*args, **kwargs):
         loaded = real(*args, **kwargs)
@@ -101,7 +101,7 @@ def test_with_tiling_off_a_photo_out_of_memory_in_torchscript_fails_alone(
 
         return replace(loaded, run=run)
 
-    monkeypatch.setattr(formats, "load_for_inference", as_torchscript_on_a_full_gpu)
+    monkeypatch.setattr(model_loading, "load_for_inference", as_torchscript_on_a_full_gpu)
     out = tmp_path / "out"
     report = stylize_paths(MODEL, [photos], out, tile=0, device="cpu")
     assert report.written == [out / "sub" / "b.png"]

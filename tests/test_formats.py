@@ -8,8 +8,9 @@ import torch
 from nst_fast.cli import main
 from nst_fast.errors import NstFastError
 from nst_fast.export import load_model, save_model
-from nst_fast.formats import detect_format, export_onnx, export_torchscript, load_for_inference
+from nst_fast.formats import export_onnx, export_torchscript
 from nst_fast.images import save_image
+from nst_fast.model_loading import detect_format, load_for_inference
 from nst_fast.models.transformer import transformer_net
 from tests.conftest import make_photo
 

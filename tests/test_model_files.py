@@ -21,7 +21,8 @@ import torch
 
 from nst_fast.cli import main
 from nst_fast.export import load_model, save_model
-from nst_fast.formats import export_onnx, export_torchscript, load_for_inference
+from nst_fast.formats import export_onnx, export_torchscript
+from nst_fast.model_loading import load_for_inference
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from tests.conftest import nst_fast, tiny_overrides
 

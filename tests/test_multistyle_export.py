@@ -15,14 +15,9 @@ from nst_fast.batch import stylize_paths
 from nst_fast.cli import main
 from nst_fast.errors import NstFastError
 from nst_fast.export import ModelFileError, load_network, save_model
-from nst_fast.formats import (
-    check_against_eager,
-    export_onnx,
-    export_torchscript,
-    load_for_inference,
-    style_choices,
-)
+from nst_fast.formats import check_against_eager, export_onnx, export_torchscript
 from nst_fast.images import read_image, save_image
+from nst_fast.model_loading import load_for_inference, style_choices
 from nst_fast.models.transformer import (
     ConditionalInstanceNorm2d,
     TransformerNet,

@@ -23,8 +23,9 @@ from nst_fast.cli import main
 from nst_fast.config import compose
 from nst_fast.errors import NstFastError
 from nst_fast.export import load_network, save_model
-from nst_fast.formats import SUFFIXES, load_for_inference, write_model
+from nst_fast.formats import SUFFIXES, write_model
 from nst_fast.images import save_image
+from nst_fast.model_loading import load_for_inference
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.training.module import StyleTransferModule
 from tests.conftest import SHARED, make_photo

@@ -55,8 +55,8 @@ class Engine:
         """The ``tiling.Stylizer`` of a model, loaded on first use, and its lock. For a
         model of several styles, ``style`` picks one by name or a blend
         (``wave=0.7,starry_night=0.3``), as ``nst-fast stylize --style`` does."""
-        from nst_fast.formats import load_for_inference, style_choices
         from nst_fast.memory import max_pixels
+        from nst_fast.model_loading import load_for_inference, style_choices
         from nst_fast.tiling import Stylizer
 
         model = self.model(label)

@@ -85,7 +85,7 @@ def run_name(path: Path, given: Path) -> str:
 def describe(path: Path, given: Path, roots: Sequence[Path]) -> WebModel:
     """A model file's style (or styles), run and thumbnail; ``ModelFileError`` for a
     file that cannot be used. Style images are read only when they lie inside ``roots``."""
-    from nst_fast.formats import detect_format, load_for_inference
+    from nst_fast.model_loading import detect_format, load_for_inference
 
     if detect_format(path) == "nst-fast":
         from nst_fast.export import load_network
