@@ -15,7 +15,7 @@ from nst_fast.export import save_model
 from nst_fast.images import read_image, save_image
 from nst_fast.models.transformer import TransformerNet, default_transformer_config, transformer_net
 
-from .conftest import make_photo, tiny_overrides
+from .conftest import make_photo
 
 
 def load_script(name: str):
@@ -254,42 +254,6 @@ def test_quality_report_counts_training_time_without_pauses_or_a_resumed_stretch
     assert active_minutes([(5, 10.0)]) is None
 
 
-def probe_overrides(photos: Path, style: Path, run_dir: Path) -> list[str]:
-    return [o for o in tiny_overrides(photos, style, run_dir) if not o.startswith("hydra.")]
-
-
-@pytest.mark.slow
-def test_quality_probe_prints_the_held_out_curve_and_the_lbfgs_bar(
-    photo_folder, style_file, tmp_path, capsys
-):
-    probe = load_script("quality_probe").main
-    options = ["--steps", "2", "--every", "1", "--pretrain", "1", "--noise", "2"]
-    held_out = ["--held-out", str(photo_folder), "--size", "32", "--limit", "1", "--lbfgs", "2"]
-    assert probe([*options, *held_out, *probe_overrides(photo_folder, style_file, tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "pretrain 1 steps" in out
-    assert "step 1, " in out and "step 2, " in out
-    assert "held-out total" in out and "style/relu4_3" in out
-    assert "L-BFGS 2 (noise init): total" in out
-    # Without --lbfgs: the curve alone.
-    assert (
-        probe(
-            ["--steps", "1", *held_out[:-2], *probe_overrides(photo_folder, style_file, tmp_path)]
-        )
-        == 0
-    )
-    assert "L-BFGS" not in capsys.readouterr().out
-
-
-def test_quality_probe_names_a_bad_option(photo_folder, style_file, tmp_path, capsys):
-    probe = load_script("quality_probe").main
-    overrides = probe_overrides(photo_folder, style_file, tmp_path)
-    assert probe(["--lbfgs", "fifty", *overrides]) == 2
-    assert "--lbfgs fifty" in capsys.readouterr().err
-    assert probe(["--held-out", str(tmp_path / "none"), *overrides]) == 2
-    assert "none" in capsys.readouterr().err
-
-
 def test_the_rate_warms_up_linearly_then_follows_the_schedule_over_max_steps():
     from nst_fast.training.module import rate_factor
 
@@ -298,42 +262,6 @@ def test_the_rate_warms_up_linearly_then_follows_the_schedule_over_max_steps():
     assert rate_factor(5, 4, "cosine", 10) == pytest.approx(0.5)
     assert rate_factor(1, 4, "cosine", 10) == pytest.approx(0.5 * (0.5 + 0.5 * 0.9510565))
     assert rate_factor(10, 4, "cosine", 10) == pytest.approx(0.0)
-
-
-@pytest.mark.slow
-def test_style_gap_prints_gram_size_and_direction_for_the_network_and_lbfgs(tmp_path, capsys):
-    model, photos = tiny_model_and_photos(tmp_path)
-    gap = load_script("style_gap")
-    args = [str(model), "--content", str(photos), "--size", "24", "loss.weights=random"]
-    assert gap.main([*args, "--lbfgs", "2"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["network", "L-BFGS"]
-    for line in lines:
-        words = line.split()
-        cosines = [float(words[i + 1]) for i, word in enumerate(words) if word == "cos"]
-        assert len(cosines) == 4 and all(-1 <= c <= 1 for c in cosines)
-    assert gap.main([*args, "--lbfgs", "0"]) == 0
-    assert "L-BFGS" not in capsys.readouterr().out
-    assert gap.main([str(model), "--content", str(tmp_path / "none"), "loss.weights=random"]) == 2
-    assert "none: no photos" in capsys.readouterr().err
-
-
-def test_a_gram_matrix_agrees_with_itself_and_not_with_a_scaled_image():
-    gap = load_script("style_gap")
-    from nst_fast.losses.network import LossNetwork
-    from nst_fast.losses.perceptual import PerceptualLoss
-
-    network = LossNetwork("vgg16", ["relu1_2", "relu2_2"], weights="random")
-    criterion = PerceptualLoss(
-        network, "relu2_2", {"relu1_2": 1.0, "relu2_2": 1.0}, {"content": 1, "style": 1, "tv": 0}
-    )
-    style = make_photo((32, 32), 3)[None]
-    criterion.set_style(style)
-    for size, cosine in gap.gram_agreement(criterion, style).values():
-        assert size == pytest.approx(1.0) and cosine == pytest.approx(1.0)
-    # Half the contrast around mid-grey: weaker features, a smaller Gram matrix.
-    for size, _ in gap.gram_agreement(criterion, 0.5 + (style - 0.5) * 0.5).values():
-        assert size < 1.0
 
 
 @pytest.mark.slow
@@ -434,26 +362,3 @@ def test_multistyle_report_refuses_a_model_given_twice(tmp_path, capsys):
     argv = [f"a={model}", f"b={model}", "--content", str(tmp_path)]
     assert multistyle_report(argv) == 2
     assert "given twice; give each model once" in capsys.readouterr().err
-
-
-def test_activation_spikes_counts_the_live_channels_of_each_upsampling_block(tmp_path, capsys):
-    spikes = load_script("activation_spikes").main
-    photos = tmp_path / "photos"
-    save_image(make_photo((40, 40), 1), photos / "a.png")
-    torch.manual_seed(0)
-    net = transformer_net(channels=(8, 16, 32), residual_blocks=1)
-    save_model(net, tmp_path / "alive.pt", style="s", step=1)
-    with torch.no_grad():  # every channel of the last upsampling block below zero
-        net.decoder[-2][2].bias.fill_(-1e3)
-    save_model(net, tmp_path / "dead.pt", style="s", step=1)
-    two = TransformerNet(default_transformer_config(channels=[8, 16, 32], residual_blocks=1), 2)
-    save_model(two, tmp_path / "two.pt", style="a+b", step=1, styles=["a", "b"])
-    models = [str(tmp_path / name) for name in ("alive.pt", "dead.pt", "two.pt")]
-    assert spikes([*models, "--content", str(photos), "--size", "32"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    alive, dead, *styles = [line for line in out if "live channels" in line]
-    assert "decoder.1 8/8" in alive
-    assert "decoder.0 16/16" in dead and "decoder.1 0/8" in dead
-    # a network of several styles is measured one style at a time
-    assert len(styles) == 2
-    assert any(line.startswith(f"{tmp_path / 'two.pt'} [b]: variance share") for line in out)
