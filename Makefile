@@ -41,22 +41,22 @@ tensorboard:
 	tensorboard --logdir outputs
 
 bench:
-	$(PYTHON) scripts/benchmark.py
+	$(PYTHON) scripts/bench/benchmark.py
 
 bench-quick:
-	$(PYTHON) scripts/benchmark.py --quick
+	$(PYTHON) scripts/bench/benchmark.py --quick
 
 gpu-check:
-	$(PYTHON) scripts/gpu_check.py --out $(OUT)
+	$(PYTHON) scripts/gpu/gpu_check.py --out $(OUT)
 
 gpu-check-rehearse:
-	$(PYTHON) scripts/gpu_check.py --rehearse --out $(OUT)
+	$(PYTHON) scripts/gpu/gpu_check.py --rehearse --out $(OUT)
 
 gpu-bundle:
-	$(PYTHON) scripts/gpu_bundle.py
+	$(PYTHON) scripts/gpu/gpu_bundle.py
 
 web-screenshots:
-	$(PYTHON) scripts/web_screenshots.py $(DEMO_DIR)/model.pt
+	$(PYTHON) scripts/pages/web_screenshots.py $(DEMO_DIR)/model.pt
 
 clean:
 	rm -rf outputs multirun .pytest_cache

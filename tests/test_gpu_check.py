@@ -1,4 +1,4 @@
-"""scripts/gpu_check.py and scripts/gpu_bundle.py: the GPU check rehearsed on the CPU, so
+"""scripts/gpu/gpu_check.py and scripts/gpu/gpu_bundle.py: the GPU check rehearsed on the CPU, so
 that it cannot rot between the rare loans of a GPU, and the parts each section relies on."""
 
 import importlib.util
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "gpu"
 
 
 def load_script(name: str):
@@ -108,7 +108,7 @@ def test_a_command_past_its_time_is_ended_and_named(tmp_path) -> None:
 
 
 def test_the_cuda_tests_are_found_by_their_skip_whatever_its_form(tmp_path) -> None:
-    ids = gpu_check.cuda_test_ids(SCRIPTS.parent / "tests")
+    ids = gpu_check.cuda_test_ids(SCRIPTS.parents[1] / "tests")
     assert (
         "tests/test_fast.py::"
         "test_on_a_gpu_the_accelerated_networks_equal_the_plain_one_in_value_and_gradients"

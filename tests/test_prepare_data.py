@@ -1,4 +1,4 @@
-"""scripts/prepare_data.py: a pre-resized copy of a photo folder, same layout."""
+"""scripts/data/prepare_data.py: a pre-resized copy of a photo folder, same layout."""
 
 import importlib.util
 import sys
@@ -11,7 +11,7 @@ from nst_fast.images import read_image_uint8, save_image
 
 from .conftest import make_photo
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_data.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "data" / "prepare_data.py"
 spec = importlib.util.spec_from_file_location("prepare_data", SCRIPT)
 prepare_data = importlib.util.module_from_spec(spec)
 sys.modules.setdefault("prepare_data", prepare_data)  # for dataclasses and worker processes

@@ -2,8 +2,8 @@
 """The GPU check: what a lent CUDA machine has to confirm, in one run of under 8 minutes,
 written as a report (gpu_check.md, gpu_check.json and the full gpu_check.log) under --out.
 
-    python scripts/gpu_check.py --out DIR              # on a CUDA machine: make gpu-check
-    python scripts/gpu_check.py --out DIR --rehearse   # the same sections on the CPU, tiny
+    python scripts/gpu/gpu_check.py --out DIR              # on a CUDA machine: make gpu-check
+    python scripts/gpu/gpu_check.py --out DIR --rehearse   # the same sections on the CPU, tiny
 
 Nothing in the project has ever run on a GPU and a machine is lent rarely, for minutes: so
 the whole check is one prepared command, and ``--rehearse`` runs every section on the CPU
@@ -11,11 +11,11 @@ at tiny sizes (random VGG weights, photos it makes) so that tests/test_gpu_check
 the script from rotting between loans. The sections, in order:
 
 * environment: the GPU, the software, what nst-fast picks there (precision, workers), and
-  the bundle's weights unpacked (scripts/gpu_bundle.py: what travels to the machine);
+  the bundle's weights unpacked (scripts/gpu/gpu_bundle.py: what travels to the machine);
 * cuda tests: the tests that skip without CUDA, run with pytest;
 * train steps: the training step finite under bf16 and fp16 autocast, and with
   ``compile=true``;
-* benchmark: scripts/benchmark.py in eager bf16, fast=true and fast=false, training img/s
+* benchmark: scripts/bench/benchmark.py in eager bf16, fast=true and fast=false, training img/s
   at 256 px batch 4 and 16, stylize at 512 and 1024 px, peak memory, beside the reference;
 * stylize 4K: a 3840x2160 frame through ``inference.stylize``, fast and plain, peak memory;
 * training run: ``nst-fast train experiment=johnson2016`` on coco128, time-boxed, with
@@ -56,11 +56,11 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-# What scripts/gpu_bundle.py writes, in an ignored folder of the checkout (carried to the
+# What scripts/gpu/gpu_bundle.py writes, in an ignored folder of the checkout (carried to the
 # machine): wheels of what the machine lacks, and shared/, a slice of ../shared in its layout.
 BUNDLE = ROOT / ".gpu-bundle"
 # The VGG16 convolutions up to the deepest layer the loss uses, stored in fp16 to fit the
@@ -235,9 +235,9 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def benchmark_module() -> Any:
-    """scripts/benchmark.py as a module: its set-ups, steps and timers are the ones the
+    """scripts/bench/benchmark.py as a module: its set-ups, steps and timers are the ones the
     figures elsewhere come from."""
-    scripts = str(ROOT / "scripts")
+    scripts = str(ROOT / "scripts" / "bench")
     if scripts not in sys.path:
         sys.path.insert(0, scripts)
     import benchmark
@@ -564,10 +564,10 @@ def checked_steps(bench: Any, setup: Any, built: tuple, size: int, batch: int) -
 
 
 def section_benchmark(ctx: Context, sec: Section) -> None:
-    """scripts/benchmark.py in eager bf16 (the optimized set-up with compile off), once as
+    """scripts/bench/benchmark.py in eager bf16 (the optimized set-up with compile off), once as
     nst-fast ships (fast=true, beside the reference) and once plain (fast=false)."""
     sizes = ctx.sizes
-    argv = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--no-data"]
+    argv = [sys.executable, str(ROOT / "scripts" / "bench" / "benchmark.py"), "--no-data"]
     argv += ["--size", str(sizes.train_size), "--steps", str(sizes.steps)]
     argv += ["--batches", *map(str, sizes.batches)]
     argv += ["--stylize-sizes", *map(str, sizes.stylize_sizes)]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seconds per image of nst-fast's stylization, beside the reference implementation's.
 
-    python scripts/bench_stylize.py [--model model.pt] [--sizes 256 512 1024 2048] [--plain]
+    python scripts/bench/bench_stylize.py [--model model.pt] [--sizes 256 512 1024 2048] [--plain]
 
 Times one forward pass of the transform network (the default config's `model`, the default
 architecture, with random weights unless --model is given: speed does not depend on the
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PEER_BENCH = ROOT.parent / "shared" / "bench" / "peer_bench.py"
 sys.path.insert(0, str(ROOT))
 

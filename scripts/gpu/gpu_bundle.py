@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Build .gpu-bundle/: what scripts/gpu_check.py needs on a lent GPU machine that the
+"""Build .gpu-bundle/: what scripts/gpu/gpu_check.py needs on a lent GPU machine that the
 machine lacks, within the device tool's limit (64 MiB for the working tree and the carried
 paths together).
 
-    python scripts/gpu_bundle.py     # make gpu-bundle; then send it as docs/development.md says
+    python scripts/gpu/gpu_bundle.py     # make gpu-bundle; then send it as docs/development.md says
 
 The machine starts bare from an image that has Python 3.12, PyTorch, torchvision,
 Lightning, onnx and onnxruntime, but cannot reach a package registry, and ../shared beside
@@ -40,10 +40,10 @@ import torch
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_check import BUNDLE, FULL_WEIGHTS, PACKED_WEIGHTS  # noqa: E402
 
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{args.out}: {manifest['bundle_mib']} MiB, with the tree {manifest['total_mib']} of "
         f"{manifest['limit_mib']} MiB. Send it (docs/development.md, 'Checking on a lent GPU'):"
-        '\n  run  command="python3 scripts/gpu_check.py --out $OUT"  carry=[".gpu-bundle"]'
+        '\n  run  command="python3 scripts/gpu/gpu_check.py --out $OUT"  carry=[".gpu-bundle"]'
         "  timeout_s=570"
     )
     return 0

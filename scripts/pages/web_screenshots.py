@@ -1,6 +1,6 @@
 """Screenshots of the web page (``nst-fast serve``) for the README: one per tab.
 
-    python scripts/web_screenshots.py outputs/demo/model.pt   # writes docs/web/*.png
+    python scripts/pages/web_screenshots.py outputs/demo/model.pt   # writes docs/web/*.png
 
 Builds the page with the library (``nst_fast.web.build_app``), serves it on this machine
 and drives Debian's Chromium through Playwright (never a browser of its own): the Photo
@@ -24,7 +24,7 @@ from nst_fast.errors import NstFastError
 from nst_fast.images import save_image
 from nst_fast.web import build_app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",

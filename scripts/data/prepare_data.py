@@ -2,7 +2,7 @@
 """Write a pre-resized copy of a photo folder, once, so training does not decode and shrink
 full-size photos at every step.
 
-    python scripts/prepare_data.py data/coco/train2014 data/coco/train2014_256 --size 256
+    python scripts/data/prepare_data.py data/coco/train2014 data/coco/train2014_256 --size 256
     nst-fast train data.root=data/coco/train2014_256 data.image_size=256
 
 Every image below SRC is written below DST at the same relative path, as a JPEG (other
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
