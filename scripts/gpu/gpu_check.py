@@ -234,15 +234,12 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
-def benchmark_module() -> Any:
-    """scripts/bench/benchmark.py as a module: its set-ups, steps and timers are the ones the
-    figures elsewhere come from."""
+def use_benchmark_parts() -> None:
+    """Makes scripts/bench/benchmark_parts importable: the benchmark's set-ups, steps and
+    timers, the ones the figures elsewhere come from."""
     scripts = str(ROOT / "scripts" / "bench")
     if scripts not in sys.path:
         sys.path.insert(0, scripts)
-    import benchmark
-
-    return benchmark
 
 
 def sync(device: str) -> None:
@@ -482,15 +479,18 @@ def section_train_steps(ctx: Context, sec: Section) -> None:
     """Training steps of the module ``nst-fast train`` builds, finite under bf16 and fp16
     autocast (fp16 with a gradient scaler, as Lightning's 16-mixed runs it), and with
     ``compile=true``; the first step (compiling) and the median step timed."""
-    bench = benchmark_module()
+    use_benchmark_parts()
+    from benchmark_parts.setups import Setup
+    from benchmark_parts.training import make_module
+
     sizes = ctx.sizes
     failed = []
     cuda = ctx.device == "cuda"  # cuDNN autotuning as trainer=gpu trains
-    plain = bench.Setup("eager", ctx.device, channels_last=True, cudnn_benchmark=cuda)
-    compiled = bench.Setup(
+    plain = Setup("eager", ctx.device, channels_last=True, cudnn_benchmark=cuda)
+    compiled = Setup(
         "compile", ctx.device, channels_last=True, compile=("transformer",), cudnn_benchmark=cuda
     )
-    eager_module = bench.make_module(plain, ctx.weights)  # both autocasts train it in turn
+    eager_module = make_module(plain, ctx.weights)  # both autocasts train it in turn
     cases = [
         ("bf16 autocast", torch.bfloat16, plain, eager_module),
         ("fp16 autocast", torch.float16, plain, eager_module),
@@ -504,8 +504,8 @@ def section_train_steps(ctx: Context, sec: Section) -> None:
             compile_backend("eager") if ctx.rehearse and setup.compile else contextlib.nullcontext()
         )
         with patch:
-            module = module or bench.make_module(setup, ctx.weights)
-            result = checked_steps(bench, setup, module, sizes.train_size, sizes.batches[0])
+            module = module or make_module(setup, ctx.weights)
+            result = checked_steps(setup, module, sizes.train_size, sizes.batches[0])
         sec.data[name] = result
         if not result["finite"]:
             failed.append(name)
@@ -531,19 +531,23 @@ def compile_backend(backend: str) -> Iterator[None]:
         torch.compile = original
 
 
-def checked_steps(bench: Any, setup: Any, built: tuple, size: int, batch: int) -> dict:
-    """Steps of ``built`` (benchmark.make_module's module and optimizer) under ``setup``'s
+def checked_steps(setup: Any, built: tuple, size: int, batch: int) -> dict:
+    """Steps of ``built`` (benchmark_parts.training.make_module's module and optimizer) under
+    ``setup``'s
     autocast: losses, whether they and the weights stay finite, the first step's time
     (compiling, where it compiles) and the median of the others."""
+    from benchmark_parts.setups import autocast
+    from benchmark_parts.training import random_photos
+
     module, optimizer = built
-    photos = bench.random_photos(batch, size, setup.device)
+    photos = random_photos(batch, size, setup.device)
     steps = 2 if setup.device == "cpu" else 6  # fp16 on a CPU takes seconds a step
     scaler = torch.amp.GradScaler(setup.device, enabled=setup.amp == torch.float16)
     losses, times = [], []
     for i in range(steps):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with bench.autocast(setup):
+        with autocast(setup):
             loss = module.training_step(photos, i)["loss"]
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -652,11 +656,15 @@ def section_stylize_4k(ctx: Context, sec: Section) -> None:
     seconds per frame, CPU to GPU and back included, and peak memory."""
     from nst_fast.inference import stylize
 
-    bench = benchmark_module()
+    use_benchmark_parts()
+    from benchmark_parts.setups import Setup
+    from benchmark_parts.stylizing import make_transformer
+    from benchmark_parts.timing import time_calls
+
     height, width = ctx.sizes.uhd
     image = torch.rand(3, height, width)
     for fast in (True, False):
-        setup = bench.Setup(
+        setup = Setup(
             f"{height}p",
             ctx.device,
             channels_last=True,
@@ -664,9 +672,9 @@ def section_stylize_4k(ctx: Context, sec: Section) -> None:
             cudnn_benchmark=ctx.device == "cuda",
             fast=fast,
         )
-        net = bench.make_transformer(setup)
+        net = make_transformer(setup)
         reset_peak(ctx.device)
-        times = bench.time_calls(
+        times = time_calls(
             lambda net=net, fast=fast: stylize(net, image, half=True, fast=fast),
             ctx.device,
             warmup=1,
@@ -712,7 +720,9 @@ def section_training_run(ctx: Context, sec: Section) -> None:
     with SimpleProfiler; then the data pipeline alone at the same batch and workers."""
     from nst_fast.device import loader_workers
 
-    bench = benchmark_module()
+    use_benchmark_parts()
+    from benchmark_parts.data_pipeline import bench_data
+
     run_dir = ctx.work / "train"
     # Time for start-up before, and validation and export after the steps.
     max_time = max(int(ctx.left() - (20 if ctx.rehearse else 45)), 10)
@@ -747,7 +757,7 @@ def section_training_run(ctx: Context, sec: Section) -> None:
     images = step["calls"] * batch
     loop_s = step["total_s"] + data_wait
     workers = 0 if ctx.rehearse else loader_workers(4)
-    pipeline = bench.bench_data(ctx.photos, size, batch, workers, repeat=repeat)
+    pipeline = bench_data(ctx.photos, size, batch, workers, repeat=repeat)
     result = {
         "steps": step["calls"],
         "images": images,
@@ -788,10 +798,12 @@ def model_to_check(ctx: Context) -> Path:
         return ctx.model
     from nst_fast.export import save_model
 
-    bench = benchmark_module()
+    use_benchmark_parts()
+    from benchmark_parts.stylizing import plain_transformer
+
     path = ctx.work / "untrained.pt"
     if not path.is_file():
-        save_model(bench.plain_transformer(), path, style="untrained", step=0)
+        save_model(plain_transformer(), path, style="untrained", step=0)
     return path
 
 
