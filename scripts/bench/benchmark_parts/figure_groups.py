@@ -22,9 +22,6 @@ from nst_fast.device import inference_dtype
 
 # The speed-ups over the reference the project set out to reach, by batch and by size.
 TRAIN_TARGETS = {4: 1.7}
-
-
-TRAIN_TARGETS = {4: 1.7}
 STYLIZE_TARGETS = {512: 1.3, 1024: 2.0}
 
 

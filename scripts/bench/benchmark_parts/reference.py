@@ -24,9 +24,6 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 PEER_TRAIN = re.compile(r"peer train (\d+)px: ([\d.]+) img/s")
-
-
-PEER_TRAIN = re.compile(r"peer train (\d+)px: ([\d.]+) img/s")
 PEER_STYLIZE = re.compile(r"peer stylize (\d+)px: ([\d.]+) s/img")
 
 
