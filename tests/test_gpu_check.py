@@ -24,6 +24,20 @@ def load_script(name: str):
 
 gpu_check = load_script("gpu_check")
 
+# The parts the script puts on sys.path, each at its home.
+from gpu_check_parts.context import (  # noqa: E402
+    FULL_WEIGHTS,
+    PACKED_WEIGHTS,
+    REHEARSAL,
+    Context,
+    TimeBoxExceeded,
+)
+from gpu_check_parts.cuda_tests import cuda_test_ids  # noqa: E402
+from gpu_check_parts.environment import unpack_weights  # noqa: E402
+from gpu_check_parts.running import run_command  # noqa: E402
+from gpu_check_parts.speed import benchmark_rows  # noqa: E402
+from gpu_check_parts.training import profiler_rows  # noqa: E402
+
 
 @pytest.mark.slow
 def test_the_rehearsal_runs_every_section_on_the_cpu_and_writes_the_report(tmp_path) -> None:
@@ -47,16 +61,16 @@ def test_the_rehearsal_runs_every_section_on_the_cpu_and_writes_the_report(tmp_p
         assert f"## {title}" in markdown
     sections = report["sections"]
     assert sections["benchmark"]["data"]["rows"][0]["figure"].startswith("train 16px batch 2")
-    assert sections["training_run"]["data"]["steps"] == gpu_check.REHEARSAL.run_steps
-    assert sections["stylize_video"]["data"]["written_frames"] == gpu_check.REHEARSAL.clip[0]
+    assert sections["training_run"]["data"]["steps"] == REHEARSAL.run_steps
+    assert sections["stylize_video"]["data"]["written_frames"] == REHEARSAL.clip[0]
 
 
-def fake_context(tmp_path: Path) -> "gpu_check.Context":
-    return gpu_check.Context(
+def fake_context(tmp_path: Path) -> "Context":
+    return Context(
         out=tmp_path,
         work=tmp_path,
         rehearse=True,
-        sizes=gpu_check.REHEARSAL,
+        sizes=REHEARSAL,
         device="cpu",
         shared=None,
         log_path=tmp_path / "gpu_check.log",
@@ -102,13 +116,13 @@ def test_a_command_past_its_time_is_ended_and_named(tmp_path) -> None:
     ctx = fake_context(tmp_path)
     ctx.section_end = time.monotonic() + 60
     start = time.monotonic()
-    with pytest.raises(gpu_check.TimeBoxExceeded, match="ran past 2 s"):
-        gpu_check.run_command(ctx, [sys.executable, "-c", "import time; time.sleep(30)"], 2)
+    with pytest.raises(TimeBoxExceeded, match="ran past 2 s"):
+        run_command(ctx, [sys.executable, "-c", "import time; time.sleep(30)"], 2)
     assert time.monotonic() - start < 10
 
 
 def test_the_cuda_tests_are_found_by_their_skip_whatever_its_form(tmp_path) -> None:
-    ids = gpu_check.cuda_test_ids(SCRIPTS.parents[1] / "tests")
+    ids = cuda_test_ids(SCRIPTS.parents[1] / "tests")
     assert (
         "tests/test_fast.py::"
         "test_on_a_gpu_the_accelerated_networks_equal_the_plain_one_in_value_and_gradients"
@@ -127,7 +141,7 @@ def test_the_cuda_tests_are_found_by_their_skip_whatever_its_form(tmp_path) -> N
         "pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='gpu')\n"
         "def test_whole(): pass\n"
     )
-    assert gpu_check.cuda_test_ids(tests) == [
+    assert cuda_test_ids(tests) == [
         "tests/test_a.py::test_marked",
         "tests/test_a.py::test_skips",
         "tests/test_b.py::test_whole",
@@ -143,7 +157,7 @@ def test_simple_profiler_rows_are_read_out_of_a_training_run() -> None:
             "|  [Callback]ExportModel.on_fit_end  \t|  0.2 \t|  1 \t|  0.2 \t|  1 \t|",
         ]
     )
-    rows = gpu_check.profiler_rows(output)
+    rows = profiler_rows(output)
     assert rows == {
         "run_training_batch": {"mean_s": 0.05, "calls": 300, "total_s": 15.0},
         "[_TrainingEpochLoop].train_dataloader_next": {
@@ -172,7 +186,7 @@ def test_benchmark_rows_put_fast_beside_plain_and_reference_each_the_better_way_
         {"figure": "train", "unit": "img/s", "project": 20.0},
         {"figure": "stylize", "unit": "s/img", "project": 0.2, "higher_is_better": False},
     ]
-    rows = gpu_check.benchmark_rows({"fast": run(fast), "plain": run(plain)})
+    rows = benchmark_rows({"fast": run(fast), "plain": run(plain)})
     assert [(r["figure"], r["fast_over_plain"], r["speedup"]) for r in rows] == [
         ("train", 1.5, 3.0),
         ("stylize", 2.0, 4.0),
@@ -186,14 +200,14 @@ def test_the_packed_vgg_weights_unpack_to_a_file_both_loaders_take(tmp_path) -> 
     original = vgg_features("vgg16").state_dict()
     packed = {k: v.half() for k, v in original.items() if int(k.split(".")[0]) <= 21}
     (tmp_path / "weights").mkdir()
-    torch.save(packed, tmp_path / "weights" / gpu_check.PACKED_WEIGHTS)
-    full = gpu_check.unpack_weights(tmp_path)
-    assert full == tmp_path / "weights" / gpu_check.FULL_WEIGHTS
+    torch.save(packed, tmp_path / "weights" / PACKED_WEIGHTS)
+    full = unpack_weights(tmp_path)
+    assert full == tmp_path / "weights" / FULL_WEIGHTS
     features = vgg_features("vgg16")
     features.load_state_dict(torch.load(full, weights_only=True))  # strict, as both load it
     assert torch.equal(features[21].weight, packed["21.weight"].float())
     assert features[21].weight.dtype == torch.float32
-    assert gpu_check.unpack_weights(tmp_path) == full  # once unpacked, kept
+    assert unpack_weights(tmp_path) == full  # once unpacked, kept
 
 
 def test_the_bundle_carries_what_the_machines_image_lacks_and_nothing_it_has() -> None:

@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_check import BUNDLE, FULL_WEIGHTS, PACKED_WEIGHTS  # noqa: E402
+from gpu_check_parts.context import BUNDLE, FULL_WEIGHTS, PACKED_WEIGHTS  # noqa: E402
 
 MIB = 2**20
 LIMIT = 64 * MIB  # the device tool's limit on the working tree plus the carried paths
