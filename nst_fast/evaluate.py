@@ -154,6 +154,10 @@ def add_temporal(row: Row, figures: dict[str, tuple[float, float]]) -> None:
 # these factors: full-size Gram matrices mostly see fine texture, and a painting's large
 # shapes fill VGG's receptive fields only at coarser scales (docs/evaluation.md).
 YARDSTICK_SCALES = (2, 4)
+# Scores take the papers' single full-size style term, whatever pyramid a model trained
+# on (loss.style_scales): its `style loss` column and total then mean the same for every
+# model and every earlier table, and the coarse sizes have their own columns.
+FULL_SIZE_STYLE = ("loss.style_scales=[1]", "loss.style_scale_weights=null")
 
 
 def scores(
@@ -275,8 +279,8 @@ def criterion_as_trained(
     device: torch.device | str = "cpu",
 ) -> PerceptualLoss:
     """The loss ``model`` was trained with (its recorded style image, size and per-style
-    weights), or against ``style`` instead, with config ``overrides`` on top; on
-    ``device``, its style targets set."""
+    weights; the single full-size style term, ``FULL_SIZE_STYLE``), or against ``style``
+    instead, with config ``overrides`` on top; on ``device``, its style targets set."""
     from nst_fast.config import compose
 
     recorded = info.extra.get("style", {})
@@ -284,7 +288,9 @@ def criterion_as_trained(
         raise NstFastError(f"{model}: records no style image; pass --style")
     # The style as trained: the same image size and per-style weights.
     as_trained = [] if style else recorded_style_overrides(recorded)
-    cfg = compose([*style_override(style or recorded["image"]), *as_trained, *overrides])
+    cfg = compose(
+        [*style_override(style or recorded["image"]), *as_trained, *FULL_SIZE_STYLE, *overrides]
+    )
     return style_criterion(cfg, device)
 
 
