@@ -7,12 +7,15 @@ from nst_fast.config import compose
 from nst_fast.fast import FastInstanceNorm
 from nst_fast.training.module import StyleTransferModule
 
+from .conftest import FULL_SIZE_STYLE
+
 
 def tiny_module(style_file, *overrides: str) -> StyleTransferModule:
     cfg = compose(
         [
             f"style.image={style_file}",
             "style.size=32",
+            *FULL_SIZE_STYLE,
             "loss.weights=random",
             "model.residual_blocks=1",
             *overrides,

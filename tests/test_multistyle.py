@@ -16,7 +16,7 @@ from nst_fast.inference import stylize
 from nst_fast.training.extend import with_added_styles
 from nst_fast.training.module import StyleTransferModule
 
-from .conftest import make_photo, nst_fast, tiny_overrides
+from .conftest import FULL_SIZE_STYLE, make_photo, nst_fast, tiny_overrides
 from .test_transformer import multi_style_net, small_net
 
 
@@ -131,6 +131,7 @@ def test_each_training_step_trains_the_next_style_in_turn(style_file, tmp_path):
             f"styles=[{style_file},{other}]",
             "style.size=32",
             "loss.weights=random",
+            *FULL_SIZE_STYLE,
             "model.channels=[8,16,32]",
             "model.residual_blocks=1",
             "fast=false",

@@ -28,7 +28,7 @@ from nst_fast.images import save_image
 from nst_fast.model_loading import load_for_inference
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.training.module import StyleTransferModule
-from tests.conftest import SHARED, make_photo
+from tests.conftest import FULL_SIZE_STYLE, SHARED, make_photo
 
 PEERS = SHARED / "peers"
 CPU = torch.device("cpu")
@@ -214,7 +214,8 @@ def init_file(kind: str, tmp_path: Path, request) -> tuple[Path, Callable]:
 
 
 def module_of(style_file: Path, *overrides: str) -> StyleTransferModule:
-    cfg = compose([f"style.image={style_file}", "style.size=32", "loss.weights=random", *overrides])
+    style = [f"style.image={style_file}", "style.size=32", *FULL_SIZE_STYLE]
+    cfg = compose([*style, "loss.weights=random", *overrides])
     return StyleTransferModule.from_config(cfg)
 
 

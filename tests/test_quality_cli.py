@@ -15,7 +15,7 @@ from nst_fast.export import save_model
 from nst_fast.images import read_image, save_image
 from nst_fast.models.transformer import TransformerNet, default_transformer_config, transformer_net
 
-from .conftest import make_photo
+from .conftest import FULL_SIZE_STYLE, make_photo
 
 
 def load_script(name: str):
@@ -47,6 +47,7 @@ def test_optimize_writes_the_stylized_photo_and_tensorboard_logs(
             "--tensorboard",
             str(tmp_path / "tb"),
             "loss.weights=random",
+            *FULL_SIZE_STYLE,
         ]
     )
     assert code == 0

@@ -67,10 +67,15 @@ def test_a_single_full_size_scale_is_the_style_term_of_gatys_and_johnson_exactly
     assert not any(name.startswith("style@") for name in terms)
 
 
-def test_the_default_loss_config_is_the_single_full_size_scale():
+def test_the_default_style_term_weighs_full_size_as_much_as_half_and_quarter_together():
     loss = compose(["loss.weights=random"]).loss
     criterion = build_criterion(loss, {})
-    assert criterion.style_scales == {1.0: 1.0}
+    assert criterion.style_scales == {1.0: 2.0, 2.0: 1.0, 4.0: 1.0}
+
+
+def test_experiment_johnson2016_keeps_the_papers_single_full_size_style_term():
+    loss = compose(["experiment=johnson2016", "loss.weights=random"]).loss
+    assert build_criterion(loss, {}).style_scales == {1.0: 1.0}
 
 
 def test_the_pyramids_style_term_is_the_weighted_mean_of_each_sizes_gram_error():
@@ -203,7 +208,7 @@ def test_gatys_with_a_pyramid_too_deep_for_the_photo_stops_before_any_work(tmp_p
 
     photo = save_image(make_photo((40, 48), 1), tmp_path / "photo.png")
     style = save_image(make_photo((64, 80), 2), tmp_path / "style.png")
-    overrides = ["loss.weights=random", "loss.style_scales=[1,4]"]
+    overrides = ["loss.weights=random", "loss.style_scales=[1,4]", "loss.style_scale_weights=null"]
     with pytest.raises(NstFastError, match=r"the photo .*photo.png at 40 px shrunk 4x is 10 px"):
         optimize_file(photo, str(style), tmp_path / "out.png", size=None, overrides=overrides)
     assert not (tmp_path / "out.png").exists()

@@ -220,6 +220,11 @@ def test_the_final_validation_loss_is_what_evaluate_measures_on_the_held_out_pho
     held_out.mkdir()
     for path in validated["held_out"]:
         shutil.copy(path, held_out / path.name)
+    # Validation scores with the run's own loss, its style pyramid included; evaluate
+    # takes the single full-size term unless given the run's, as a user would give it.
+    trained = load_network(validated["model"])[1].extra["loss"]
+    keys = ("style_scales", "style_scale_weights")
+    pyramid = [f"loss.{key}={json.dumps(trained[key])}" for key in keys]
     rows = evaluate_model(
         validated["model"],
         held_out,
@@ -227,7 +232,7 @@ def test_the_final_validation_loss_is_what_evaluate_measures_on_the_held_out_pho
         size=32,
         iterations=(),
         device="cpu",
-        overrides=[f"loss.weights={vgg_file}"],
+        overrides=[f"loss.weights={vgg_file}", *pyramid],
     )
     final_loss = scalars(validated["run"])["val/total"][-1][1]
     assert rows[0].means()["total"] == pytest.approx(final_loss, rel=1e-5)

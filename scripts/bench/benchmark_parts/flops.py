@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark_parts.setups import Setup, config_groups, project_config
+from benchmark_parts.setups import Setup, config_groups, project_config, pyramid
 from benchmark_parts.stylizing import plain_transformer
 from benchmark_parts.timing import time_calls
 from nst_fast.losses.build import build_criterion
@@ -41,8 +41,7 @@ def training_flops_per_image(
     its count is the same step with that one difference. ``style_scales``: the project's
     style pyramid (the reference has none).
     """
-    scales = f"loss.style_scales=[{','.join(f'{f:g}' for f in style_scales)}]"
-    loss, style = config_groups(project_config("random", scales), "loss", "style")
+    loss, style = config_groups(project_config("random", *pyramid(style_scales)), "loss", "style")
     net = plain_transformer()
     criterion = build_criterion(loss, style, net.multiple)
     network: LossNetwork = criterion.network

@@ -126,6 +126,13 @@ def autocast(setup: Setup):
     return torch.autocast(setup.device, dtype=setup.amp)
 
 
+def pyramid(style_scales: tuple[float, ...]) -> tuple[str, str]:
+    """The overrides of a style pyramid of these sizes, equally weighted: weights change
+    no cost, and ``(1,)`` is the reference's single full-size term, whatever the default."""
+    factors = ",".join(f"{f:g}" for f in style_scales)
+    return f"loss.style_scales=[{factors}]", "loss.style_scale_weights=null"
+
+
 def project_config(weights: str, *overrides: str) -> DictConfig:
     """The config ``nst-fast train`` composes, with a generated style and ``overrides``."""
     style = ["style.name=bench", "style.image=generated:mosaic", "style.size=256"]

@@ -9,7 +9,14 @@ import time
 
 import torch
 
-from benchmark_parts.setups import Setup, autocast, mode_name, project_config, style_list
+from benchmark_parts.setups import (
+    Setup,
+    autocast,
+    mode_name,
+    project_config,
+    pyramid,
+    style_list,
+)
 from benchmark_parts.timing import sync, time_calls
 from nst_fast.training.module import StyleTransferModule
 
@@ -25,7 +32,7 @@ def make_module(setup: Setup, weights: str) -> tuple[StyleTransferModule, torch.
         f"fast={setup.fast}",
         *style_list(setup.styles),
         *(STABILITY_ON if setup.stability else ()),
-        f"loss.style_scales=[{','.join(f'{f:g}' for f in setup.style_scales)}]",
+        *pyramid(setup.style_scales),
     )
     module = StyleTransferModule.from_config(cfg)
     module.to(setup.device)
