@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -27,9 +28,13 @@ from tqdm import tqdm
 from nst_fast.colour import Finish
 from nst_fast.errors import NstFastError
 from nst_fast.output_plan import check_distinct, labelled, plan
+from nst_fast.regions import Where, parse_regions
 from nst_fast.stylize_jobs import Echo, Report, Run, stylize_images, stylize_videos
 from nst_fast.stylize_options import KEYWORDS, Spelling, check_options, pick_dtype
 from nst_fast.tiling import DEFAULT_OVERLAP
+
+if TYPE_CHECKING:
+    from nst_fast.model_loading import LoadedModel
 
 
 def stylize_paths(
@@ -50,6 +55,8 @@ def stylize_paths(
     precision: str = "auto",
     fast: bool = True,
     style: str | None = None,
+    mask: str | Path | None = None,
+    regions: str | None = None,
     steady: float | None = None,
     progress: bool = False,
     echo: Echo | None = None,
@@ -70,9 +77,14 @@ def stylize_paths(
     False runs the plain PyTorch modules, without nst-fast's speed work (debugging, A/B
     timing). ``style`` picks from a model of several styles: a name, a blend
     ``a=0.7,b=0.3``, or ``all`` (the default: one output per style, named
-    ``photo_STYLE.jpg``). ``steady`` (0 < momentum < 1) stylizes videos with steady
-    instance-norm statistics (``inference.steady_statistics``; model.pt and checkpoints
-    only), started afresh at each scene cut. ``progress`` shows a progress bar;
+    ``photo_STYLE.jpg``). ``mask`` (an image of the photo's shape, or a folder of them
+    named as the photos) stylizes where it is white and keeps the photo where it is
+    black; ``regions`` gives a model.pt of several styles a style per part of each photo,
+    ``wave=sky.png,the_scream``: each style with its mask (file or folder), at most one
+    without, which takes the rest (``nst_fast.regions``). ``steady`` (0 < momentum < 1)
+    stylizes videos with steady instance-norm statistics
+    (``inference.steady_statistics``; model.pt and checkpoints only), started afresh at
+    each scene cut. ``progress`` shows a progress bar;
     ``echo(kind, text)`` hears of each problem as it happens ("error" and a line, or "kept"
     and an existing output's path).
 
@@ -98,7 +110,13 @@ def stylize_paths(
     device = pick_device(str(device))
     dtype = pick_dtype(device, precision, spelling)
     loaded = load_for_inference(model, device, dtype, fast=fast)
-    choices = style_choices(style, loaded, spelling.value("style", style))
+    where = placed(loaded, mask, regions, style, spelling)
+    if where.regions:
+        assert loaded.mapped is not None
+        choices: list[tuple[str | None, LoadedModel]] = [(None, loaded.mapped())]
+    else:
+        choices = style_choices(style, loaded, spelling.value("style", style))
+    where.check([(job.source, job.relative) for job in jobs if not job.video])
     # Each chosen model with its jobs; with several, each output is named with its style.
     runs = [
         (
@@ -131,7 +149,7 @@ def stylize_paths(
                 overlap=tile_overlap,
             )
             run = Run(stylizer, Finish(strength, preserve_color), report, bar, dtype, overwrite,
-                      spelling)  # fmt: skip
+                      spelling, where)  # fmt: skip
             mine = [job for job in own if job in todo]
             images = [job for job in mine if not job.video]
             stylize_images(
@@ -141,3 +159,39 @@ def stylize_paths(
             stylize_videos(videos, run, batch_size or 8, progress, steady)
             report.tiled_alone += stylizer.tiled_alone
     return report
+
+
+def placed(
+    loaded: LoadedModel,
+    mask: str | Path | None,
+    regions: str | None,
+    style: str | None,
+    spelling: Spelling = KEYWORDS,
+) -> Where:
+    """The ``Where`` of the ``mask`` and ``regions`` options, checked against the model:
+    an ``NstFastError`` naming the option that cannot work with it."""
+    said = {"mask": spelling.name("mask"), "regions": spelling.value("regions", regions)}
+    if mask is not None and not Path(mask).exists():
+        raise NstFastError(f"{spelling.value('mask', mask)}: no such mask file or folder")
+    where = Where(None if mask is None else Path(mask), said=said)
+    if regions is None:
+        return where
+    if style is not None:
+        raise NstFastError(
+            f"{spelling.name('regions')} and {spelling.name('style')}: give one "
+            "(regions name their styles)"
+        )
+    if not loaded.styles:
+        raise NstFastError(
+            f"{said['regions']}: this model has one style, {loaded.style}; "
+            f"{spelling.name('mask')} stylizes a part of the photo"
+        )
+    if loaded.mapped is None:
+        raise NstFastError(
+            f"{said['regions']}: per-pixel styles need the model.pt (or a checkpoint); "
+            f"a {loaded.format} file takes one style or blend per photo "
+            f"({spelling.name('style')})"
+        )
+    where.regions = parse_regions(regions, loaded.styles, said["regions"])
+    where.styles = len(loaded.styles)
+    return where

@@ -1,5 +1,5 @@
 """The colour options of stylizing: luminance-only transfer (``preserve_color``) and
-strength (``blend``), applied to the network's output by ``Finish``.
+strength (``blend``, also per pixel: a mask), applied to the network's output by ``Finish``.
 """
 
 from __future__ import annotations
@@ -33,8 +33,13 @@ def preserve_color(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tenso
     return ycc_to_rgb(torch.cat([y, chroma], dim=-3)).clamp(0, 1)
 
 
-def blend(stylized: torch.Tensor, content: torch.Tensor, strength: float) -> torch.Tensor:
-    """``strength`` 1 is the full stylization, 0 the photo itself."""
+def blend(
+    stylized: torch.Tensor, content: torch.Tensor, strength: float | torch.Tensor
+) -> torch.Tensor:
+    """``strength`` 1 is the full stylization, 0 the photo itself; a tensor broadcast to
+    the image ((1, H, W), a mask) sets it pixel by pixel."""
+    if isinstance(strength, torch.Tensor):
+        return torch.lerp(content, stylized, strength.to(stylized))
     if strength >= 1:
         return stylized
     return torch.lerp(content, stylized, strength)
@@ -42,12 +47,15 @@ def blend(stylized: torch.Tensor, content: torch.Tensor, strength: float) -> tor
 
 @dataclass
 class Finish:
-    """What is done to the network's output: colour preservation, then strength."""
+    """What is done to the network's output: colour preservation, then strength, times
+    the mask where there is one (``nst_fast.regions``)."""
 
     strength: float = 1.0
     preserve_color: bool = False
 
-    def __call__(self, stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, stylized: torch.Tensor, content: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.preserve_color:
             stylized = preserve_color(stylized, content)
-        return blend(stylized, content, self.strength)
+        return blend(stylized, content, self.strength if mask is None else self.strength * mask)

@@ -93,6 +93,18 @@ def resize(image: torch.Tensor, size: int | None, scale: float | None) -> torch.
     return F.resize(image, new, antialias=True) if new != [h, w] else image
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """A photo's (height, width) upright (EXIF orientation applied), from its header
+    alone; None when Pillow cannot tell (the photo fails later, as any unreadable one)."""
+    try:
+        with Image.open(path) as pil:
+            w, h = pil.size
+            turned = pil.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return (w, h) if turned else (h, w)
+
+
 def read_alpha(path: str | os.PathLike) -> torch.Tensor | None:
     """The image's alpha channel as a float (1, H, W) in [0, 1], EXIF orientation applied;
     None when it has none (RGBA, LA, palette or grayscale with a transparent colour)."""

@@ -31,6 +31,7 @@ from nst_fast.device import inference_dtype
 from nst_fast.fast.norm import SteadyStatistics
 from nst_fast.memory import max_pixels
 from nst_fast.prepared import forward, instance_norms, prepare, prepared
+from nst_fast.regions import style_mapped, with_style_map
 from nst_fast.tiling import DEFAULT_OVERLAP, Stylizer
 
 if TYPE_CHECKING:
@@ -51,18 +52,38 @@ __all__ = [
 
 @torch.inference_mode()
 def stylize(
-    net: nn.Module, images: torch.Tensor, half: bool = True, fast: bool = True
+    net: nn.Module,
+    images: torch.Tensor,
+    half: bool = True,
+    fast: bool = True,
+    style: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stylize a (3, H, W) image or a (B, 3, H, W) batch in [0, 1]; returns fp32 on the CPU.
 
     Runs on the network's device, in half precision (``half``) where the hardware
     computes in it (``device.inference_dtype``); ``fast=False`` runs the plain modules.
+    ``style``, for a network of several styles: their weights (styles,) for the whole
+    image, or per pixel (styles, H, W), or (B, styles, H, W) for a batch
+    (``nst_fast.regions``).
     """
     device = next(net.parameters()).device
-    ready = prepared(net, device, inference_dtype(device, half), fast)
     batch = images.unsqueeze(0) if images.dim() == 3 else images
+    net, batch = styled(net, batch, style)
+    ready = prepared(net, device, inference_dtype(device, half), fast)
     out = forward(ready, batch)
     return out[0] if images.dim() == 3 else out
+
+
+def styled(
+    net: nn.Module, batch: torch.Tensor, style: torch.Tensor | None
+) -> tuple[nn.Module, torch.Tensor]:
+    """The network and the input to run for ``style`` (see ``stylize``): the network of
+    one style or blend, or the network that takes per-pixel weights beside the photos."""
+    if style is None:
+        return net, batch
+    if style.dim() == 1:
+        return net.single_style(style), batch
+    return style_mapped(net), with_style_map(batch, style)
 
 
 @contextmanager
@@ -105,14 +126,16 @@ def stylize_large(
     fast: bool = True,
     tile: int | None = None,
     overlap: int = DEFAULT_OVERLAP,
+    style: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stylize a (3, H, W) image in [0, 1] of any size as ``nst-fast stylize`` does a
     model.pt: in one pass where it fits the device's budget (``max_pixels``), else, or
     after the pass runs out of memory, in tiles sharing its statistics (``Stylizer``).
-    Device and precision as ``stylize``; returns fp32 on the CPU."""
+    Device, precision and ``style`` as ``stylize``; returns fp32 on the CPU."""
     device = next(net.parameters()).device
     dtype = inference_dtype(device, half)
-    ready = prepared(net, device, dtype, fast)
+    run_net, batch = styled(net, image[None], style)
+    ready = prepared(run_net, device, dtype, fast)
     stylizer = Stylizer(
         lambda batch: forward(ready, batch),
         max_pixels(device, list(net.config.channels), dtype),
@@ -121,4 +144,4 @@ def stylize_large(
         tile=tile,
         overlap=overlap,
     )
-    return stylizer(image[None])[0]
+    return stylizer(batch)[0]

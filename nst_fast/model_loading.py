@@ -23,6 +23,7 @@ from nst_fast.errors import NstFastError
 from nst_fast.export import ModelFileError, exported_channels, load_network
 from nst_fast.models.transformer import TransformerNet
 from nst_fast.prepared import Backend, forward, prepared
+from nst_fast.regions import style_mapped
 
 RE_EXPORT_TS = "write it again with nst-fast export MODEL.pt --format torchscript"
 RE_EXPORT_ONNX = "write it again with nst-fast export MODEL.pt --format onnx"
@@ -44,6 +45,9 @@ class LoadedModel:
     style: str = "?"
     styles: list[str] = field(default_factory=list)
     select: Callable[[torch.Tensor], LoadedModel] | None = None
+    # For a model.pt of several styles: the model whose ``run`` takes (B, 3 + styles,
+    # H, W) batches, each photo with its per-pixel style weights (``nst_fast.regions``).
+    mapped: Callable[[], LoadedModel] | None = None
 
 
 def detect_format(path: Path) -> str:
@@ -86,8 +90,8 @@ def _load_native(path: Path, device: torch.device, dtype: torch.dtype, fast: boo
             run=lambda batch: forward(ready, batch),
             format="nst-fast",
             description=f"style {style}, step {info.step}",
-            channels=list(one.config.channels),
-            multiple=one.multiple,
+            channels=list(net.config.channels),
+            multiple=net.multiple,
             net=ready,
             style=style,
         )
@@ -98,10 +102,14 @@ def _load_native(path: Path, device: torch.device, dtype: torch.dtype, fast: boo
     def select(weights: torch.Tensor) -> LoadedModel:
         return loaded(net.single_style(weights), blend_name(info.styles, weights))
 
+    def mapped() -> LoadedModel:
+        return loaded(style_mapped(net), "regions")  # type: ignore[arg-type]
+
     return several(
         path,
         info.styles,
         select,
+        mapped=mapped,
         format="nst-fast",
         description=f"styles {', '.join(info.styles)}, step {info.step}",
         channels=list(net.config.channels),

@@ -21,6 +21,13 @@ class Job:
     source: Path
     target: Path
     video: bool = False
+    # The input's path relative to what was given (a folder's photos keep their
+    # subfolders): its output's name, and its mask's in a folder of masks.
+    name: Path | None = None
+
+    @property
+    def relative(self) -> Path:
+        return self.name if self.name is not None else Path(self.source.name)
 
 
 def expand(item: str, output: Path) -> list[tuple[Path, Path]] | None:
@@ -83,6 +90,7 @@ def plan(
             source,
             output if as_file else output / name.with_suffix(output_suffix(source, ext)),
             is_video(source),
+            name,
         )
         for source, name in found
     ]

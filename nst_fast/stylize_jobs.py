@@ -19,10 +19,11 @@ from tqdm import tqdm
 from nst_fast.colour import Finish
 from nst_fast.errors import NstFastError
 from nst_fast.files import cannot_write
-from nst_fast.images import ImageReadError, read_alpha, read_image, resize, save_image
+from nst_fast.images import read_alpha, read_image, resize, save_image
 from nst_fast.inference import steady_statistics
 from nst_fast.memory import is_out_of_memory
 from nst_fast.output_plan import Job
+from nst_fast.regions import Where
 from nst_fast.stylize_options import KEYWORDS, Spelling
 
 # Formats that keep an alpha channel; an image with one is written as PNG otherwise.
@@ -71,27 +72,38 @@ class Report:
 
 @dataclass
 class Loaded:
-    """An image read and resized, ready to batch."""
+    """An image read and resized, ready to batch, with its mask and style map where the
+    run has them (``nst_fast.regions``)."""
 
     job: Job
     image: torch.Tensor
     alpha: torch.Tensor | None
+    mask: torch.Tensor | None = None
+    style_map: torch.Tensor | None = None
 
 
-def load(job: Job, size: int | None, scale: float | None) -> Loaded:
+def load(job: Job, size: int | None, scale: float | None, where: Where | None = None) -> Loaded:
     image = resize(read_image(job.source), size, scale)
     alpha = read_alpha(job.source)
-    return Loaded(job, image, None if alpha is None else resize(alpha, size, scale))
+    loaded = Loaded(job, image, None if alpha is None else resize(alpha, size, scale))
+    if where is not None and where.anything:
+        loaded.mask, loaded.style_map = where.load(job.source, job.relative, image.shape[-2:])
+    return loaded
 
 
 def prefetch(
-    jobs: list[Job], size: int | None, scale: float | None, report: Report, bar: tqdm
+    jobs: list[Job],
+    size: int | None,
+    scale: float | None,
+    report: Report,
+    bar: tqdm,
+    where: Where | None = None,
 ) -> Iterator[Loaded]:
     """Images decoded two ahead on background threads, in order; unreadable ones reported."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         pending: deque[tuple[Job, Future]] = deque()
         for job in jobs:
-            pending.append((job, pool.submit(load, job, size, scale)))
+            pending.append((job, pool.submit(load, job, size, scale, where)))
             if len(pending) > 2:
                 yield from _result(pending.popleft()[1], report, bar)
         while pending:
@@ -101,7 +113,7 @@ def prefetch(
 def _result(future: Future, report: Report, bar: tqdm) -> Iterator[Loaded]:
     try:
         yield future.result()
-    except ImageReadError as err:
+    except NstFastError as err:  # an unreadable photo, or its mask
         report.error(str(err))
         bar.update(1)
 
@@ -153,7 +165,8 @@ def not_finite(source: Path, dtype: torch.dtype, spelling: Spelling) -> str:
 
 @dataclass
 class Run:
-    """What stylizing each batch needs: the network, the finish, and where to report."""
+    """What stylizing each batch needs: the network, the finish, where each photo is
+    stylized and in which style (``where``), and where to report."""
 
     stylizer: Callable[[torch.Tensor], torch.Tensor]
     finish: Finish
@@ -162,19 +175,35 @@ class Run:
     dtype: torch.dtype = torch.float32
     overwrite: bool = False
     spelling: Spelling = KEYWORDS
+    where: Where | None = None
 
-    def __call__(self, content: torch.Tensor) -> torch.Tensor:
-        return self.finish(self.stylizer(content), content)
+    def __call__(
+        self,
+        content: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        style_map: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, 3, H, W) photos, their masks (B, 1, H, W) and style maps (B, styles, H, W)
+        where the run has them, to their finished stylizations."""
+        x = content if style_map is None else torch.cat([content, style_map], dim=1)
+        return self.finish(self.stylizer(x), content, mask)
+
+
+def stacked(items: list[Loaded], key: str) -> torch.Tensor | None:
+    """The items' masks or style maps as one batch; None when they have none."""
+    parts = [getattr(item, key) for item in items]
+    return None if parts[0] is None else torch.stack(parts)
 
 
 def stylize_images(
     jobs: list[Job], run: Run, batch_size: int, size: int | None, scale: float | None
 ) -> None:
     report, bar = run.report, run.bar
-    for batch in same_size_batches(prefetch(jobs, size, scale, report, bar), batch_size):
+    loaded = prefetch(jobs, size, scale, report, bar, run.where)
+    for batch in same_size_batches(loaded, batch_size):
         content = torch.stack([item.image for item in batch])
         try:
-            stylized = run(content)
+            stylized = run(content, stacked(batch, "mask"), stacked(batch, "style_map"))
         except Exception as err:
             if not is_out_of_memory(err):
                 raise
@@ -189,6 +218,16 @@ def stylize_images(
             else:
                 report.error(not_finite(item.job.source, run.dtype, run.spelling))
             bar.update(1)
+
+
+def clip_maps(where: Where | None, job: Job, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The mask and style map of a clip's frames (one for the whole clip), for ``Run``."""
+    if where is None or not where.anything:
+        return {}
+    mask, style_map = where.load(job.source, job.relative, frames.shape[-2:], check_shape=True)
+    n = frames.shape[0]
+    found = {"mask": mask, "style_map": style_map}
+    return {k: v[None].expand(n, -1, -1, -1) for k, v in found.items() if v is not None}
 
 
 def stylize_videos(
@@ -208,14 +247,17 @@ def stylize_videos(
         def process(
             frames: torch.Tensor, job: Job = job, cuts: SceneCuts = cuts, reset=None
         ) -> torch.Tensor:
+            def finish(part: torch.Tensor) -> torch.Tensor:
+                return run(part, **clip_maps(run.where, job, part))
+
             if reset is None:  # each frame on its own: batches as they come
-                out = run(frames)
+                out = finish(frames)
             else:  # steady statistics, started afresh at each cut
                 parts = []
                 for new_scene, part in cuts.split(frames):
                     if new_scene:
                         reset()
-                    parts.append(run(part))
+                    parts.append(finish(part))
                 out = torch.cat(parts)
             if not out.isfinite().all():
                 raise NstFastError(not_finite(job.source, run.dtype, run.spelling))

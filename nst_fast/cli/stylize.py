@@ -64,6 +64,17 @@ def parser() -> argparse.ArgumentParser:
         "or all (the default: one output per style, named photo_STYLE.jpg)",
     )
     parser.add_argument(
+        "--mask",
+        help="stylize where this image is white, keep the photo where it is black (grey "
+        "blends); any size of the photo's shape, or a folder of masks named as the photos",
+    )
+    parser.add_argument(
+        "--regions", metavar="STYLE=MASK,...",
+        help="a model.pt of several styles: a style per region, e.g. wave=sky.png,the_scream "
+        "(each mask a file or folder; one style without takes the rest); regions meet "
+        "with a soft transition of strokes",
+    )  # fmt: skip
+    parser.add_argument(
         "--steady-statistics", type=float, default=None, metavar="MOMENTUM",
         help="videos: normalize each frame with a moving average of the frames' instance-norm "
         "statistics (MOMENTUM the weight of the past, e.g. 0.9), restarted at scene cuts; "
@@ -117,6 +128,8 @@ def main(argv: list[str]) -> int:
         precision=args.precision,
         fast=not args.plain,
         style=args.style,
+        mask=args.mask,
+        regions=args.regions,
         steady=args.steady_statistics,
         progress=not args.quiet,
         echo=echo,

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nst_fast.compat import native_group_norm
+from nst_fast.models.transformer import style_affine
 
 
 def mean_var(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,28 +177,30 @@ class SteadyStatistics:
         return torch.stack(means), torch.stack(variances)
 
 
-class FastConditionalInstanceNorm(nn.Module):
+class FastConditionalInstanceNorm(FastInstanceNorm):
     """``ConditionalInstanceNorm2d``, same parameters (the very same tensors) and results:
-    ``FastInstanceNorm``'s normalization without its affine step, then each image's own
-    scale and shift, in the input's layout."""
+    ``FastInstanceNorm``'s normalization (its statistics shared across tiles or frames
+    alike) without its affine step, then each image's, or each pixel's, own scale and
+    shift, in the input's layout."""
 
     takes_style = True
 
-    def __init__(self, norm: nn.Module, cpu_training_kernel: bool = False) -> None:
-        super().__init__()
-        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
-        self.cpu_training_kernel = cpu_training_kernel
-
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        b, c, h, w = x.shape
+        sharing = self.shared is not None or self.recording or self.steady is not None
         channels_last = x.is_contiguous(memory_format=torch.channels_last)
-        if self.cpu_training_kernel and channels_last and eager_cpu_training(x):
+        if sharing:
+            flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+            mean, var = self.statistics(lambda: mean_var(flat))
+            rstd = torch.rsqrt(var + self.eps)
+            y = torch.addcmul((-mean * rstd).to(x.dtype), flat, rstd.to(x.dtype))
+            y = y.view(b, h, w, c).permute(0, 3, 1, 2)
+        elif self.cpu_training_kernel and channels_last and eager_cpu_training(x):
             y = _CpuInstanceNormFunction.apply(x, None, None, self.eps)
         else:
-            y = F.group_norm(x, x.shape[1], None, None, self.eps)
-        scale, shift = (style @ p for p in (self.weight, self.bias))  # (B, C) each
-        return torch.addcmul(
-            shift[..., None, None].to(y.dtype), y, scale[..., None, None].to(y.dtype)
-        )
+            y = F.group_norm(x, c, None, None, self.eps)
+        scale, shift = style_affine(style, self.weight, self.bias, (h, w))
+        return torch.addcmul(shift.to(y.dtype), y, scale.to(y.dtype))
 
 
 def eager_cpu_training(x: torch.Tensor) -> bool:

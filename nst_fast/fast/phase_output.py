@@ -21,6 +21,7 @@ from torch import nn
 
 from nst_fast.fast.norm import phase_statistics
 from nst_fast.fast.upsample import PhaseUpsampleConv, phase_kernel, phase_rows
+from nst_fast.models.transformer import takes_style
 
 
 class PhaseOutput(nn.Module):
@@ -58,6 +59,7 @@ class PhaseOutput(nn.Module):
         return (
             len(layers) in (4, 5)
             and (norm is None or (hasattr(norm, "statistics") and hasattr(norm, "affine")))
+            and not takes_style(norm)  # its forward takes no style weights
             and isinstance(layers[-1], nn.ReLU)
             and len(out_layers) == 2
             and isinstance(out_layers[0], nn.ReflectionPad2d)

@@ -66,6 +66,8 @@ class ConditionalInstanceNorm2d(nn.Module):
 
     ``style`` (B, styles) weighs the styles' scales and shifts: a one-hot row is one
     style, other rows blend them, which is how the paper interpolates between styles.
+    A map (B, styles, H, W) weighs them pixel by pixel (the paper's spatial mixing of
+    styles): regions of one image in different styles, meeting in feature space.
     """
 
     takes_style = True  # StyledSequential hands it the style weights
@@ -77,9 +79,35 @@ class ConditionalInstanceNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        scale, shift = style @ self.weight, style @ self.bias  # (B, C) each
         x = nn.functional.instance_norm(x, eps=self.eps)
-        return x * scale[..., None, None] + shift[..., None, None]
+        scale, shift = style_affine(style, self.weight, self.bias, x.shape[-2:])
+        return x * scale + shift
+
+
+def style_affine(
+    style: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, size: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scale and shift, broadcastable to a normalized (B, C, h, w) map of ``size``
+    (h, w), of the styles' ``weight`` and ``bias`` (styles, C) mixed by ``style``:
+    (B, styles) per image, (B, C, 1, 1) each; or a map (B, styles, H, W) per pixel, H and
+    W a multiple of h and w (``style_at``), (B, C, h, w) each."""
+    if style.dim() == 2:
+        return tuple(  # type: ignore[return-value]
+            (style @ p)[..., None, None] for p in (weight, bias)
+        )
+    pixels = style_at(style, size).permute(0, 2, 3, 1).to(weight.dtype)  # (B, h, w, styles)
+    # Views of channels_last maps: the layout the fast paths keep.
+    return tuple((pixels @ p).permute(0, 3, 1, 2) for p in (weight, bias))  # type: ignore[return-value]
+
+
+def style_at(style: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """A per-pixel style map (B, styles, H, W) at a layer's ``size`` (h, w): each of its
+    pixels takes the mean weights of the image pixels it stands for. The network works
+    on images padded to a multiple of its stride, so the factors are whole numbers and
+    a crop of the map at a multiple of the stride (a tile) gives the crop of this."""
+    if tuple(style.shape[-2:]) == tuple(size):
+        return style
+    return nn.functional.adaptive_avg_pool2d(style, tuple(size))
 
 
 def norm_layer(kind: str | None, channels: int, styles: int = 1) -> list[nn.Module]:
@@ -190,19 +218,39 @@ class TransformerNet(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         """``style``: for a network of several styles, their weights, (styles,) for the
-        whole batch or (B, styles) per image; a one-hot row picks one style."""
+        whole batch, (B, styles) per image, or (B, styles, H, W) per pixel (H, W the
+        image's); a one-hot row picks one style."""
         if (style is None) != (self.styles == 1):
             raise ValueError(f"a network of {self.styles} style(s) takes style weights iff 2+")
-        if style is not None:
-            style = style.to(x.device, torch.float32).expand(x.shape[0], self.styles)
         h, w = x.shape[-2:]
+        if style is not None:
+            style = self.check_style(style, x)
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
         if pad_h or pad_w:
             x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+            if style is not None and style.dim() == 4:
+                style = nn.functional.pad(style, (0, pad_w, 0, pad_h), mode="reflect")
         y = self.decoder(self.residuals(self.encoder(x, style), style), style)
         if self.config.output == "tanh":
             y = 0.5 * (torch.tanh(y) + 1)
         return y[..., :h, :w]
+
+    def check_style(self, style: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The style weights as (B, styles) or (B, styles, H, W), on ``x``'s device;
+        a ValueError for any other shape."""
+        if style.dim() == 4:
+            if style.shape[1] != self.styles or style.shape[-2:] != x.shape[-2:]:
+                raise ValueError(
+                    f"a style map of shape {tuple(style.shape)} for images of "
+                    f"{tuple(x.shape)}: expected (B, {self.styles}, H, W) of the images' H, W"
+                )
+            return style.to(x.device, torch.float32).expand(x.shape[0], -1, -1, -1)
+        if style.dim() not in (1, 2) or style.shape[-1] != self.styles:
+            raise ValueError(
+                f"style weights of shape {tuple(style.shape)}: expected ({self.styles},), "
+                f"(B, {self.styles}) or (B, {self.styles}, H, W)"
+            )
+        return style.to(x.device, torch.float32).expand(x.shape[0], self.styles)
 
     def single_style(self, weights: torch.Tensor) -> TransformerNet:
         """The one-style network of style weights (styles,): every conditional norm's
