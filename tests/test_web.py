@@ -26,7 +26,7 @@ from nst_fast.batch import stylize_paths
 from nst_fast.cli import main
 from nst_fast.errors import NstFastError
 from nst_fast.export import save_model
-from nst_fast.images import read_image, save_image
+from nst_fast.images import read_image, resize, save_image
 from nst_fast.models.transformer import TransformerNet, default_transformer_config, transformer_net
 from nst_fast.web import make_engine
 from nst_fast.web.models import find_models
@@ -183,6 +183,28 @@ def test_the_page_stylizes_as_nst_fast_stylize_does(tmp_path):
     cli = read_image(tmp_path / "cli.png")
     assert page.shape == cli.shape == (3, 29, 40)
     assert (page - cli).abs().max() <= 1 / 255 + 1e-6  # the CLI's is rounded to 8 bits
+
+
+def test_a_mask_on_the_page_keeps_the_photo_where_black_as_nst_fast_stylize_mask_does(tmp_path):
+    from nst_fast.regions import read_mask
+
+    model = tiny_model(tmp_path / "run" / "model.pt")
+    photo = save_image(make_photo((44, 60), 4), tmp_path / "photo.png")
+    left = torch.zeros(3, 22, 30)
+    left[..., :15] = 1.0
+    mask = save_image(left, tmp_path / "mask.png")
+    options = {"size": 40, "strength": 0.8}
+    stylize_paths(model, [photo], tmp_path / "cli.png", device="cpu", precision="fp32",
+                  mask=mask, **options)  # fmt: skip
+    engine = make_engine([model], device="cpu", precision="fp32")
+    page = engine.stylize(engine.labels[0], read_image(photo), mask=read_mask(mask), **options)
+    assert (page - read_image(tmp_path / "cli.png")).abs().max() <= 1 / 255 + 1e-6
+    kept = resize(read_image(photo), 40, None)
+    assert (page - kept)[..., 24:].abs().max() <= 1e-6  # black: the photo, resized
+    square = save_image(torch.ones(3, 10, 10), tmp_path / "square.png")
+    with pytest.raises(NstFastError, match=re.escape("square.png: a 10x10 mask for photo.png")):
+        engine.stylize(engine.labels[0], read_image(photo), mask=read_mask(square),
+                       names=("square.png", "photo.png"))  # fmt: skip
 
 
 def test_a_photo_too_large_for_one_pass_is_tiled_as_the_cli_tiles_it(tmp_path, monkeypatch):
@@ -385,6 +407,25 @@ def test_in_a_browser_a_thumbnail_picks_a_style_and_a_photo_comes_back_stylized_
     assert download.size == (90, 60)
     assert page.locator("#status").inner_text().startswith("1 stylized with tiny (run)")
     assert page.hosts == {address.split("/")[2]}  # the page asks no other server
+
+
+@pytest.mark.slow
+def test_in_a_browser_an_uploaded_mask_keeps_the_photo_where_it_is_black(page, tmp_path):
+    photo = save_image(make_photo((60, 90), 8), tmp_path / "garden.png")
+    right = torch.zeros(3, 30, 45)
+    right[..., 30:] = 1.0  # stylized on the right third only
+    page.locator("#mask input[type=file]").set_input_files(
+        str(save_image(right, tmp_path / "right.png"))
+    )
+    page.locator("#mask img").wait_for()
+    upload(page, photo)
+    page.click("#stylize")
+    result = page.locator("#after img").first
+    result.wait_for()
+    out = F.to_dtype(F.pil_to_tensor(fetch_image(page, result).convert("RGB")), scale=True)
+    original = read_image(photo)
+    assert (out - original)[..., :50].abs().max() <= 1 / 255 + 1e-6  # black: the photo
+    assert (out - original)[..., 70:].abs().mean() > 0.05  # white: stylized
 
 
 @pytest.mark.slow

@@ -97,16 +97,23 @@ class Engine:
         preserve_color: bool = False,
         size: int | None = None,
         tick: Callable[[], None] | None = None,
+        mask: torch.Tensor | None = None,
+        names: tuple[str, str] = ("mask", "photo"),
     ) -> torch.Tensor:
         """A (3, H, W) image in [0, 1] stylized as ``nst-fast stylize`` does: resized so its
         longer side is ``size`` px first (None: its own size), tiled when too large for
         one pass; ``style`` for a model of several (see ``stylizer``); ``tick()`` after
-        each pass (each tile of a tiled image)."""
+        each pass (each tile of a tiled image). ``mask`` (``regions.read_mask``'s, of the
+        image's shape; ``names``: the mask's and the photo's names in messages) keeps the
+        photo where it is black, as ``nst-fast stylize --mask``."""
         from nst_fast.colour import Finish
         from nst_fast.images import resize
+        from nst_fast.regions import check_mask_shape, fit_mask
         from nst_fast.stylize_options import check_options
 
         check_options(size=size, strength=strength)
+        if mask is not None:
+            check_mask_shape(Path(names[0]), mask.shape[-2:], Path(names[1]), image.shape[-2:])
         content = resize(image, size, None)[None]
         stylizer, lock = self.stylizer(label, style)
         with lock:
@@ -128,7 +135,8 @@ class Engine:
                 f"{label}: the model computed NaN or infinite values; "
                 "try nst-fast serve --precision fp32"
             )
-        return Finish(strength, preserve_color)(out, content)[0]
+        fitted = None if mask is None else fit_mask(mask, content.shape[-2:])[None]
+        return Finish(strength, preserve_color)(out, content, fitted)[0]
 
 
 def make_engine(

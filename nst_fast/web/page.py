@@ -91,6 +91,7 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
     import numpy as np
 
     from nst_fast.images import resize, save_image, to_pil
+    from nst_fast.regions import checked_mask
 
     first = engine.labels[0]
 
@@ -118,16 +119,21 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
         strength: float,
         preserve: bool,
         size: float | None,
+        mask_file: str | None = None,
         progress: Any = gr.Progress(),  # noqa: B008 (gradio's way to report progress)
     ) -> tuple[list[str], list[str], list[str], str]:
-        """Each photo stylized (in each style asked); a photo that cannot be is a line
-        on the page (a toast and the status line), the others go on."""
+        """Each photo stylized (in each style asked), where the mask is white if there is
+        one; a photo that cannot be is a line on the page (a toast and the status line),
+        the others go on."""
         originals, results, problems = [], [], []
         strength = 1.0 if strength is None else strength
+        mask = None
         try:
             longer = output_size(size)
             if not files:
                 raise NstFastError("no photos: upload one or more first")
+            if mask_file:
+                mask = checked_mask(Path(mask_file), "Mask")
         except NstFastError as err:
             problems.append(str(err))
             files = []
@@ -158,7 +164,8 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
                 try:
                     out = engine.stylize(
                         label, image, style=chosen, strength=strength, preserve_color=preserve,
-                        size=longer, tick=tick,
+                        size=longer, tick=tick, mask=mask,
+                        names=(Path(mask_file or "mask").name, name),
                     )  # fmt: skip
                 except NstFastError as err:
                     problems.append(str(err))
@@ -255,6 +262,11 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
                         0, label="Output size (px, longer side; 0 = the photo's own)",
                         precision=0, minimum=0, elem_id="size",
                     )  # fmt: skip
+                    mask_upload = gr.Image(
+                        type="filepath", sources=["upload", "clipboard"], height=160,
+                        label="Mask (optional): white is stylized, black keeps the photo",
+                        elem_id="mask",
+                    )  # fmt: skip
                     go = gr.Button("Stylize", variant="primary", elem_id="stylize")
                 status = gr.Markdown(elem_id="status")
                 with gr.Row():
@@ -269,7 +281,7 @@ def _page(gr: Any, engine: Engine, outputs: Path) -> gr.Blocks:
                 downloads = gr.File(label="Download at full size", elem_id="downloads")
                 go.click(
                     stylize_photos,
-                    [files, model, style, strength, preserve, size],
+                    [files, model, style, strength, preserve, size, mask_upload],
                     [before, after, downloads, status],
                     concurrency_limit=1,
                     concurrency_id="stylize",
