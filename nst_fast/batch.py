@@ -57,6 +57,7 @@ def stylize_paths(
     style: str | None = None,
     mask: str | Path | None = None,
     regions: str | None = None,
+    stroke: float = 1.0,
     steady: float | None = None,
     progress: bool = False,
     echo: Echo | None = None,
@@ -81,7 +82,9 @@ def stylize_paths(
     named as the photos) stylizes where it is white and keeps the photo where it is
     black; ``regions`` gives a model.pt of several styles a style per part of each photo,
     ``wave=sky.png,the_scream``: each style with its mask (file or folder), at most one
-    without, which takes the rest (``nst_fast.regions``). ``steady`` (0 < momentum < 1)
+    without, which takes the rest (``nst_fast.regions``). ``stroke`` draws the painting's
+    strokes that many times larger (or finer, below 1) than the network does
+    (``nst_fast.stroke``). ``steady`` (0 < momentum < 1)
     stylizes videos with steady instance-norm statistics
     (``inference.steady_statistics``; model.pt and checkpoints only), started afresh at
     each scene cut. ``progress`` shows a progress bar;
@@ -98,7 +101,7 @@ def stylize_paths(
 
     check_options(
         size=size, scale=scale, strength=strength, batch_size=batch_size, tile=tile,
-        tile_overlap=tile_overlap, ext=ext, spelling=spelling,
+        tile_overlap=tile_overlap, ext=ext, stroke=stroke, spelling=spelling,
     )  # fmt: skip
     output = Path(output)
     jobs, missing = plan([str(item) for item in inputs], output, ext, spelling)
@@ -149,7 +152,7 @@ def stylize_paths(
                 overlap=tile_overlap,
             )
             run = Run(stylizer, Finish(strength, preserve_color), report, bar, dtype, overwrite,
-                      spelling, where)  # fmt: skip
+                      spelling, where, stroke)  # fmt: skip
             mine = [job for job in own if job in todo]
             images = [job for job in mine if not job.video]
             stylize_images(

@@ -24,6 +24,7 @@ from nst_fast.inference import steady_statistics
 from nst_fast.memory import is_out_of_memory
 from nst_fast.output_plan import Job
 from nst_fast.regions import Where
+from nst_fast.stroke import stroke_sized
 from nst_fast.stylize_options import KEYWORDS, Spelling
 
 # Formats that keep an alpha channel; an image with one is written as PNG otherwise.
@@ -176,6 +177,7 @@ class Run:
     overwrite: bool = False
     spelling: Spelling = KEYWORDS
     where: Where | None = None
+    stroke: float = 1.0
 
     def __call__(
         self,
@@ -186,7 +188,7 @@ class Run:
         """(B, 3, H, W) photos, their masks (B, 1, H, W) and style maps (B, styles, H, W)
         where the run has them, to their finished stylizations."""
         x = content if style_map is None else torch.cat([content, style_map], dim=1)
-        return self.finish(self.stylizer(x), content, mask)
+        return self.finish(stroke_sized(self.stylizer, x, self.stroke), content, mask)
 
 
 def stacked(items: list[Loaded], key: str) -> torch.Tensor | None:

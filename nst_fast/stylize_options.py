@@ -50,10 +50,14 @@ def check_options(
     tile: int | None = None,
     tile_overlap: int = DEFAULT_OVERLAP,
     ext: str | None = None,
+    stroke: float = 1.0,
     spelling: Spelling = KEYWORDS,
 ) -> None:
     """``NstFastError`` naming the first option ``stylize_paths`` cannot use."""
+    from nst_fast.stroke import check_stroke
+
     say = spelling.value
+    check_stroke(stroke, say("stroke", stroke))
     if size is not None and scale is not None:
         raise NstFastError(f"{spelling.name('size')} and {spelling.name('scale')}: give one")
     if not 0 <= strength <= 1:

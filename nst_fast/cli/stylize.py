@@ -75,6 +75,11 @@ def parser() -> argparse.ArgumentParser:
         "with a soft transition of strokes",
     )  # fmt: skip
     parser.add_argument(
+        "--stroke", type=float, default=1.0, metavar="FACTOR",
+        help="the painting's strokes this many times larger (e.g. 2) or finer (0.5) than "
+        "the network draws them, from 0.25 to 4",
+    )  # fmt: skip
+    parser.add_argument(
         "--steady-statistics", type=float, default=None, metavar="MOMENTUM",
         help="videos: normalize each frame with a moving average of the frames' instance-norm "
         "statistics (MOMENTUM the weight of the past, e.g. 0.9), restarted at scene cuts; "
@@ -130,6 +135,7 @@ def main(argv: list[str]) -> int:
         style=args.style,
         mask=args.mask,
         regions=args.regions,
+        stroke=args.stroke,
         steady=args.steady_statistics,
         progress=not args.quiet,
         echo=echo,
