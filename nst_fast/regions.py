@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from nst_fast.images import (
     read_alpha,
     read_image_uint8,
 )
+from nst_fast.video import VIDEO_SUFFIXES, is_video, video_frames
 
 # A mask and a photo whose aspect ratios differ by more than this are refused, not
 # stretched: a mask drawn for another photo (or a crop of it) would mark the wrong parts.
@@ -80,9 +81,13 @@ def read_mask(path: str | os.PathLike) -> torch.Tensor:
     """A mask file as a uint8 (1, h, w): its brightness, times its alpha where it has one
     (so a mask painted on a transparent layer is black where unpainted). Kept in whole
     grey levels until scaled (``fit_mask``), so white stays exactly 1."""
-    rgb = read_image_uint8(path).float()
-    mask = torch.einsum("c,chw->hw", torch.tensor([0.299, 0.587, 0.114]), rgb)[None]
-    alpha = read_alpha(path)
+    return grey(read_image_uint8(path), read_alpha(path))
+
+
+def grey(rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """A uint8 (3, h, w) image's brightness (ITU-R BT.601 luma), times ``alpha`` (1, h, w)
+    in [0, 1] where given, as a uint8 (1, h, w) mask; white stays 255."""
+    mask = torch.einsum("c,chw->hw", torch.tensor([0.299, 0.587, 0.114]), rgb.float())[None]
     if alpha is not None:
         mask = mask * alpha
     return mask.round().clamp(0, 255).to(torch.uint8)
@@ -109,11 +114,12 @@ def fit_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 def mask_file(mask: Path, name: Path) -> Path | None:
     """The mask for the photo named ``name`` (its path relative to what was given):
-    ``mask`` itself, or in a folder of masks the file of the same name and any image
-    suffix (``masks/trip/beach.png`` for ``photos/trip/beach.jpg``); None if missing."""
+    ``mask`` itself, or in a folder of masks the file of the same name and any image (or
+    video) suffix (``masks/trip/beach.png`` for ``photos/trip/beach.jpg``); None if
+    missing."""
     if not mask.is_dir():
         return mask
-    for suffix in (name.suffix, *IMAGE_SUFFIXES):
+    for suffix in (name.suffix, *IMAGE_SUFFIXES, *VIDEO_SUFFIXES):
         candidate = mask / name.with_suffix(suffix)
         if candidate.is_file():
             return candidate
@@ -193,6 +199,8 @@ class Where:
 
     def __post_init__(self) -> None:
         self._read: dict[Path, torch.Tensor] = {}
+        # A mask video's frames, decoded as a clip's frames are stylized: per (clip, mask).
+        self._frames: dict[tuple[Path, Path], Iterator[torch.Tensor]] = {}
 
     @property
     def anything(self) -> bool:
@@ -227,6 +235,21 @@ class Where:
             self._read[path] = mask
         return mask
 
+    def per_frame(self, name: Path) -> bool:
+        """Whether a mask of the clip named ``name`` is a video: a mask for each frame."""
+        return any(path is not None and is_video(path) for _, path in self.files(name))
+
+    def next_frame(self, key: str, path: Path, clip: Path) -> torch.Tensor:
+        """The next frame of the mask video ``path`` for ``clip``, as a uint8 mask."""
+        frames = self._frames.setdefault((clip, path), video_frames(path))
+        try:
+            return grey(next(frames))
+        except StopIteration:
+            raise NstFastError(
+                f"{self.name(key)}: {path} has fewer frames than {clip}; give a mask video "
+                "of as many frames, or one image for the whole clip"
+            ) from None
+
     def check(self, photos: Sequence[tuple[Path, Path]]) -> None:
         """Before any work: every (photo, its name) has its masks, each readable, not all
         black, of the photo's shape (a video's: at its first frame, ``load``)."""
@@ -234,6 +257,10 @@ class Where:
             size = image_size(photo)
             for key, path in self.files(name):
                 if path is not None:
+                    if is_video(path):
+                        raise NstFastError(
+                            f"{self.name(key)}: {path} is a video; a photo takes an image mask"
+                        )
                     mask = self.read(key, path)
                     if size is not None:
                         check_mask_shape(path, mask.shape[-2:], photo, size)
@@ -250,7 +277,8 @@ class Where:
         for key, path in self.files(name):
             fitted = None
             if path is not None:
-                read = self.read(key, path)
+                moving = check_shape and is_video(path)  # a clip's frame, its mask video's
+                read = self.next_frame(key, path, photo) if moving else self.read(key, path)
                 if check_shape:
                     check_mask_shape(path, read.shape[-2:], photo, size)
                 fitted = fit_mask(read, size)

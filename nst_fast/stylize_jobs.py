@@ -223,13 +223,20 @@ def stylize_images(
 
 
 def clip_maps(where: Where | None, job: Job, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The mask and style map of a clip's frames (one for the whole clip), for ``Run``."""
+    """The masks and style maps of a clip's next ``frames``, for ``Run``: from one image
+    for the whole clip, or from the next frames of a mask video."""
     if where is None or not where.anything:
         return {}
-    mask, style_map = where.load(job.source, job.relative, frames.shape[-2:], check_shape=True)
-    n = frames.shape[0]
-    found = {"mask": mask, "style_map": style_map}
-    return {k: v[None].expand(n, -1, -1, -1) for k, v in found.items() if v is not None}
+    size = frames.shape[-2:]
+    if where.per_frame(job.relative):
+        loaded = [where.load(job.source, job.relative, size, True) for _ in frames]
+    else:
+        loaded = [where.load(job.source, job.relative, size, True)] * len(frames)
+    found = {}
+    for i, key in enumerate(("mask", "style_map")):
+        if loaded[0][i] is not None:
+            found[key] = torch.stack([parts[i] for parts in loaded])
+    return found
 
 
 def stylize_videos(

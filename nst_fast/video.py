@@ -130,6 +130,26 @@ def upright(frame, turns: int) -> torch.Tensor:
     return torch.rot90(image, turns, (1, 2)) if turns else image
 
 
+def video_frames(path: str | os.PathLike) -> Iterator[torch.Tensor]:
+    """The frames of a video, upright, as uint8 (3, H, W) tensors, decoded as they are
+    asked for; a one-line error for a file that is not a video."""
+    av = import_av()
+    path = Path(path)
+    try:
+        source = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as err:
+        raise NstFastError(f"{path}: not a readable video ({err})") from err
+    with source:
+        if not source.streams.video:
+            raise NstFastError(f"{path}: no video stream in this file")
+        turns = quarter_turns(path)
+        try:
+            for frame in source.decode(source.streams.video[0]):
+                yield upright(frame, turns)
+        except av.error.FFmpegError as err:
+            raise NstFastError(f"{path}: cannot decode the video ({err})") from err
+
+
 class Clock:
     """Each output frame's timestamp: the source frame's own (in the encoder's time base),
     so that a variable frame rate keeps its timing and the audio its sync; frames without

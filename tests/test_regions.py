@@ -296,3 +296,67 @@ def test_a_mask_of_another_shape_than_a_videos_frames_is_one_line_and_no_file(fi
                            mask=files["root"] / "square.png")  # fmt: skip
     assert len(report.errors) == 1 and "has another shape" in report.errors[0]
     assert not (tmp_path / "o.mp4").exists()
+
+
+def write_mask_clip(path: Path, masks: list[float], size=(48, 64)) -> Path:
+    """A video whose frames are flat grey levels (1 white, 0 black), one per frame."""
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    with av.open(str(path), "w") as clip:
+        stream = clip.add_stream("libx264", rate=12)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv444p"
+        stream.options = {"crf": "0"}  # lossless: the grey levels come back as written
+        for i, level in enumerate(masks):
+            pixels = np.full((*size, 3), round(level * 255), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = i
+            clip.mux(stream.encode(frame))
+        clip.mux(stream.encode(None))
+    return path
+
+
+def test_a_mask_video_gives_each_frame_its_own_mask(files, tmp_path):
+    pytest.importorskip("av")
+    from nst_fast.video import read_frames
+
+    from .test_video import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=4, size=(48, 64), audio=False)
+    masks = write_mask_clip(tmp_path / "masks.mp4", [1, 0, 1, 0])
+    plain, masked = tmp_path / "plain.mp4", tmp_path / "masked.mp4"
+    for out, options in ((plain, {}), (masked, {"mask": masks})):
+        report = stylize_paths(files["one"], [clip], out, device="cpu", **options)
+        assert report.failed == 0, report.errors
+    source, whole, half = (read_frames(p, 4) for p in (clip, plain, masked))
+    for i in range(4):
+        to_source = (half[i] - source[i]).abs().mean()
+        to_stylized = (half[i] - whole[i]).abs().mean()
+        assert (to_stylized < 0.5 * to_source) if i % 2 == 0 else (to_source < 0.5 * to_stylized)
+
+
+def test_a_mask_video_shorter_than_its_clip_is_one_line_and_no_file(files, tmp_path):
+    pytest.importorskip("av")
+    from .test_video import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=4, size=(48, 64), audio=False)
+    masks = write_mask_clip(tmp_path / "masks.mp4", [1, 1])
+    report = stylize_paths(files["one"], [clip], tmp_path / "o.mp4", device="cpu",
+                           mask=masks, batch_size=1)  # fmt: skip
+    assert len(report.errors) == 1 and "has fewer frames than" in report.errors[0]
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_an_exported_file_takes_a_mask_as_the_model_pt_does(files, tmp_path):
+    exported = export_torchscript(*load_network(files["one"]), tmp_path / "one.ts")
+    mask = files["root"] / "left.png"
+    outs = []
+    for model in (files["one"], exported):
+        out = tmp_path / model.suffix.lstrip(".")
+        stylize_paths(model, [files["photos"]], out, ext="png", device="cpu",
+                      precision="fp32", mask=mask)  # fmt: skip
+        outs.append(read_image(out / "p.png"))
+    torch.testing.assert_close(outs[1], outs[0], atol=2 / 255, rtol=0)
+    photo = read_image(files["photos"] / "p.png")
+    assert torch.equal(outs[1][..., 34:], photo[..., 34:])
