@@ -18,8 +18,9 @@ usage:
   nst-fast stylize MODEL INPUT [INPUT ...] -o OUT
                             stylize photos, folders, globs or videos with a model
                             (model.pt, or an exported .ts / .onnx)
-  nst-fast export MODEL --format torchscript|onnx|pt [-o FILE]
-                            write model.pt (or a checkpoint) as TorchScript, ONNX or model.pt
+  nst-fast export MODEL --format torchscript|onnx|pt|web [-o FILE]
+                            write model.pt (or a checkpoint) as TorchScript, ONNX or model.pt,
+                            or as a static web site that stylizes in the browser
   nst-fast optimize CONTENT STYLE -o OUT [KEY=VALUE ...]
                             Gatys et al.: optimize one photo's pixels (L-BFGS or Adam)
   nst-fast evaluate MODEL --content DIR [--style STYLE] [-o DIR]

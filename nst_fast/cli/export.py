@@ -1,4 +1,5 @@
-"""``nst-fast export``: a model.pt or a training checkpoint as TorchScript, ONNX or model.pt."""
+"""``nst-fast export``: a model.pt or a training checkpoint as TorchScript, ONNX or model.pt,
+or as a static web site that stylizes in the browser (``--format web``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nst-fast export",
         description="Write a model.pt, a training checkpoint or a pytorch/examples .pth as "
-        "TorchScript, ONNX or model.pt.",
+        "TorchScript, ONNX or model.pt, or as a static web site (--format web) that "
+        "stylizes photos and the webcam in the browser.",
     )
     parser.add_argument(
         "model",
@@ -20,9 +22,25 @@ def parser() -> argparse.ArgumentParser:
         help="an exported model.pt, a checkpoint RUN/checkpoints/*.ckpt, or a "
         "pytorch/examples fast_neural_style .pth",
     )
-    parser.add_argument("--format", required=True, choices=("pt", "torchscript", "onnx"))
-    parser.add_argument("-o", "--output", type=Path, help="default: MODEL with .pt / .ts / .onnx")
+    parser.add_argument("--format", required=True, choices=("pt", "torchscript", "onnx", "web"))
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="default: MODEL with .pt / .ts / .onnx; for web, the folder MODEL-web/",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    web = parser.add_argument_group("--format web (docs/web-export.md)")
+    web.add_argument(
+        "--fp16", action="store_true", help="store the weights as fp16: half the download"
+    )
+    web.add_argument(
+        "--runtime",
+        type=Path,
+        metavar="DIR",
+        help="copy ONNX Runtime Web into the site from a local npm package "
+        "(node_modules/onnxruntime-web) so it works offline; default: a pinned CDN",
+    )
     return parser
 
 
@@ -46,6 +64,11 @@ def main(argv: list[str]) -> int:
     from nst_fast.formats import SUFFIXES, check_written, write_model
 
     args = parser().parse_args(argv)
+    if args.format == "web":
+        return web(args)
+    for flag, given in (("--fp16", args.fp16), ("--runtime", args.runtime)):
+        if given:
+            raise NstFastError(f"{flag}: only with --format web")
     suffix = ".pt" if args.format == "pt" else SUFFIXES[args.format]
     target = args.output or args.model.with_suffix(suffix)
     check_target(target, args.model, args.format, suffix, args.overwrite)
@@ -67,4 +90,26 @@ def main(argv: list[str]) -> int:
                 f"inputs: image (batch, 3, height, width) and style, {len(info.styles)} "
                 f"weights in the order {', '.join(info.styles)}"
             )
+    return 0
+
+
+def web(args: argparse.Namespace) -> int:
+    from nst_fast.export import load_network
+    from nst_fast.formats import check_written
+    from nst_fast.web_export import MODEL_FILE, check_source, export_site
+
+    check_source(args.model)
+    target = args.output or args.model.with_name(f"{args.model.stem}-web")
+    net, info = load_network(args.model)
+    site = export_site(
+        net, info, target, fp16=args.fp16, runtime=args.runtime, overwrite=args.overwrite
+    )
+    print(target)
+    print(check_written(target / MODEL_FILE, net, "onnx"))
+    mb = 1024 * 1024
+    print(
+        f"{site.total_bytes / mb:.1f} MiB in all, the network {site.model_bytes / mb:.1f} MiB "
+        f"({'fp16' if args.fp16 else 'fp32'} weights); ONNX Runtime Web from {site.runtime}"
+    )
+    print("serve the folder over HTTP; docs/web-export.md has the headers for threads")
     return 0
