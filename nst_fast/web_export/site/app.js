@@ -230,6 +230,7 @@ try {
   $('engine').textContent = `Running in this browser on ${network.backend} (ONNX Runtime Web ` +
     `${config.runtime_version}${weights}).`;
   window.nstFast = { backend: network.backend, timeFrames };
+  $('camera').disabled = false; // frames need the network; a photo waits for it
   await stylizePhoto(); // a photo picked while the network loaded
 } catch (err) {
   $('engine').textContent = `⚠ The network did not load: ${err.message}`;
