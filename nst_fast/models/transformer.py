@@ -225,11 +225,9 @@ class TransformerNet(nn.Module):
         h, w = x.shape[-2:]
         if style is not None:
             style = self.check_style(style, x)
-        pad_h, pad_w = -h % self.multiple, -w % self.multiple
-        if pad_h or pad_w:
-            x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-            if style is not None and style.dim() == 4:
-                style = nn.functional.pad(style, (0, pad_w, 0, pad_h), mode="reflect")
+        x = pad_to_multiple(x, self.multiple)
+        if style is not None and style.dim() == 4:
+            style = pad_to_multiple(style, self.multiple)
         y = self.decoder(self.residuals(self.encoder(x, style), style), style)
         if self.config.output == "tanh":
             y = 0.5 * (torch.tanh(y) + 1)
@@ -270,6 +268,17 @@ class TransformerNet(nn.Module):
         if self.styles == 1:
             return [self]
         return [self.single_style(torch.eye(self.styles)[i]) for i in range(self.styles)]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``x`` (..., H, W) padded by reflection at the bottom and right to a multiple of
+    ``multiple`` in H and W (itself when it is one already): what the network does before
+    its strided layers, and what runners of an export that takes only multiples do."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not (pad_h or pad_w):
+        return x
+    return nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
 
 
 def check_config(config: TransformerConfig) -> None:
