@@ -32,8 +32,8 @@ from nst_fast.model_loading import LoadedModel, load_for_inference
 from nst_fast.models.transformer import TransformerNet
 from nst_fast.prepared import Backend
 
-FORMATS = ("torchscript", "onnx")
-SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}
+FORMATS = ("torchscript", "onnx", "executorch")
+SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx", "executorch": ".pte"}
 ONNX_OPSET = 17
 # An odd example size makes the exporters record the network's pad-to-a-multiple-of-4
 # step, which a multiple-of-4 example would trace away.
@@ -172,15 +172,25 @@ def _select(model: LoadedModel) -> LoadedModel:
     return model
 
 
-def write_model(net: TransformerNet, info: ModelInfo, target: Path, fmt: str) -> Path:
-    """Write ``net`` as ``fmt`` (pt, torchscript or onnx) to ``target``; a failed write is
-    one line naming what the system refused."""
+def write_model(
+    net: TransformerNet, info: ModelInfo, target: Path, fmt: str, *, max_size: int | None = None
+) -> Path:
+    """Write ``net`` as ``fmt`` (pt, torchscript, onnx or executorch) to ``target``; a
+    failed write is one line naming what the system refused. ``max_size``: the largest
+    side an ExecuTorch program takes (nst_fast.executorch_export), its default if None."""
+
+    def executorch() -> Path:
+        from nst_fast.executorch_export import DEFAULT_MAX_SIZE, export_executorch
+
+        return export_executorch(net, info, target, max_size=max_size or DEFAULT_MAX_SIZE)
+
     writers = {
         "pt": lambda: save_model(
             net, target, style=info.style, step=info.step, extra=info.extra, styles=info.styles
         ),
         "torchscript": lambda: export_torchscript(net, info, target),
         "onnx": lambda: export_onnx(net, info, target),
+        "executorch": executorch,
     }
     try:
         return writers[fmt]()

@@ -1,5 +1,5 @@
 """Loading any model file nst-fast reads (model.pt, training checkpoint, TorchScript,
-ONNX) ready to stylize, and choosing among the styles of a model of several.
+ONNX, ExecuTorch) ready to stylize, and choosing among the styles of a model of several.
 
 ``load_for_inference`` tells the format from the file's content and gives a
 ``LoadedModel``: ``run`` maps a (B, 3, H, W) batch in [0, 1] to its stylization. For a
@@ -51,9 +51,14 @@ class LoadedModel:
 
 
 def detect_format(path: Path) -> str:
-    """'nst-fast', 'torchscript' or 'onnx', from the file's content (not only its name)."""
+    """'nst-fast', 'torchscript', 'onnx' or 'executorch', from the file's content (not
+    only its name)."""
+    from nst_fast.executorch_export import is_executorch_file
+
     if path.suffix.lower() == ".onnx":
         return "onnx"
+    if is_executorch_file(path):
+        return "executorch"
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -77,6 +82,7 @@ def load_for_inference(
         "nst-fast": _load_native,
         "torchscript": _load_torchscript,
         "onnx": _load_onnx,
+        "executorch": _load_executorch,
     }
     return loaders[detect_format(path)](path, device, dtype, fast)
 
@@ -221,7 +227,7 @@ def _load_torchscript(
         arch = json.loads(meta.get("arch", "{}"))
     except Exception as err:
         raise ModelFileError(
-            path, f"not a loadable TorchScript file ({_first_line(err)}); {RE_EXPORT_TS}"
+            path, f"not a loadable TorchScript file ({first_line(err)}); {RE_EXPORT_TS}"
         ) from err
     styles = recorded_styles(path, meta.get("styles"), RE_EXPORT_TS)
     _check_finite(path, {**dict(module.named_parameters()), **dict(module.named_buffers())})
@@ -282,7 +288,7 @@ def _load_onnx(path: Path, device: torch.device, dtype: torch.dtype, fast: bool)
         arch = json.loads(meta.get("nst_fast.arch", "{}"))
     except Exception as err:
         raise ModelFileError(
-            path, f"not a loadable ONNX model ({_first_line(err)}); {RE_EXPORT_ONNX}"
+            path, f"not a loadable ONNX model ({first_line(err)}); {RE_EXPORT_ONNX}"
         ) from err
     styles = recorded_styles(path, meta.get("nst_fast.styles"), RE_EXPORT_ONNX)
     inputs = session.get_inputs()
@@ -327,6 +333,39 @@ def _load_onnx(path: Path, device: torch.device, dtype: torch.dtype, fast: bool)
     )
 
 
+def _load_executorch(
+    path: Path, device: torch.device, dtype: torch.dtype, fast: bool
+) -> LoadedModel:
+    # ExecuTorch's Python runtime runs the program on the CPU in fp32, as the phone does.
+    from nst_fast.executorch_export import RE_EXPORT, load_executorch
+
+    meta, run_with, channels = load_executorch(path)
+    styles = recorded_styles(path, meta.get("styles"), RE_EXPORT)
+    multiple = int(meta["multiple"])
+
+    def loaded(run: Backend, style: str) -> LoadedModel:
+        model = exported_model(run, "executorch", "ExecuTorch (XNNPACK)", style, channels)
+        model.multiple = multiple
+        return model
+
+    if not styles:
+        return loaded(run_with(None), meta.get("style", "?"))
+
+    def select(weights: torch.Tensor) -> LoadedModel:
+        return loaded(run_with(weights), blend_name(styles, weights))
+
+    return several(
+        path,
+        styles,
+        select,
+        format="executorch",
+        description=f"ExecuTorch (XNNPACK), styles {', '.join(styles)}",
+        style=meta.get("style", "?"),
+        channels=channels,
+        multiple=multiple,
+    )
+
+
 def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     for name, value in tensors.items():
         if value.is_floating_point() and not value.isfinite().all():
@@ -337,6 +376,6 @@ def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
             )
 
 
-def _first_line(err: Exception) -> str:
+def first_line(err: Exception) -> str:
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__

@@ -1,5 +1,5 @@
-"""``nst-fast export``: a model.pt or a training checkpoint as TorchScript, ONNX or model.pt,
-or as a static web site that stylizes in the browser (``--format web``)."""
+"""``nst-fast export``: a model.pt or a training checkpoint as TorchScript, ONNX, ExecuTorch
+or model.pt, or as a static web site that stylizes in the browser (``--format web``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nst-fast export",
         description="Write a model.pt, a training checkpoint or a pytorch/examples .pth as "
-        "TorchScript, ONNX or model.pt, or as a static web site (--format web) that "
-        "stylizes photos and the webcam in the browser.",
+        "TorchScript, ONNX, ExecuTorch (.pte, for Android and iOS) or model.pt, or as a static "
+        "web site (--format web) that stylizes photos and the webcam in the browser.",
     )
     parser.add_argument(
         "model",
@@ -22,12 +22,21 @@ def parser() -> argparse.ArgumentParser:
         help="an exported model.pt, a checkpoint RUN/checkpoints/*.ckpt, or a "
         "pytorch/examples fast_neural_style .pth",
     )
-    parser.add_argument("--format", required=True, choices=("pt", "torchscript", "onnx", "web"))
+    parser.add_argument(
+        "--format", required=True, choices=("pt", "torchscript", "onnx", "executorch", "web")
+    )
     parser.add_argument(
         "-o",
         "--output",
         type=Path,
-        help="default: MODEL with .pt / .ts / .onnx; for web, the folder MODEL-web/",
+        help="default: MODEL with .pt / .ts / .onnx / .pte; for web, the folder MODEL-web/",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        metavar="PIXELS",
+        help="executorch only: the longest side the .pte takes, a multiple of 4 (default "
+        "1024); ExecuTorch reserves memory for it when it loads the file",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     web = parser.add_argument_group("--format web (docs/web-export.md)")
@@ -44,13 +53,17 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Formats whose readers tell their files by the suffix; other files open as PyTorch's.
+OWN_SUFFIXES = {"onnx": (".onnx", "an ONNX file"), "executorch": (".pte", "an ExecuTorch file")}
+
+
 def check_target(target: Path, model: Path, fmt: str, suffix: str, overwrite: bool) -> None:
-    if (target.suffix.lower() == ".onnx") != (fmt == "onnx"):
-        # Readers tell ONNX files by this suffix; anything else is opened as PyTorch's.
-        raise NstFastError(
-            f"-o {target}: an ONNX file, and only an ONNX file, ends in .onnx; "
-            f"name it {target.with_suffix(suffix).name}"
-        )
+    for own_fmt, (own_suffix, kind) in OWN_SUFFIXES.items():
+        if (target.suffix.lower() == own_suffix) != (fmt == own_fmt):
+            raise NstFastError(
+                f"-o {target}: {kind}, and only {kind}, ends in {own_suffix}; "
+                f"name it {target.with_suffix(suffix).name}"
+            )
     if target.is_dir():
         raise NstFastError(f"-o {target}: is a folder; name the file to write")
     if target.exists() and target.resolve() == model.resolve():
@@ -64,6 +77,8 @@ def main(argv: list[str]) -> int:
     from nst_fast.formats import SUFFIXES, check_written, write_model
 
     args = parser().parse_args(argv)
+    if args.max_size is not None and args.format != "executorch":
+        raise NstFastError("--max-size: only an ExecuTorch export (--format executorch) has one")
     if args.format == "web":
         return web(args)
     for flag, given in (("--fp16", args.fp16), ("--runtime", args.runtime)):
@@ -73,7 +88,7 @@ def main(argv: list[str]) -> int:
     target = args.output or args.model.with_suffix(suffix)
     check_target(target, args.model, args.format, suffix, args.overwrite)
     net, info = load_network(args.model)
-    write_model(net, info, target, args.format)
+    write_model(net, info, target, args.format, max_size=args.max_size)
     print(target)
     if args.format == "pt":
         validation = info.extra.get("validation")
