@@ -8,14 +8,17 @@ unclamped stylization of the same size; a network of several styles takes a seco
 input, ``style``, its N style weights as ONNX and TorchScript exports do. Two limits of
 ExecuTorch make the sizes stated rather than free:
 
-- the network pads a photo to a multiple of its stride, and ``torch.export`` cannot record
-  that padding for any size (the remainder arithmetic has no symbolic form it accepts;
-  ExecuTorch computes it wrongly at run time), so the program takes the padded photo and
-  its runner pads and crops (``pad_to_multiple``); ExecuTorch does not check the multiple
-  itself, another size gives a wrong picture, not an error;
-- ExecuTorch plans its memory for the largest input at load time, so ``max_size`` bounds
-  a side and sets the memory a loaded program holds (about 0.65 GB at 1024 for the
-  default network, growing with its square).
+- the network pads a photo to a multiple of its stride, which ``torch.export`` refuses
+  for named dimensions of any size (torch 2.14: "Cannot create Dim with inconsistent
+  min=-3, max=-256") and, with automatic ones, ExecuTorch runs to the wrong size (a
+  93-wide photo came out 92 wide). So the program takes the padded photo and its runner
+  pads and crops (``pad_to_multiple``). ExecuTorch does not check the multiple itself:
+  another size gives a wrong picture, not an error;
+- ExecuTorch plans its memory for the largest input and reserves it at load time, so
+  ``max_size`` bounds a side and sets the memory a loaded program holds: for the default
+  network about 0.27 GB at 512 and 1 GB at 1024 (docs/performance.md), growing with its
+  square. XNNPACK takes the convolutions; the reflection pads and instance norms run in
+  ExecuTorch's portable kernels between them, whose tensors are the planned ones.
 
 What the file records about its network (style, styles, step, arch, multiple, max_size)
 is a JSON string returned by its method ``nst_fast_metadata``: a constant method, which
@@ -36,19 +39,21 @@ import torch
 from nst_fast.errors import NstFastError
 from nst_fast.export import ModelFileError, ModelInfo, exported_channels
 from nst_fast.files import atomic_write
-from nst_fast.formats import metadata
+from nst_fast.formats import CHECK_SIZES, metadata
 from nst_fast.model_loading import first_line
 from nst_fast.models.transformer import TransformerNet, pad_to_multiple
 from nst_fast.prepared import Backend
 
 PTE_SUFFIX = ".pte"
 METADATA_METHOD = "nst_fast_metadata"
-# 1024 a side: the planned memory of the default network at its largest is about 0.65 GB
-# (docs/performance.md), which phones of recent years hold.
-DEFAULT_MAX_SIZE = 1024
+# 512 a side: a loaded program of the default network holds about 0.27 GB, which phones
+# spare; 1024 holds about 1 GB (docs/performance.md).
+DEFAULT_MAX_SIZE = 512
 # The smallest side the network takes once padded: its 9x9 first convolution pads by 4
 # by reflection, which needs more than 4 pixels (eager PyTorch refuses smaller photos too).
 MIN_SIZE = 8
+# The check after export (formats.check_against_eager) runs photos up to this size.
+SMALLEST_MAX_SIZE = max(max(size[-2:]) for size in CHECK_SIZES)
 INSTALL = "pip install 'nst-fast[executorch]'"
 RE_EXPORT = "write it again with nst-fast export MODEL.pt --format executorch"
 
@@ -79,10 +84,10 @@ def export_executorch(
     executorch_package()
     net = net.cpu().eval()
     multiple = net.multiple
-    if max_size < MIN_SIZE or max_size % multiple:
+    if max_size < SMALLEST_MAX_SIZE or max_size % multiple:
         raise NstFastError(
-            f"--max-size {max_size}: an ExecuTorch export takes sides that are multiples "
-            f"of {multiple} from {MIN_SIZE}; give one of those"
+            f"--max-size {max_size}: the largest side of an ExecuTorch export is a multiple "
+            f"of {multiple}, {SMALLEST_MAX_SIZE} or more"
         )
     meta = {**metadata(info), "multiple": str(multiple), "max_size": str(max_size)}
     try:
@@ -109,7 +114,9 @@ def _lower(net: TransformerNet, multiple: int, max_size: int, meta: str) -> byte
     low, high = MIN_SIZE // multiple, max_size // multiple
     height = torch.export.Dim("height_over_stride", min=low, max=high)
     width = torch.export.Dim("width_over_stride", min=low, max=high)
-    image = torch.rand(1, 3, 16 * multiple, 24 * multiple)  # H != W: no equality guessed
+    # An example inside the range whose height and width differ, so that export guesses
+    # no equality between them.
+    image = torch.rand(1, 3, high * multiple, (high - 1) * multiple)
     inputs: tuple[torch.Tensor, ...] = (image,)
     shapes: tuple[dict[int, object] | None, ...] = ({2: multiple * height, 3: multiple * width},)
     if net.styles > 1:
@@ -180,9 +187,8 @@ def load_executorch(
             if max(h, w) > max_size or min(h, w) <= MIN_SIZE - multiple:
                 raise NstFastError(
                     f"{path}: takes photos of {MIN_SIZE - multiple + 1} to {max_size} "
-                    f"pixels a side, not {h}x{w}; "
-                    f"stylize with --tile {max_size}, or export it again with --max-size "
-                    f"{max_size * 2}"
+                    f"pixels a side, not {h}x{w}; stylize with --tile {max_size}, or export "
+                    f"it again with --max-size {max(h, w) + -max(h, w) % multiple}"
                 )
             outs = []
             for image in batch.detach().float().cpu():

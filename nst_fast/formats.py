@@ -1,5 +1,6 @@
-"""Exported formats: writing a network as a TorchScript or ONNX file, and checking the
-written file against the eager network (what ``nst-fast export`` runs).
+"""Exported formats: writing a network as a TorchScript or ONNX file (or, through
+``nst_fast.executorch_export``, an ExecuTorch program), and checking the written file
+against the eager network (what ``nst-fast export`` runs).
 
 ``model.pt`` (nst_fast.export) stays the native format: plain tensors, loaded with
 ``weights_only=True``. TorchScript (``.ts``) runs without nst-fast's Python code, ONNX

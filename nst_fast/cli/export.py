@@ -35,8 +35,8 @@ def parser() -> argparse.ArgumentParser:
         "--max-size",
         type=int,
         metavar="PIXELS",
-        help="executorch only: the longest side the .pte takes, a multiple of 4 (default "
-        "1024); ExecuTorch reserves memory for it when it loads the file",
+        help="executorch only: the longest side the .pte takes, a multiple of 4, 128 or "
+        "more (default 512); ExecuTorch reserves memory for it when it loads the file",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     web = parser.add_argument_group("--format web (docs/web-export.md)")
