@@ -96,7 +96,7 @@ def stylize_paths(
     """
     from nst_fast.device import pick_device
     from nst_fast.memory import max_pixels
-    from nst_fast.model_loading import load_for_inference, style_choices
+    from nst_fast.model_loading import FP32_FORMATS, load_for_inference, style_choices
     from nst_fast.tiling import Stylizer
 
     check_options(
@@ -142,9 +142,12 @@ def stylize_paths(
         for chosen, own in runs:
             stylizer = Stylizer(
                 chosen.run,
-                # onnxruntime computes in fp32 whatever the precision: budget its memory so.
+                # onnxruntime and ExecuTorch compute in fp32 whatever the precision:
+                # budget their memory so.
                 max_pixels(
-                    device, chosen.channels, torch.float32 if chosen.format == "onnx" else dtype
+                    device,
+                    chosen.channels,
+                    torch.float32 if chosen.format in FP32_FORMATS else dtype,
                 ),
                 net=chosen.net,
                 multiple=chosen.multiple,

@@ -25,6 +25,9 @@ from nst_fast.models.transformer import TransformerNet
 from nst_fast.prepared import Backend, forward, prepared
 from nst_fast.regions import style_mapped
 
+# Formats whose runtimes compute in fp32 whatever precision stylize asks for: memory
+# budgets count their activations in fp32.
+FP32_FORMATS = ("onnx", "executorch")
 RE_EXPORT_TS = "write it again with nst-fast export MODEL.pt --format torchscript"
 RE_EXPORT_ONNX = "write it again with nst-fast export MODEL.pt --format onnx"
 
