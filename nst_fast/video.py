@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -79,13 +80,7 @@ def stylize_video(
     """
     av = import_av()
     src, dst = Path(src), Path(dst)
-    try:
-        source = av.open(str(src))
-    except (av.error.FFmpegError, OSError) as err:
-        raise NstFastError(f"{src}: not a readable video ({err})") from err
-    with source:
-        if not source.streams.video:
-            raise NstFastError(f"{src}: no video stream in this file")
+    with open_video(src) as source:
         video = source.streams.video[0]
         video.thread_type = "AUTO"  # let FFmpeg decode on several threads
         audio = source.streams.audio[0] if source.streams.audio else None
@@ -130,11 +125,11 @@ def upright(frame, turns: int) -> torch.Tensor:
     return torch.rot90(image, turns, (1, 2)) if turns else image
 
 
-def video_frames(path: str | os.PathLike) -> Iterator[torch.Tensor]:
-    """The frames of a video, upright, as uint8 (3, H, W) tensors, decoded as they are
-    asked for; a one-line error for a file that is not a video."""
+@contextmanager
+def open_video(path: Path) -> Iterator:
+    """PyAV's container of a video file that has a video stream; a one-line error for a
+    file that cannot be opened or has none."""
     av = import_av()
-    path = Path(path)
     try:
         source = av.open(str(path))
     except (av.error.FFmpegError, OSError) as err:
@@ -142,6 +137,15 @@ def video_frames(path: str | os.PathLike) -> Iterator[torch.Tensor]:
     with source:
         if not source.streams.video:
             raise NstFastError(f"{path}: no video stream in this file")
+        yield source
+
+
+def video_frames(path: str | os.PathLike) -> Iterator[torch.Tensor]:
+    """The frames of a video, upright, as uint8 (3, H, W) tensors, decoded as they are
+    asked for; a one-line error for a file that is not a video."""
+    av = import_av()
+    path = Path(path)
+    with open_video(path) as source:
         turns = quarter_turns(path)
         try:
             for frame in source.decode(source.streams.video[0]):
@@ -269,29 +273,15 @@ def read_frames(path: str | os.PathLike, limit: int, size: int | None = None) ->
     """The first ``limit`` frames of a video, upright, as floats in [0, 1] (T, 3, H, W);
     ``size`` resizes the shorter side. A one-line error for a file that is not a video,
     has no video stream, or fewer than two frames (no motion to follow)."""
+    from itertools import islice
+
     from torchvision.transforms.v2 import functional as F
 
-    av = import_av()
-    path = Path(path)
-    try:
-        source = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as err:
-        raise NstFastError(f"{path}: not a readable video ({err})") from err
     frames = []
-    with source:
-        if not source.streams.video:
-            raise NstFastError(f"{path}: no video stream in this file")
-        turns = quarter_turns(path)
-        try:
-            for frame in source.decode(source.streams.video[0]):
-                image = upright(frame, turns)
-                if size is not None:
-                    image = F.resize(image, [size], antialias=True)
-                frames.append(F.to_dtype(image, torch.float32, scale=True))
-                if len(frames) == limit:
-                    break
-        except av.error.FFmpegError as err:
-            raise NstFastError(f"{path}: cannot decode the video ({err})") from err
+    for image in islice(video_frames(path), limit):
+        if size is not None:
+            image = F.resize(image, [size], antialias=True)
+        frames.append(F.to_dtype(image, torch.float32, scale=True))
     if len(frames) < 2:
         raise NstFastError(f"{path}: {len(frames)} frame(s); the flicker needs two or more")
     return torch.stack(frames)
