@@ -337,16 +337,22 @@ def server(tmp_path_factory):
     server.process.wait(timeout=20)
 
 
-@pytest.fixture(scope="module")
-def browser():
+def launched_chromium(flags: list[str] = CHROMIUM_FLAGS):
+    """Debian's headless Chromium driven by Playwright (a generator for a fixture to yield
+    from); the test skips without either."""
     if not CHROMIUM.exists():
         pytest.skip(NO_CHROMIUM)
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     with sync_api.sync_playwright() as playwright:
         # executable_path: Debian's Chromium; Playwright never downloads a browser of its own.
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=flags)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    yield from launched_chromium()
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from nst_fast.web_export import (
     site_server,
 )
 from tests.conftest import make_photo
-from tests.test_web import CHROMIUM, CHROMIUM_FLAGS, NO_CHROMIUM, multi_style_model, tiny_model
+from tests.test_web import launched_chromium, multi_style_model, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # .ci/run installs the pinned package here; NST_FAST_ORT_WEB points at another copy.
@@ -280,14 +280,7 @@ def ort_web() -> Path:
 
 @pytest.fixture(scope="module")
 def browser(ort_web):
-    if not CHROMIUM.exists():
-        pytest.skip(NO_CHROMIUM)
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as playwright:
-        # executable_path: Debian's Chromium; Playwright never downloads a browser of its own.
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
+    yield from launched_chromium()
 
 
 @pytest.fixture(scope="module")
