@@ -103,6 +103,13 @@ def stylize_paths(
         size=size, scale=scale, strength=strength, batch_size=batch_size, tile=tile,
         tile_overlap=tile_overlap, ext=ext, stroke=stroke, spelling=spelling,
     )  # fmt: skip
+    if steady is not None and steady > 0 and stroke > 1:
+        # Steady statistics carry one pass's statistics from frame to frame; larger
+        # strokes run two passes of different sizes on every frame.
+        raise NstFastError(
+            f"{spelling.name('steady')} and {spelling.value('stroke', stroke)}: larger strokes "
+            "run two passes a frame, whose statistics cannot be carried together; give one"
+        )
     output = Path(output)
     jobs, missing = plan([str(item) for item in inputs], output, ext, spelling)
     if (size or scale) and any(job.video for job in jobs):

@@ -84,5 +84,6 @@ METHODS: dict[str, Callable[[Backend, torch.Tensor, float], torch.Tensor]] = {
 
 def stroke_sized(run: Backend, batch: torch.Tensor, stroke: float) -> torch.Tensor:
     """``run`` on ``batch`` (B, 3 [+ styles], H, W) with strokes ``stroke`` times the
-    network's own size, as ``nst-fast stylize --stroke`` draws them."""
-    return resampled(run, batch, stroke)
+    network's own size, as ``nst-fast stylize --stroke`` draws them: ``detailed`` for
+    larger strokes, ``resampled`` for finer ones (docs/quality/control measures why)."""
+    return detailed(run, batch, stroke) if stroke > 1 else resampled(run, batch, stroke)

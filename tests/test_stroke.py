@@ -35,8 +35,16 @@ def test_the_network_runs_on_the_photo_resized_by_one_over_the_stroke(stroke, pa
 
 def test_per_pixel_style_weights_are_resized_with_the_photo():
     run = Recording()
-    stroke_sized(run, torch.rand(1, 5, 64, 64), 2)  # a photo and three styles' weights
-    assert run.shapes == [(1, 5, 32, 32)]
+    stroke_sized(run, torch.rand(1, 5, 64, 64), 0.5)  # a photo and three styles' weights
+    assert run.shapes == [(1, 5, 128, 128)]
+
+
+def test_larger_strokes_take_a_small_pass_and_a_full_one_for_the_detail():
+    run = Recording()
+    batch = torch.rand(1, 3, 64, 64)
+    out = stroke_sized(run, batch, 2)
+    assert run.shapes == [(1, 3, 32, 32), (1, 3, 64, 64)]
+    torch.testing.assert_close(out, detailed(lambda b: b[:, :3] * 0.5, batch, 2))
 
 
 def test_stroke_one_is_the_network_itself():
@@ -80,3 +88,13 @@ def test_a_stroke_out_of_range_is_one_line_and_nothing_is_written(files, tmp_pat
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].count("--stroke") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_steady_statistics_with_larger_strokes_are_refused_in_one_line(files, tmp_path):
+    model, photo = files
+    with pytest.raises(NstFastError, match=r"steady and stroke=2.0: larger strokes run two"):
+        stylize_paths(model, [photo], tmp_path / "out", steady=0.9, stroke=2.0)
+    result = nst_fast("stylize", str(model), str(photo), "-o", str(tmp_path / "o"),
+                      "--steady-statistics", "0.9", "--stroke", "2")  # fmt: skip
+    assert "--steady-statistics and --stroke 2.0" in result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()

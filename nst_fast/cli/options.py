@@ -8,7 +8,7 @@ from nst_fast.errors import NstFastError
 from nst_fast.stylize_options import Spelling
 
 # Messages from the library name the options as the command line spells them.
-FLAGS = Spelling(flags={"output": "-o"})
+FLAGS = Spelling(flags={"output": "-o", "steady": "--steady-statistics"})
 
 
 def check_positive(**options: tuple[int | None, int]) -> None:

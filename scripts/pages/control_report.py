@@ -241,6 +241,13 @@ def strokes_section(args, overrides: list[str], photos, out: Path) -> list[str]:
         "",
         "![strokes](strokes.jpg)",
         "",
+        "resample: the network on the photo resized by 1/stroke, its output resized back;"
+        " detail: that, plus the fine band of a full-size pass (nst_fast.stroke); sizes"
+        " network: one network trained on the painting at several sizes as its styles"
+        f" ({', '.join(f'{n} for {f:g}' for n, f in sizes.items()) or 'none given'}),"
+        " each size its stroke. `--stroke` runs `stroke_sized`: detail above 1, resample"
+        " below.",
+        "",
     ]
 
 
