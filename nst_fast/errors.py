@@ -37,3 +37,10 @@ class FlatOutputError(NstFastError):
             f"saturated); start again with a longer optim.warmup_steps (now {warmup_steps}, "
             "e.g. 500), another seed= or model.norm_scope=all"
         )
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (a library's own can run to many); the type's
+    name for an error with no message."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

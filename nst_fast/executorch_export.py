@@ -36,11 +36,9 @@ from types import ModuleType
 
 import torch
 
-from nst_fast.errors import NstFastError
-from nst_fast.export import ModelFileError, ModelInfo, exported_channels
+from nst_fast.errors import NstFastError, first_line
+from nst_fast.export import CHECK_SIZES, ModelFileError, ModelInfo, exported_channels, metadata
 from nst_fast.files import atomic_write
-from nst_fast.formats import CHECK_SIZES, metadata
-from nst_fast.model_loading import first_line
 from nst_fast.models.transformer import TransformerNet, pad_to_multiple
 from nst_fast.prepared import Backend
 

@@ -7,6 +7,7 @@ Hydra nor the training config.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -256,3 +257,17 @@ def exported_channels(arch: dict | None) -> list[int]:
     from nst_fast.models.transformer import default_transformer_config
 
     return list(default_transformer_config().channels)
+
+
+# The sizes an exported file is run at beside the eager network after export: odd sides,
+# and a batch of two.
+CHECK_SIZES = ((1, 3, 67, 93), (2, 3, 128, 96))
+
+
+def metadata(info: ModelInfo) -> dict[str, str]:
+    """What an exported file records about its network; ``styles`` (a JSON list of names)
+    only for a network of several styles."""
+    meta = {"style": info.style, "step": str(info.step), "arch": json.dumps(info.arch)}
+    if info.styles:
+        meta["styles"] = json.dumps(info.styles)
+    return meta

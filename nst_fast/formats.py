@@ -27,7 +27,7 @@ import torch
 
 from nst_fast import compat
 from nst_fast.errors import NstFastError
-from nst_fast.export import ModelInfo, save_model
+from nst_fast.export import CHECK_SIZES, ModelInfo, metadata, save_model
 from nst_fast.files import atomic_write, cannot_write
 from nst_fast.model_loading import LoadedModel, load_for_inference
 from nst_fast.models.transformer import TransformerNet
@@ -39,18 +39,8 @@ ONNX_OPSET = 17
 # An odd example size makes the exporters record the network's pad-to-a-multiple-of-4
 # step, which a multiple-of-4 example would trace away.
 EXAMPLE_SIZE = (1, 3, 67, 93)
-CHECK_SIZES = ((1, 3, 67, 93), (2, 3, 128, 96))
 # The exported files' inputs: the image, and a network of several styles' style weights.
 IMAGE_INPUT, STYLE_INPUT = "image", "style"
-
-
-def metadata(info: ModelInfo) -> dict[str, str]:
-    """What an exported file records about its network; ``styles`` (a JSON list of names)
-    only for a network of several styles."""
-    meta = {"style": info.style, "step": str(info.step), "arch": json.dumps(info.arch)}
-    if info.styles:
-        meta["styles"] = json.dumps(info.styles)
-    return meta
 
 
 def example_inputs(net: TransformerNet) -> tuple[torch.Tensor, ...]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from nst_fast.errors import NstFastError
+from nst_fast.errors import NstFastError, first_line
 from nst_fast.export import ModelFileError, exported_channels, load_network
 from nst_fast.models.transformer import TransformerNet
 from nst_fast.prepared import Backend, forward, prepared
@@ -377,8 +377,3 @@ def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
                 f"weight {name} holds NaN or infinite values; export it again from a "
                 "model.pt that stylizes (nst-fast export MODEL --format torchscript)",
             )
-
-
-def first_line(err: Exception) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
