@@ -363,3 +363,34 @@ def test_multistyle_report_refuses_a_model_given_twice(tmp_path, capsys):
     argv = [f"a={model}", f"b={model}", "--content", str(tmp_path)]
     assert multistyle_report(argv) == 2
     assert "given twice; give each model once" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_control_report_shows_a_mask_regions_against_pasting_and_each_stroke_method(tmp_path):
+    control_report = load_script("control_report").main
+    photos = tmp_path / "held_out"
+    for i in range(2):
+        save_image(make_photo((96, 96), i), photos / f"{i}.png")
+    style = save_image(make_photo((64, 64), 5), tmp_path / "style.png")
+    recorded = {"image": str(style), "size": 64}
+    torch.manual_seed(0)
+    one = save_model(transformer_net(channels=(8, 16, 32), residual_blocks=1),
+                     tmp_path / "one.pt", style="s", step=3, extra={"style": recorded})  # fmt: skip
+    config = default_transformer_config(channels=[8, 16, 32], residual_blocks=1)
+    two = save_model(TransformerNet(config, styles=2), tmp_path / "two.pt", style="a+b",
+                     step=3, styles=["a", "b"])  # fmt: skip
+    out = tmp_path / "page"
+    argv = ["--model", str(one), "--two-styles", str(two), "--sizes-model", str(two),
+            "--sizes", "a=0.5,b=2", "--content", str(photos), "--size", "96", "--limit", "2",
+            "--show", "1", "-o", str(out), "loss.weights=random"]  # fmt: skip
+    assert control_report(argv) == 0
+    page = (out / "README.md").read_text()
+    for heading in ("## Where: a mask", "## Where: two styles, two regions", "## How big"):
+        assert heading in page
+    rows = [line.split(" | ")[:2] for line in page.splitlines() if line.startswith("| ")]
+    for method, stroke in (("resample", "0.5"), ("resample", "2"), ("detail", "2"),
+                           ("sizes network", "0.5"), ("sizes network", "2")):  # fmt: skip
+        assert [f"| {method}", stroke] in rows
+    assert any(row[0] == "| hard" for row in rows) and any(row[0] == "| soft" for row in rows)
+    for name in ("mask", "regions", "border", "strokes"):
+        assert (out / f"{name}.jpg").is_file()
