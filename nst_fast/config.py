@@ -108,6 +108,11 @@ class StabilityConfig:
     zoom: float = MISSING
     flow: float = MISSING
     noise: float = MISSING
+    # The terms' schedule: off before start_step, then their weights rise linearly to the
+    # full weights over ramp_steps (0: at once). From a random start they can win over the
+    # style and leave a flat colour (docs/video.md).
+    start_step: int = MISSING
+    ramp_steps: int = MISSING
 
 
 @dataclass

@@ -30,12 +30,21 @@ class FlatOutputError(NstFastError):
     """The network's output stayed one flat colour: the ReLUs of its last hidden layer
     are all off, or its tanh is saturated, and no gradient reaches its weights."""
 
-    def __init__(self, step: int, steps: int, warmup_steps: int) -> None:
+    def __init__(
+        self, step: int, steps: int, warmup_steps: int, stability_start: int | None = None
+    ) -> None:
+        # With the stability terms on, they can win over the style from a random start.
+        stability = (
+            ""
+            if stability_start is None
+            else f"; the stability terms are on: start them later (stability.start_step, now "
+            f"{stability_start}, e.g. 500) and ramp them in (stability.ramp_steps)"
+        )
         super().__init__(
             f"the network's output has been one flat colour for {steps} steps (step {step}) "
             "and no longer learns (its last layer's ReLUs are all off, or its output is "
             f"saturated); start again with a longer optim.warmup_steps (now {warmup_steps}, "
-            "e.g. 500), another seed= or model.norm_scope=all"
+            f"e.g. 500), another seed= or model.norm_scope=all{stability}"
         )
 
 

@@ -1,6 +1,8 @@
 """The stability terms (Wang et al. 2020): trained on still photos, they ask the network's
 output to move with its input and to ignore noise."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -11,6 +13,7 @@ from nst_fast.export import load_model
 from nst_fast.losses.stability import (
     RandomMotion,
     StabilityLoss,
+    StabilitySchedule,
     masked_mean_square,
     random_warp,
     step_generator,
@@ -152,13 +155,73 @@ def test_a_run_with_the_terms_on_logs_them_and_writes_a_model(photo_folder, styl
     [
         ("stability.temporal_weight=-1", "stability.temporal_weight=-1: expected 0 or more"),
         ("stability.shift=-2", "stability.shift=-2: expected 0 or more"),
+        ("stability.ramp_steps=-5", "stability.ramp_steps=-5: expected 0 or more"),
     ],
 )
 def test_negative_stability_settings_stop_in_one_line(
     photo_folder, style_file, tmp_path, override, message
 ):
     overrides = [*tiny_overrides(photo_folder, style_file, tmp_path / "run"), override]
-    if "shift" in override:
+    if "shift" in override or "ramp" in override:
         overrides.append("stability.noise_weight=1")
     with pytest.raises(NstFastError, match=message):
         train(compose(overrides), tmp_path / "run")
+
+
+def test_the_schedule_is_off_before_its_start_then_rises_linearly_to_the_full_weights():
+    schedule = StabilitySchedule(start=100, ramp=50)
+    steps = (0, 99, 100, 124, 148, 149, 500)
+    assert [schedule.factor(s) for s in steps] == [0, 0, 1 / 50, 25 / 50, 49 / 50, 1, 1]
+    assert [StabilitySchedule(10, 0).factor(s) for s in (9, 10)] == [0, 1]
+    assert StabilitySchedule().factor(0) == 1  # the default: from the first step, as before
+
+
+def test_the_scheduled_weight_multiplies_the_weighted_sum_of_the_terms():
+    loss = StabilityLoss(RandomMotion(0, 0, 0, 0, 0.1), temporal_weight=0, noise_weight=4)
+    images = make_photo((16, 16), 0)[None]
+    perturbed = loss.perturb(images, torch.Generator().manual_seed(0))
+    outputs = [perturbed.noisy * 0.5]
+    full = loss(images, perturbed, outputs)
+    half = loss(images, perturbed, outputs, factor=0.5)
+    assert torch.equal(half["noise"], full["noise"])  # the term itself, logged as it is
+    torch.testing.assert_close(half["stability"], 0.5 * 4 * full["noise"])
+
+
+@pytest.mark.slow
+def test_a_run_logs_the_terms_only_from_the_schedules_start(photo_folder, style_file, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [
+        *tiny_overrides(photo_folder, style_file, run_dir, steps=4),
+        "stability.temporal_weight=100",
+        "stability.start_step=2",
+        "stability.ramp_steps=2",
+    ]
+    train(compose(overrides), run_dir)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    total = [e.step for e in events.Scalars("loss/total")]
+    temporal = [e.step for e in events.Scalars("loss/temporal")]
+    assert len(total) == 4 and temporal == total[2:]
+
+
+@pytest.mark.slow
+def test_a_run_resumed_mid_ramp_trains_with_the_weights_of_an_unbroken_run(
+    photo_folder, style_file, tmp_path
+):
+    schedule = ["stability.temporal_weight=100", "stability.start_step=1", "stability.ramp_steps=3"]
+
+    def stability_losses(run_dir: Path) -> dict[int, float]:
+        events = EventAccumulator(str(run_dir / "tensorboard"))
+        events.Reload()
+        return {e.step: e.value for e in events.Scalars("loss/stability")}
+
+    straight = tmp_path / "straight"
+    train(compose([*tiny_overrides(photo_folder, style_file, straight, steps=4), *schedule]),
+          straight)  # fmt: skip
+    broken = tmp_path / "broken"
+    train(compose([*tiny_overrides(photo_folder, style_file, broken, steps=2), *schedule]), broken)
+    train(compose([*tiny_overrides(photo_folder, style_file, broken, steps=4), *schedule,
+                   "ckpt_path=last"]), broken)  # fmt: skip
+    unbroken, resumed = stability_losses(straight), stability_losses(broken)
+    assert len(unbroken) == 3  # steps 1, 2, 3: off at step 0
+    assert resumed == pytest.approx(unbroken, rel=1e-5)

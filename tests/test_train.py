@@ -492,6 +492,25 @@ def test_flat_output_stop_counts_flat_batches_in_a_row(spreads, stops):
     assert raised == stops
 
 
+def test_a_flat_output_with_the_stability_terms_on_names_their_schedule():
+    import pytorch_lightning as pl
+
+    from nst_fast.errors import FlatOutputError
+    from nst_fast.losses.stability import StabilitySchedule
+    from nst_fast.training.callbacks import FlatOutputStop
+
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    stability = SimpleNamespace(schedule=StabilitySchedule(start=50, ramp=0))
+    module = SimpleNamespace(hparams={"warmup_steps": 100}, stability=stability)
+    outputs = {"loss": torch.tensor(1.0), "output_spread": torch.tensor(0.0)}
+    stop = FlatOutputStop(patience=1)
+    with pytest.raises(FlatOutputError) as caught:
+        stop.on_train_batch_end(trainer, module, outputs, None, 0)
+    message = str(caught.value)
+    assert "stability terms are on: start them later (stability.start_step, now 50" in message
+    assert "stability.ramp_steps" in message and "\n" not in message
+
+
 def samples_of(photos: list[Path], net: torch.nn.Module) -> tuple[SimpleNamespace, ...]:
     """A trainer and module, as StylizeSamples sees them, of a one-style ``net``."""
     datamodule = SimpleNamespace(preview_paths=lambda: photos, sample_name=lambda p: p.name)

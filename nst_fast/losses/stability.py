@@ -112,14 +112,38 @@ class Perturbed:
         return [x for x in (self.moved, self.noisy) if x is not None]
 
 
+@dataclass(frozen=True)
+class StabilitySchedule:
+    """How much of the stability terms' weights a step trains with: none before ``start``,
+    then a linear rise over ``ramp`` steps to all of them (at once for 0). Counted on the
+    global step alone, so a resumed run follows the schedule an unbroken one does."""
+
+    start: int = 0
+    ramp: int = 0
+
+    def factor(self, step: int) -> float:
+        if step < self.start:
+            return 0.0
+        if self.ramp == 0:
+            return 1.0
+        return min(1.0, (step - self.start + 1) / self.ramp)
+
+
 class StabilityLoss:
     """Wang et al.'s compound regularization (``temporal_weight``) and the noise term
     (``noise_weight``): ``perturb`` makes the extra inputs for a batch, the network runs
     on them with the batch, and the call compares the outputs."""
 
-    def __init__(self, motion: RandomMotion, temporal_weight: float, noise_weight: float) -> None:
+    def __init__(
+        self,
+        motion: RandomMotion,
+        temporal_weight: float,
+        noise_weight: float,
+        schedule: StabilitySchedule | None = None,
+    ) -> None:
         self.motion = motion
         self.weights = {"temporal": temporal_weight, "noise": noise_weight}
+        self.schedule = schedule or StabilitySchedule()
 
     @property
     def active(self) -> bool:
@@ -142,10 +166,15 @@ class StabilityLoss:
         return Perturbed(moved, noisy, warp)
 
     def __call__(
-        self, output: torch.Tensor, perturbed: Perturbed, outputs: list[torch.Tensor]
+        self,
+        output: torch.Tensor,
+        perturbed: Perturbed,
+        outputs: list[torch.Tensor],
+        factor: float = 1.0,
     ) -> dict[str, torch.Tensor]:
-        """The terms, and their weighted sum, for the network's ``output`` on the batch and
-        its ``outputs`` on ``perturbed.inputs``, in that order."""
+        """The terms, and their weighted sum times ``factor`` (the schedule's), for the
+        network's ``output`` on the batch and its ``outputs`` on ``perturbed.inputs``, in
+        that order."""
         terms, rest = {}, iter(outputs)
         if perturbed.moved is not None:
             warp = perturbed.warp
@@ -153,7 +182,7 @@ class StabilityLoss:
         if perturbed.noisy is not None:
             everywhere = torch.ones_like(output[:, :1])
             terms["noise"] = masked_mean_square(next(rest), output, everywhere)
-        terms["stability"] = sum(self.weights[name] * term for name, term in terms.items())
+        terms["stability"] = factor * sum(self.weights[name] * term for name, term in terms.items())
         return terms
 
 

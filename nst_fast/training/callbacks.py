@@ -207,7 +207,9 @@ class FlatOutputStop(pl.Callback):
         self.flat_steps = self.flat_steps + 1 if flat == with_photos else 0
         if self.flat_steps >= self.patience:
             warmup = pl_module.hparams.get("warmup_steps", 0)
-            raise FlatOutputError(trainer.global_step, self.flat_steps, warmup)
+            stability = getattr(pl_module, "stability", None)
+            start = None if stability is None else stability.schedule.start
+            raise FlatOutputError(trainer.global_step, self.flat_steps, warmup, start)
 
 
 class ValidateAtEnd(pl.Callback):

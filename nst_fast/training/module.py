@@ -18,7 +18,12 @@ from nst_fast.export import check_same_arch, check_same_styles
 from nst_fast.fast import accelerate, share_parameters
 from nst_fast.inference import stylize
 from nst_fast.losses.build import build_criterion, check_same_style_scales, check_style_image
-from nst_fast.losses.stability import RandomMotion, StabilityLoss, step_generator
+from nst_fast.losses.stability import (
+    RandomMotion,
+    StabilityLoss,
+    StabilitySchedule,
+    step_generator,
+)
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 from nst_fast.styles import load_style_image
 from nst_fast.training.extend import extended, train_added_styles
@@ -186,7 +191,8 @@ class StyleTransferModule(pl.LightningModule):
         trained ones, and that output."""
         images = images.contiguous(memory_format=self.memory_format)
         style = self.style_weights(self.trained[turn])
-        if self.stability is None:
+        factor = 0.0 if self.stability is None else self.stability.schedule.factor(self.global_step)
+        if factor == 0:  # no stability terms, or not yet: no perturbed copies either
             output = self.step_net(images, style)
             return self.criteria[turn](output, images), output
         # The perturbed copies go through the network in the same batch.
@@ -197,7 +203,7 @@ class StyleTransferModule(pl.LightningModule):
         inputs = torch.cat([images, *perturbed.inputs]).contiguous(memory_format=self.memory_format)
         output, *rest = self.step_net(inputs, style).split(len(images))
         losses = self.criteria[turn](output, images)
-        terms = self.stability(output, perturbed, rest)
+        terms = self.stability(output, perturbed, rest, factor)
         return {**losses, **terms, "total": losses["total"] + terms["stability"]}, output
 
     def over_processes(self, losses: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -310,7 +316,13 @@ def stability_loss(settings: dict | None) -> StabilityLoss | None:
     for name, value in vars(motion).items():
         if value < 0:
             raise NstFastError(f"stability.{name}={value:g}: expected 0 or more")
-    return StabilityLoss(motion, weights["temporal_weight"], weights["noise_weight"])
+    # Settings of runs from before the schedule have no keys for it: at once, as then.
+    start, ramp = (int(settings.get(name, 0)) for name in ("start_step", "ramp_steps"))
+    for name, value in (("start_step", start), ("ramp_steps", ramp)):
+        if value < 0:
+            raise NstFastError(f"stability.{name}={value}: expected 0 or more")
+    schedule = StabilitySchedule(start, ramp)
+    return StabilityLoss(motion, weights["temporal_weight"], weights["noise_weight"], schedule)
 
 
 def rate_factor(step: int, warmup_steps: int, schedule: str, max_steps: int) -> float:
