@@ -253,17 +253,20 @@ class Where:
     def check(self, photos: Sequence[tuple[Path, Path]]) -> None:
         """Before any work: every (photo, its name) has its masks, each readable, not all
         black, of the photo's shape (a video's: at its first frame, ``load``)."""
+        if not self.anything:
+            return  # nothing to check: no photo's header is opened
         for photo, name in photos:
             size = image_size(photo)
             for key, path in self.files(name):
-                if path is not None:
-                    if is_video(path):
-                        raise NstFastError(
-                            f"{self.name(key)}: {path} is a video; a photo takes an image mask"
-                        )
-                    mask = self.read(key, path)
-                    if size is not None:
-                        check_mask_shape(path, mask.shape[-2:], photo, size)
+                if path is None:
+                    continue
+                if is_video(path):
+                    raise NstFastError(
+                        f"{self.name(key)}: {path} is a video; a photo takes an image mask"
+                    )
+                mask = self.read(key, path)
+                if size is not None:
+                    check_mask_shape(path, mask.shape[-2:], photo, size)
 
     def load(
         self, photo: Path, name: Path, size: Sequence[int], check_shape: bool = False
