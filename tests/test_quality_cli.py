@@ -392,5 +392,5 @@ def test_control_report_shows_a_mask_regions_against_pasting_and_each_stroke_met
                            ("sizes network", "0.5"), ("sizes network", "2")):  # fmt: skip
         assert [f"| {method}", stroke] in rows
     assert any(row[0] == "| hard" for row in rows) and any(row[0] == "| soft" for row in rows)
-    for name in ("mask", "regions", "border", "strokes"):
+    for name in ("mask", "regions", "border", "strokes_1"):
         assert (out / f"{name}.jpg").is_file()

@@ -222,9 +222,12 @@ def strokes_section(args, overrides: list[str], photos, out: Path) -> list[str]:
          f"{sums[i]['seconds']:.2f}"]
         for i, (name, stroke, _) in enumerate(candidates)
     ]  # fmt: skip
-    tiles = [t for (_, photo), row in zip(photos, shown, strict=False) for t in (photo, *row)]
-    save_image(make_grid(tiles, nrow=1 + len(candidates), padding=4), out / "strokes.jpg",
-               quality=GRID_QUALITY)  # fmt: skip
+    # A picture per photo: one grid of all of them would be over a megabyte at 512 px.
+    pictures = []
+    for i, ((_, photo), row) in enumerate(zip(photos, shown, strict=False), 1):
+        grid = make_grid([photo, *row], nrow=1 + len(candidates), padding=4)
+        save_image(grid, out / f"strokes_{i}.jpg", quality=GRID_QUALITY)
+        pictures += [f"![strokes, photo {i}](strokes_{i}.jpg)", ""]
     columns = ", ".join(["photo", *(f"{n} {s:g}" for n, s, _ in candidates)])
     return [
         "## How big: stroke size",
@@ -239,8 +242,7 @@ def strokes_section(args, overrides: list[str], photos, out: Path) -> list[str]:
         "",
         f"Columns: {columns}.",
         "",
-        "![strokes](strokes.jpg)",
-        "",
+        *pictures,
         "resample: the network on the photo resized by 1/stroke, its output resized back;"
         " detail: that, plus the fine band of a full-size pass (nst_fast.stroke); sizes"
         " network: one network trained on the painting at several sizes as its styles"
