@@ -275,7 +275,8 @@ def test_video_report_tables_each_model_with_and_without_steady_statistics_and_d
     style = save_image(make_photo((32, 32), 5), tmp_path / "style.png")
     model = tmp_path / "model.pt"
     recorded = {"image": str(style), "size": 32}
-    stability = {"temporal_weight": 1000.0, "noise_weight": 0.0}
+    stability = {"temporal_weight": 1000.0, "noise_weight": 0.0, "start_step": 4,
+                 "ramp_steps": 2}  # fmt: skip
     torch.manual_seed(0)
     net = transformer_net(channels=(8, 16, 32), residual_blocks=1)
     save_model(net, model, style="s", step=9, extra={"style": recorded, "stability": stability})
@@ -283,8 +284,10 @@ def test_video_report_tables_each_model_with_and_without_steady_statistics_and_d
     argv = ["tiny=" + str(model), "--content", str(photos), "--size", "32", "-o", str(out)]
     assert video_report([*argv, "loss.weights=random"]) == 0
     page = (out / "README.md").read_text()
-    assert "| tiny | 9 | temporal 1000 | per frame |" in page
-    assert "| tiny | 9 | temporal 1000 | steady statistics (0.9) |" in page
+    terms = "temporal 1000 from step 4, ramped over 2"
+    assert f"| tiny | 9 | {terms} | per frame |" in page
+    assert f"| tiny | 9 | {terms} | steady statistics (0.9) |" in page
+    assert "| content loss | style loss | style 1/2 | style 1/4 | total loss |" in page
     assert "![tiny, per frame](strip_tiny_per_frame.jpg)" in page
     assert (out / "strip_tiny_steady.jpg").is_file()
     with Image.open(out / "pan.gif") as gif:

@@ -57,6 +57,9 @@ GIF_FRAMES = 12
 # Differences are magnified this much in the heatmaps (a difference of 1/HEAT or more
 # is full heat).
 HEAT = 8.0
+# The style error with the output and the painting both shrunk (evaluate.YARDSTICK_SCALES):
+# where stability bought by washing out the strokes' large shapes would show.
+COARSE = ("style 1/2", "style 1/4")
 REMEDIES = {"per frame": None, f"steady statistics ({STEADY_MOMENTUM})": STEADY_MOMENTUM}
 
 
@@ -67,7 +70,12 @@ def stability_text(extra: dict) -> str:
         return "off"
     weights = [f"{k.removesuffix('_weight')} {settings[k]:g}" for k in ("temporal_weight",
                "noise_weight") if settings.get(k)]  # fmt: skip
-    return ", ".join(weights) or "off"
+    if not weights:
+        return "off"
+    start, ramp = settings.get("start_step", 0), settings.get("ramp_steps", 0)
+    when = f" from step {start}" if start else ""
+    when += f", ramped over {ramp}" if ramp else ""
+    return ", ".join(weights) + when
 
 
 def evaluate(name: str, model: Path, out: Path, args: argparse.Namespace) -> list[list[str]]:
@@ -84,7 +92,7 @@ def evaluate(name: str, model: Path, out: Path, args: argparse.Namespace) -> lis
     for remedy, row in zip(REMEDIES, rows, strict=True):
         cells = [name, str(info.step), stability_text(info.extra), remedy]
         cells += [row["temporal"], row["temporal floor"], *(row[c] for c in video)]
-        cells += [row["content loss"], row["style loss"], row["total loss"]]
+        cells += [row.get(c, "-") for c in ("content loss", "style loss", *COARSE, "total loss")]
         body.append(cells)
     return body
 
@@ -142,7 +150,7 @@ def pictures(models: dict[str, Path], out: Path, args: argparse.Namespace) -> li
 def write_page(body: list[list[str]], lines: list[str], models: dict, out: Path, args) -> Path:
     video = [f"{c} (estimated flow)" for c in ("video", "video floor")] if args.clip else []
     header = ["model", "steps", "stability terms", "stylizing", "temporal", "temporal floor",
-              *video, "content loss", "style loss", "total loss"]  # fmt: skip
+              *video, "content loss", "style loss", *COARSE, "total loss"]  # fmt: skip
     page = [
         "# Video: flicker with and without its remedies",
         "",
@@ -151,8 +159,9 @@ def write_page(body: list[list[str]], lines: list[str], models: dict, out: Path,
         "never seen in training. temporal: the warping error (Lai et al. 2018) of the "
         "stylized clips of known motion made from them (a pan, a zoom, a rotation, with "
         "noise), in grey levels, lower is steadier; floor: the same for the input clips. "
-        "Losses as `nst-fast evaluate` gives them (lower is better): stability must not be "
-        "bought by erasing the style.",
+        "Losses as `nst-fast evaluate` gives them (lower is better; style 1/2 and 1/4: the "
+        "style term with the output and the painting shrunk 2x and 4x, where the large shapes "
+        "show): stability must not be bought by erasing the style.",
         "",
         *markdown_table(header, body),
         "",
