@@ -131,3 +131,22 @@ def test_without_opencv_the_error_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 raises ImportError
     with pytest.raises(NstFastError, match=r"pip install 'nst-fast\[flow\]'"):
         import_cv2()
+
+
+@pytest.mark.slow
+def test_the_video_page_scores_the_first_frames_of_a_real_clip(model_and_photos, tmp_path):
+    from .test_quality_cli import load_script
+
+    model, photos = model_and_photos
+    clip = tmp_path / "pan.mp4"
+    write_pan_clip(clip, frames=6)
+    out = tmp_path / "page"
+    argv = [f"tiny={model}", "--content", str(photos), "--size", "32", "--clip", str(clip),
+            "--frames", "3", "-o", str(out), "loss.weights=random"]  # fmt: skip
+    assert load_script("video_report").main(argv) == 0
+    page = (out / "README.md").read_text()
+    assert "the first 3 frames of `pan.mp4`" in page
+    header = next(line for line in page.splitlines() if line.startswith("| model |"))
+    assert "| video (estimated flow) | video floor (estimated flow) |" in header
+    [network, _] = [line for line in page.splitlines() if line.startswith("| tiny |")]
+    assert network.split(" | ")[6] != "-"  # the clip's figure, not an empty cell

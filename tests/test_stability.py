@@ -18,6 +18,7 @@ from nst_fast.losses.stability import (
     random_warp,
     step_generator,
 )
+from nst_fast.training.module import stability_loss
 from nst_fast.training.train import train
 
 from .conftest import make_photo, tiny_overrides
@@ -187,12 +188,23 @@ def test_the_scheduled_weight_multiplies_the_weighted_sum_of_the_terms():
     torch.testing.assert_close(half["stability"], 0.5 * 4 * full["noise"])
 
 
+def test_the_terms_are_off_by_default_and_the_video_preset_turns_both_on_after_a_start():
+    assert stability_loss(compose([]).stability) is None
+    preset = stability_loss(compose(["stability=video"]).stability)
+    assert preset.weights["temporal"] > 0 and preset.weights["noise"] > 0
+    assert preset.schedule.factor(0) == 0 and preset.schedule.factor(10**6) == 1
+    tuned = compose(["stability=video", "stability.noise=0.05"]).stability
+    assert tuned.noise == 0.05 and tuned.temporal_weight == preset.weights["temporal"]
+
+
 @pytest.mark.slow
-def test_a_run_logs_the_terms_only_from_the_schedules_start(photo_folder, style_file, tmp_path):
+def test_the_video_preset_trains_a_run_that_logs_the_terms_from_the_schedules_start(
+    photo_folder, style_file, tmp_path
+):
     run_dir = tmp_path / "run"
     overrides = [
         *tiny_overrides(photo_folder, style_file, run_dir, steps=4),
-        "stability.temporal_weight=100",
+        "stability=video",
         "stability.start_step=2",
         "stability.ramp_steps=2",
     ]
@@ -201,7 +213,8 @@ def test_a_run_logs_the_terms_only_from_the_schedules_start(photo_folder, style_
     events.Reload()
     total = [e.step for e in events.Scalars("loss/total")]
     temporal = [e.step for e in events.Scalars("loss/temporal")]
-    assert len(total) == 4 and temporal == total[2:]
+    noise = [e.step for e in events.Scalars("loss/noise")]
+    assert len(total) == 4 and temporal == noise == total[2:]
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 """Measure flicker with and without its remedies and write the video page with its pictures.
 
     python scripts/pages/video_report.py NAME=MODEL [NAME=MODEL ...] --content PHOTOS \\
-        -o docs/video [--size 128] [--limit 8] [--clip CLIP] [loss.weights=PATH ...]
+        -o docs/video [--size 128] [--limit 8] [--clip CLIP [--frames N]] [loss.weights=PATH ...]
 
 Each MODEL is a model.pt or training checkpoint, NAME its label on the page (say
 ``scream`` and ``scream+stability`` for the same style trained with and without the
@@ -32,6 +32,7 @@ from torchvision.utils import make_grid  # noqa: E402
 
 from nst_fast.errors import NstFastError  # noqa: E402
 from nst_fast.evaluate import (  # noqa: E402
+    VIDEO_FRAMES,
     evaluate_model,
     load_photos,
     markdown_table,
@@ -82,7 +83,7 @@ def evaluate(name: str, model: Path, out: Path, args: argparse.Namespace) -> lis
     """The page's table rows for one model, one per remedy."""
     evaluate_model(
         model, args.content, out / name, size=args.size, limit=args.limit, iterations=[],
-        overrides=args.overrides, temporal=True, video=args.clip,
+        overrides=args.overrides, temporal=True, video=args.clip, video_frames=args.frames,
     )  # fmt: skip
     _, info = load_network(model)
     with open(out / name / "table.csv", newline="") as f:
@@ -147,6 +148,18 @@ def pictures(models: dict[str, Path], out: Path, args: argparse.Namespace) -> li
     return lines
 
 
+def clip_text(args: argparse.Namespace) -> list[str]:
+    """The page's line on the real clip, if one was given."""
+    if not args.clip:
+        return []
+    return [
+        f"video: the same warping error on the first {args.frames} frames of `{args.clip.name}`, "
+        f"a real clip (shorter side {args.size} px), each stylized frame warped onto the next "
+        "by optical flow estimated between the input frames, occlusions left out; its floor: "
+        "the clip itself."
+    ]
+
+
 def write_page(body: list[list[str]], lines: list[str], models: dict, out: Path, args) -> Path:
     video = [f"{c} (estimated flow)" for c in ("video", "video floor")] if args.clip else []
     header = ["model", "steps", "stability terms", "stylizing", "temporal", "temporal floor",
@@ -162,6 +175,7 @@ def write_page(body: list[list[str]], lines: list[str], models: dict, out: Path,
         "Losses as `nst-fast evaluate` gives them (lower is better; style 1/2 and 1/4: the "
         "style term with the output and the painting shrunk 2x and 4x, where the large shapes "
         "show): stability must not be bought by erasing the style.",
+        *clip_text(args),
         "",
         *markdown_table(header, body),
         "",
@@ -189,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--limit", type=int, default=8, help="held-out photos (0: all)")
     parser.add_argument("--clip", type=Path, help="also a real clip, through estimated flow")
+    parser.add_argument(
+        "--frames", type=int, default=VIDEO_FRAMES,
+        help=f"frames of --clip, from its first (default {VIDEO_FRAMES}; stop before a cut)",
+    )  # fmt: skip
     args = parser.parse_intermixed_args(argv)
     args.limit = args.limit or None
     try:
