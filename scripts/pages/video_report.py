@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
@@ -55,6 +56,9 @@ from nst_fast.temporal import (  # noqa: E402
 # Consecutive frames shown in a strip, and in the GIF.
 STRIP_FRAMES = 4
 GIF_FRAMES = 12
+# The GIF's frames at most this many px a side: stylized texture barely compresses, and
+# the pan at 256 px for five columns is over 3 MB (at 128 px, under 1 MB).
+GIF_SIZE = 128
 # Differences are magnified this much in the heatmaps (a difference of 1/HEAT or more
 # is full heat).
 HEAT = 8.0
@@ -125,6 +129,14 @@ def strip(net, clip, momentum: float | None) -> tuple[torch.Tensor, torch.Tensor
     return make_grid([*frames[:STRIP_FRAMES], *heats], nrow=STRIP_FRAMES, padding=2), frames
 
 
+def shrink(frame: torch.Tensor, side: int) -> torch.Tensor:
+    """A square (3, H, H) frame at ``side`` px a side."""
+    if frame.shape[-1] == side:
+        return frame
+    return F.interpolate(frame[None].float(), size=(side, side), mode="bilinear",
+                         antialias=True)[0].clamp(0, 1)  # fmt: skip
+
+
 def pictures(models: dict[str, Path], out: Path, args: argparse.Namespace) -> list[str]:
     """Strips per model and remedy, and the GIF; the page's lines for them."""
     [(_, photo)] = load_photos(args.content, round(args.size * MARGIN), 1)
@@ -139,7 +151,8 @@ def pictures(models: dict[str, Path], out: Path, args: argparse.Namespace) -> li
             lines += [f"**{name}, {remedy}**", "", f"![{name}, {remedy}]({file})", ""]
             if momentum is None:
                 gif.append(list(frames))
-    tiles = [make_grid([column[t] for column in gif], nrow=len(gif), padding=2)
+    side = min(args.size, GIF_SIZE)
+    tiles = [make_grid([shrink(column[t], side) for column in gif], nrow=len(gif), padding=2)
              for t in range(GIF_FRAMES)]  # fmt: skip
     images = [to_pil(tile) for tile in tiles]
     with atomic_write(out / "pan.gif") as tmp:
