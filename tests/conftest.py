@@ -100,6 +100,17 @@ def tiny_overrides(photos: Path, style: Path, run_dir: Path, steps: int = 4) -> 
     ]
 
 
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of a run's TensorBoard events: tag -> [(step, value)], by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    return {
+        tag: sorted({(e.step, e.value) for e in acc.Scalars(tag)}) for tag in acc.Tags()["scalars"]
+    }
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1,8 +1,6 @@
 """The stability terms (Wang et al. 2020): trained on still photos, they ask the network's
 output to move with its input and to ignore noise."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -21,7 +19,7 @@ from nst_fast.losses.stability import (
 from nst_fast.training.module import stability_loss
 from nst_fast.training.train import train
 
-from .conftest import make_photo, tiny_overrides
+from .conftest import make_photo, scalars, tiny_overrides
 
 PHOTOS = torch.stack([make_photo((48, 64), seed) for seed in range(3)])
 STILL = RandomMotion(shift=0.0, degrees=0.0, zoom=0.0, flow=0.0, noise=0.0)
@@ -209,11 +207,9 @@ def test_the_video_preset_trains_a_run_that_logs_the_terms_from_the_schedules_st
         "stability.ramp_steps=2",
     ]
     train(compose(overrides), run_dir)
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    total = [e.step for e in events.Scalars("loss/total")]
-    temporal = [e.step for e in events.Scalars("loss/temporal")]
-    noise = [e.step for e in events.Scalars("loss/noise")]
+    logged = scalars(run_dir)
+    total, temporal, noise = ([step for step, _ in logged[f"loss/{term}"]]
+                              for term in ("total", "temporal", "noise"))  # fmt: skip
     assert len(total) == 4 and temporal == noise == total[2:]
 
 
@@ -223,11 +219,6 @@ def test_a_run_resumed_mid_ramp_trains_with_the_weights_of_an_unbroken_run(
 ):
     schedule = ["stability.temporal_weight=100", "stability.start_step=1", "stability.ramp_steps=3"]
 
-    def stability_losses(run_dir: Path) -> dict[int, float]:
-        events = EventAccumulator(str(run_dir / "tensorboard"))
-        events.Reload()
-        return {e.step: e.value for e in events.Scalars("loss/stability")}
-
     straight = tmp_path / "straight"
     train(compose([*tiny_overrides(photo_folder, style_file, straight, steps=4), *schedule]),
           straight)  # fmt: skip
@@ -235,6 +226,6 @@ def test_a_run_resumed_mid_ramp_trains_with_the_weights_of_an_unbroken_run(
     train(compose([*tiny_overrides(photo_folder, style_file, broken, steps=2), *schedule]), broken)
     train(compose([*tiny_overrides(photo_folder, style_file, broken, steps=4), *schedule,
                    "ckpt_path=last"]), broken)  # fmt: skip
-    unbroken, resumed = stability_losses(straight), stability_losses(broken)
+    unbroken, resumed = (dict(scalars(run)["loss/stability"]) for run in (straight, broken))
     assert len(unbroken) == 3  # steps 1, 2, 3: off at step 0
     assert resumed == pytest.approx(unbroken, rel=1e-5)

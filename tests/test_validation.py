@@ -17,7 +17,7 @@ from nst_fast.losses.vgg import vgg_features
 from nst_fast.training.train import override_settings, train
 from nst_fast.training.validation import mean_over_photos
 
-from .conftest import make_photo, nst_fast, tiny_overrides
+from .conftest import make_photo, nst_fast, scalars, tiny_overrides
 
 
 def with_validation(overrides: list[str], every: int = 2, images: int = 2) -> list[str]:
@@ -30,17 +30,6 @@ def with_validation(overrides: list[str], every: int = 2, images: int = 2) -> li
         "data.val_size=32",
         f"trainer.val_check_interval={every}",
     ]
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of a run's TensorBoard events: tag -> [(step, value)], by step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tensorboard"))
-    acc.Reload()
-    return {
-        tag: sorted({(e.step, e.value) for e in acc.Scalars(tag)}) for tag in acc.Tags()["scalars"]
-    }
 
 
 def hparams_row(run_dir: Path) -> dict:

@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
@@ -34,6 +33,7 @@ from torchvision.utils import make_grid  # noqa: E402
 from nst_fast.errors import NstFastError  # noqa: E402
 from nst_fast.evaluate import (  # noqa: E402
     VIDEO_FRAMES,
+    YARDSTICK_SCALES,
     evaluate_model,
     load_photos,
     markdown_table,
@@ -41,8 +41,9 @@ from nst_fast.evaluate import (  # noqa: E402
 )
 from nst_fast.export import load_network  # noqa: E402
 from nst_fast.files import atomic_write  # noqa: E402
-from nst_fast.images import save_image, to_pil  # noqa: E402
+from nst_fast.images import resize, save_image, to_pil  # noqa: E402
 from nst_fast.inference import stylize_frames  # noqa: E402
+from nst_fast.losses.perceptual import scale_name  # noqa: E402
 from nst_fast.temporal import (  # noqa: E402
     MARGIN,
     MOTIONS,
@@ -62,9 +63,9 @@ GIF_SIZE = 128
 # Differences are magnified this much in the heatmaps (a difference of 1/HEAT or more
 # is full heat).
 HEAT = 8.0
-# The style error with the output and the painting both shrunk (evaluate.YARDSTICK_SCALES):
-# where stability bought by washing out the strokes' large shapes would show.
-COARSE = ("style 1/2", "style 1/4")
+# The style error with the output and the painting both shrunk, as evaluate's table names
+# its columns: where stability bought by washing out the strokes' large shapes would show.
+COARSE = tuple(scale_name(factor).replace("@", " ") for factor in YARDSTICK_SCALES)
 REMEDIES = {"per frame": None, f"steady statistics ({STEADY_MOMENTUM})": STEADY_MOMENTUM}
 
 
@@ -129,14 +130,6 @@ def strip(net, clip, momentum: float | None) -> tuple[torch.Tensor, torch.Tensor
     return make_grid([*frames[:STRIP_FRAMES], *heats], nrow=STRIP_FRAMES, padding=2), frames
 
 
-def shrink(frame: torch.Tensor, side: int) -> torch.Tensor:
-    """A square (3, H, H) frame at ``side`` px a side."""
-    if frame.shape[-1] == side:
-        return frame
-    return F.interpolate(frame[None].float(), size=(side, side), mode="bilinear",
-                         antialias=True)[0].clamp(0, 1)  # fmt: skip
-
-
 def pictures(models: dict[str, Path], out: Path, args: argparse.Namespace) -> list[str]:
     """Strips per model and remedy, and the GIF; the page's lines for them."""
     [(_, photo)] = load_photos(args.content, round(args.size * MARGIN), 1)
@@ -152,7 +145,7 @@ def pictures(models: dict[str, Path], out: Path, args: argparse.Namespace) -> li
             if momentum is None:
                 gif.append(list(frames))
     side = min(args.size, GIF_SIZE)
-    tiles = [make_grid([shrink(column[t], side) for column in gif], nrow=len(gif), padding=2)
+    tiles = [make_grid([resize(column[t], side, None) for column in gif], nrow=len(gif), padding=2)
              for t in range(GIF_FRAMES)]  # fmt: skip
     images = [to_pil(tile) for tile in tiles]
     with atomic_write(out / "pan.gif") as tmp:
