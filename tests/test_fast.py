@@ -117,12 +117,18 @@ def randomize_norms(net: nn.Module) -> nn.Module:
     return net
 
 
-def small_net(norm_scope: str = "residual", output: str = "tanh") -> nn.Module:
+def small_net(
+    norm_scope: str = "residual", output: str = "tanh", antialias: bool = False
+) -> nn.Module:
     """A network as ``nst-fast train model.channels=[8,16,32] model.residual_blocks=1``
     builds it (the trained defaults), norms randomized."""
     torch.manual_seed(0)
     net = transformer_net(
-        channels=[8, 16, 32], residual_blocks=1, norm_scope=norm_scope, output=output
+        channels=[8, 16, 32],
+        residual_blocks=1,
+        norm_scope=norm_scope,
+        output=output,
+        antialias=antialias,
     )
     return randomize_norms(net)
 
@@ -441,6 +447,29 @@ def test_the_accelerated_training_twin_equals_the_plain_network_in_value_and_gra
     twin = accelerate(share_parameters(net), "training", CPU)
     x = torch.rand(2, 3, 32, 32).contiguous(memory_format=memory_format)
     assert_twin_equals_the_plain_network(twin, net, x)
+
+
+@pytest.mark.parametrize("memory_format", LAYOUTS)
+def test_the_accelerated_twin_of_an_antialiased_network_equals_it_in_value_and_gradients(
+    memory_format,
+):
+    # Its bilinear upsampling is not the phase convolution's nearest one: left plain.
+    net = small_net(antialias=True).to(memory_format=memory_format)
+    twin = accelerate(share_parameters(net), "training", CPU)
+    assert not any(isinstance(m, PhaseUpsampleConv) for m in twin.modules())
+    x = torch.rand(2, 3, 32, 32).contiguous(memory_format=memory_format)
+    assert_twin_equals_the_plain_network(twin, net, x)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 45, 61)])
+def test_the_accelerated_inference_copy_of_an_antialiased_network_equals_it(shape):
+    net = small_net(antialias=True, output="linear").eval()
+    torch.manual_seed(1)
+    image = torch.rand(shape)
+    fast = accelerate(copy.deepcopy(net), "inference", CPU)
+    assert not any(isinstance(m, (PhaseUpsampleConv, PhaseOutput)) for m in fast.modules())
+    with torch.no_grad():
+        assert_same(fast(image.contiguous(memory_format=CHANNELS_LAST)), net(image))
 
 
 @pytest.mark.parametrize("memory_format", LAYOUTS)

@@ -51,6 +51,21 @@ def test_onnx_has_dynamic_height_and_width_and_matches_eager(model, tmp_path, si
     assert loaded.channels == [8, 16, 32]
 
 
+@pytest.mark.parametrize("export", [export_torchscript, export_onnx])
+def test_an_antialiased_network_exports_and_matches_eager(tmp_path, export):
+    # Its low-pass filters and bilinear upsampling, at a size that is not a multiple of 4.
+    if export is export_onnx:
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = transformer_net(channels=(8, 16, 32), residual_blocks=1, antialias=True)
+    net, info = load_model(save_model(net, tmp_path / "model.pt", style="smooth", step=1))
+    name = "model.onnx" if export is export_onnx else "model.ts"
+    loaded = load_for_inference(export(net, info, tmp_path / name), CPU, torch.float32)
+    x = torch.rand(1, 3, 37, 50)
+    assert (loaded.run(x) - net(x).clamp(0, 1)).abs().max() < 1e-4
+
+
 def test_export_command_writes_and_checks_the_file(model, tmp_path, capsys):
     target = tmp_path / "tiny.ts"
     assert main(["export", str(model), "--format", "torchscript", "-o", str(target)]) == 0

@@ -195,19 +195,27 @@ def test_exported_files_with_non_finite_weights_write_no_black_image(tmp_path, p
 
 
 def test_a_file_of_an_earlier_version_gets_the_fields_it_does_not_record(tmp_path):
-    """Before the output and norm-scope choices, networks had a linear output and norms
-    everywhere; such a file records neither."""
+    """Before the output, norm-scope and anti-aliasing choices, networks had a linear
+    output, norms everywhere, plain strided convolutions and nearest upsampling; such a
+    file records none of the three."""
     config = TransformerConfig(
-        channels=[4, 8], residual_blocks=1, norm="instance", output="linear", norm_scope="all"
+        channels=[4, 8],
+        residual_blocks=1,
+        norm="instance",
+        output="linear",
+        norm_scope="all",
+        antialias=False,
     )
     torch.manual_seed(0)
     net = TransformerNet(config)
     path = save_model(net, tmp_path / "old.pt", style="old", step=1)
     payload = torch.load(path, weights_only=True)
-    del payload["arch"]["output"], payload["arch"]["norm_scope"]
+    for key in ("output", "norm_scope", "antialias"):
+        del payload["arch"][key]
     torch.save(payload, path)
     loaded, info = load_model(path)
     assert (info.arch["output"], info.arch["norm_scope"]) == ("linear", "all")
+    assert info.arch["antialias"] is False
     x = torch.rand(1, 3, 16, 20)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x), net.eval()(x))

@@ -11,6 +11,7 @@ from torch import nn
 
 from nst_fast.models.transformer import (
     ConditionalInstanceNorm2d,
+    LowPass,
     TransformerConfig,
     TransformerNet,
     default_transformer_config,
@@ -185,6 +186,81 @@ def test_models_saved_before_the_output_choice_load_with_a_linear_output(tmp_pat
     assert loaded.config.output == "linear" and info.arch["output"] == "linear"
     x = torch.rand(1, 3, 16, 16)
     torch.testing.assert_close(loaded(x), net.eval()(x))
+
+
+def test_models_saved_before_anti_aliasing_load_with_plain_strides_and_nearest_upsampling(
+    tmp_path,
+):
+    net = small_net()
+    loaded, info = load_as_written_before(net, "antialias", tmp_path)
+    assert loaded.config.antialias is False and info.arch["antialias"] is False
+    assert not any(isinstance(m, LowPass) for m in loaded.modules())
+
+
+# --- anti-aliasing (model.antialias) ----------------------------------------------------
+
+
+def test_the_low_pass_flattens_a_checkerboard_and_keeps_a_flat_map():
+    # A checkerboard is the finest pattern: what a stride of 2 would fold back whole.
+    ys, xs = torch.meshgrid(torch.arange(10), torch.arange(12), indexing="ij")
+    board = ((ys + xs) % 2).float().expand(1, 2, 10, 12)
+    low = LowPass(2, padding=0)
+    torch.testing.assert_close(low(board), torch.full((1, 2, 10, 12), 0.5))
+    torch.testing.assert_close(low(torch.full((1, 2, 5, 6), 0.3)), torch.full((1, 2, 5, 6), 0.3))
+    # padding: the convolution's own, reflected, around the filtered map
+    assert LowPass(2, padding=1)(board).shape == (1, 2, 12, 14)
+
+
+def test_antialias_filters_before_each_strided_convolution_and_upsamples_bilinearly():
+    net = small_net(antialias=True)
+    strided = [block for block in net.encoder if block[1].stride == (2, 2)]
+    assert len(strided) == 2 and all(isinstance(block[0], LowPass) for block in strided)
+    upsamples = [m for m in net.modules() if isinstance(m, nn.Upsample)]
+    assert [(m.scale_factor, m.mode) for m in upsamples] == [(2.0, "bilinear")] * 2
+    assert sum(isinstance(m, LowPass) for m in net.modules()) == 2
+
+
+def test_an_antialiased_network_has_the_plain_ones_parameters_so_it_can_start_from_one():
+    plain, smooth = small_net(), small_net(antialias=True)
+    assert {k: v.shape for k, v in smooth.state_dict().items()} == {
+        k: v.shape for k, v in plain.state_dict().items()
+    }
+    smooth.load_state_dict(plain.state_dict())  # what model.init= does
+
+
+def shift_error(net: TransformerNet, photo: torch.Tensor, shift: int) -> float:
+    """How far the output of a window moved right by ``shift`` px is from the output of
+    the unmoved window, moved: the mean absolute difference away from the borders."""
+    size, border = 64, 12
+    with torch.no_grad():
+        still = net(photo[..., :size, :size])
+        moved = net(photo[..., :size, shift : shift + size])
+    inner = slice(border, size - border)
+    return (
+        (
+            moved[..., inner, border : size - border - 8]
+            - still[..., inner, border + shift : size - border - 8 + shift]
+        )
+        .abs()
+        .mean()
+        .item()
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_antialiased_network_follows_a_photo_moved_by_less_than_its_stride(seed):
+    # The plain network re-draws its output on its 4 px grid: a photo moved by 1 or 2 px
+    # gives a different picture, one moved by 4 px the same one moved. With the same
+    # weights, the anti-aliased network's output moves with the photo far more closely.
+    torch.manual_seed(seed)
+    plain = small_net().eval()
+    smooth = small_net(antialias=True).eval()
+    smooth.load_state_dict(plain.state_dict())
+    photo = nn.functional.interpolate(torch.rand(1, 3, 20, 24), size=(64, 80), mode="bicubic")
+    photo = photo.clamp(0, 1)
+    for shift in (1, 2):
+        assert shift_error(smooth, photo, shift) < 0.5 * shift_error(plain, photo, shift)
+    assert shift_error(plain, photo, 4) < 0.5 * shift_error(plain, photo, 1)
 
 
 @pytest.mark.slow  # minutes of compilation on a small CPU

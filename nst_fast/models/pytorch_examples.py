@@ -63,6 +63,7 @@ def example_config(state: dict) -> TransformerConfig:
         norm="instance",
         output="linear",
         norm_scope="all",
+        antialias=False,
     )
 
 

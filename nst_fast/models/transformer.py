@@ -47,6 +47,10 @@ class TransformerConfig:
     # "all": a norm after every convolution but the last (Johnson et al.);
     # "residual": none in the upsampling decoder; "encoder": only in the encoder.
     norm_scope: str
+    # True: a low-pass filter before each strided convolution (Zhang 2019) and bilinear
+    # instead of nearest upsampling, so that a photo moved by less than the total stride
+    # gives an output moved with it instead of strokes re-drawn on the stride's grid.
+    antialias: bool
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,8 +143,31 @@ def takes_style(layer: nn.Module) -> bool:
     return getattr(layer, "takes_style", False)
 
 
+class LowPass(nn.Module):
+    """Reflection padding by ``padding`` of a map low-passed by the binomial filter
+    [1, 2, 1] x [1, 2, 1] / 16 on each channel: the padding of a strided convolution that
+    first removes what the stride would fold back as aliases (Zhang 2019, "Making
+    Convolutional Networks Shift-Invariant Again"). It stands where the padding stands, so
+    the convolution keeps its parameter names."""
+
+    def __init__(self, channels: int, padding: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (taps[:, None] * taps[None, :]) / 16
+        # Not a parameter and not saved: a fixed part of the architecture.
+        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).clone(), persistent=False)
+        self.pad = nn.ReflectionPad2d(padding + 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = self.kernel.to(x.dtype)
+        return nn.functional.conv2d(self.pad(x), kernel, groups=x.shape[1])
+
+
 class ConvBlock(StyledSequential):
-    """[nearest x2 upsampling,] reflection pad, convolution, [norm,] [ReLU]."""
+    """[x2 upsampling,] reflection pad, convolution, [norm,] [ReLU].
+
+    ``antialias``: bilinear upsampling instead of nearest, and a strided convolution's
+    padding a ``LowPass``."""
 
     def __init__(
         self,
@@ -152,10 +179,15 @@ class ConvBlock(StyledSequential):
         relu: bool = True,
         upsample: bool = False,
         styles: int = 1,
+        antialias: bool = False,
     ) -> None:
-        layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")] if upsample else []
+        layers: list[nn.Module] = []
+        if upsample:
+            mode = "bilinear" if antialias else "nearest"
+            layers.append(nn.Upsample(scale_factor=2, mode=mode))
+        pad = kernel_size // 2
         layers += [
-            nn.ReflectionPad2d(kernel_size // 2),
+            LowPass(in_channels, pad) if antialias and stride > 1 else nn.ReflectionPad2d(pad),
             nn.Conv2d(in_channels, out_channels, kernel_size, stride),
             *norm_layer(norm, out_channels, styles),
         ]
@@ -197,19 +229,22 @@ class TransformerNet(nn.Module):
         if styles < 1 or (styles > 1 and config.norm != "instance"):
             raise ConfigError(f"{styles} styles: need 1 or more, and model.norm=instance for 2+")
         self.config, self.styles = config, styles
-        ch, norm = list(config.channels), config.norm
+        ch, norm, aa = list(config.channels), config.norm, config.antialias
         residual_norm = None if config.norm_scope == "encoder" else norm
         decoder_norm = norm if config.norm_scope == "all" else None
         self.encoder = StyledSequential(
             ConvBlock(3, ch[0], 9, norm=norm, styles=styles),
-            *(ConvBlock(a, b, 3, stride=2, norm=norm, styles=styles) for a, b in pairwise(ch)),
+            *(
+                ConvBlock(a, b, 3, stride=2, norm=norm, styles=styles, antialias=aa)
+                for a, b in pairwise(ch)
+            ),
         )
         self.residuals = StyledSequential(
             *(ResidualBlock(ch[-1], residual_norm, styles) for _ in range(config.residual_blocks))
         )
         self.decoder = StyledSequential(
             *(
-                ConvBlock(a, b, 3, norm=decoder_norm, upsample=True, styles=styles)
+                ConvBlock(a, b, 3, norm=decoder_norm, upsample=True, styles=styles, antialias=aa)
                 for a, b in pairwise(ch[::-1])
             ),
             ConvBlock(ch[0], 3, 9, norm=None, relu=False),
