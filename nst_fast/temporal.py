@@ -181,3 +181,21 @@ def temporal_errors(
             floors.append(warping_error(clip.frames, clip))
         figures[name] = (sum(errors) / len(errors), sum(floors) / len(floors))
     return figures
+
+
+def shift_error(
+    stylize: Callable[[torch.Tensor], torch.Tensor], photo: torch.Tensor, shift: int, size: int
+) -> float:
+    """How far a network is from moving its output with the photo: the mean absolute
+    difference, in grey levels, between the stylized ``size`` px window of ``photo``
+    (3, H, W) moved ``shift`` px to the right and the stylized unmoved window, moved;
+    away from the borders, where padding differs. A network with a total stride of 4 that
+    re-draws its output on its grid scores near 0 at 4 and far more at 1 to 3."""
+    if photo.shape[-1] < size + shift or photo.shape[-2] < size:
+        raise ValueError(f"a {tuple(photo.shape[-2:])} photo has no {size} px window moved {shift}")
+    border = max(4, size // 8)
+    windows = torch.stack([photo[:, :size, :size], photo[:, :size, shift : shift + size]])
+    still, moved = stylize(windows).float()
+    inner = slice(border, size - border)
+    kept = moved[:, inner, border : size - border - shift]
+    return 255 * float((kept - still[:, inner, border + shift : size - border]).abs().mean())

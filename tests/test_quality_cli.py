@@ -18,8 +18,8 @@ from nst_fast.models.transformer import TransformerNet, default_transformer_conf
 from .conftest import FULL_SIZE_STYLE, make_photo
 
 
-def load_script(name: str):
-    path = Path(__file__).resolve().parents[1] / "scripts" / "pages" / f"{name}.py"
+def load_script(name: str, folder: str = "pages"):
+    path = Path(__file__).resolve().parents[1] / "scripts" / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(name, module)  # dataclasses look their module up

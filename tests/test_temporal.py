@@ -8,11 +8,21 @@ import torch
 from nst_fast.evaluate import evaluate_model
 from nst_fast.export import save_model
 from nst_fast.fast.norm import SteadyStatistics
+from nst_fast.images import save_image
 from nst_fast.inference import stylize_frames
-from nst_fast.temporal import MOTIONS, Motion, known_motion_clip, temporal_errors, warping_error
+from nst_fast.models.transformer import transformer_net
+from nst_fast.temporal import (
+    MOTIONS,
+    Motion,
+    known_motion_clip,
+    shift_error,
+    temporal_errors,
+    warping_error,
+)
 
 from .conftest import make_photo
 from .test_fast import small_net
+from .test_quality_cli import load_script
 
 PHOTO = make_photo((120, 150), 5)
 
@@ -67,6 +77,42 @@ def test_a_network_that_flickers_scores_above_the_floor_and_a_steady_one_on_it()
 def test_a_motion_that_would_leave_the_photo_is_refused():
     with pytest.raises(ValueError, match="leaves the photo"):
         known_motion_clip(PHOTO, Motion(shift=(80.0, 0.0)), frames=8, size=64)
+
+
+def test_the_shift_error_is_zero_for_a_pixelwise_map_and_shows_a_4_px_grid():
+    photo = make_photo((48, 64), 0)
+    assert shift_error(lambda x: 1 - x, photo, 3, size=40) == pytest.approx(0, abs=1e-4)
+
+    def grid_of_4(x: torch.Tensor) -> torch.Tensor:  # redraws the image on 4 px blocks
+        blocks = torch.nn.functional.avg_pool2d(x, 4)
+        return torch.nn.functional.interpolate(blocks, scale_factor=4, mode="nearest")
+
+    assert shift_error(grid_of_4, photo, 4, size=40) == pytest.approx(0, abs=1e-4)
+    assert shift_error(grid_of_4, photo, 1, size=40) > 1  # grey levels
+
+
+def test_a_shift_the_photo_has_no_room_for_is_refused():
+    with pytest.raises(ValueError, match="moved 8"):
+        shift_error(lambda x: x, torch.rand(3, 40, 44), 8, size=40)
+
+
+def test_the_shift_probe_tables_each_models_error_by_shift(tmp_path, capsys):
+    torch.manual_seed(0)
+    net = transformer_net(channels=[8, 16, 32], residual_blocks=1)
+    model = save_model(net, tmp_path / "model.pt", style="s", step=1)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(2):  # textured: a plain network's grid shows on texture
+        texture = torch.nn.functional.interpolate(
+            torch.rand(1, 3, 20, 24), size=(80, 90), mode="bicubic"
+        )
+        save_image(texture[0].clamp(0, 1), photos / f"{seed}.png")
+    argv = [str(model), "--content", str(photos), "--size", "64", "--shifts", "1", "4"]
+    assert load_script("shift_error", "probes").main(argv) == 0
+    header, _, row = capsys.readouterr().out.strip().splitlines()
+    assert header == "| model | 1 px | 4 px |"
+    one, four = (float(cell) for cell in row.strip("| ").split(" | ")[1:])
+    assert four < one  # a plain network re-draws on its 4 px grid
 
 
 def test_evaluate_temporal_adds_the_warping_error_and_its_floor_to_the_table(
