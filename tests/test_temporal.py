@@ -161,6 +161,9 @@ def test_steady_statistics_on_a_static_clip_give_the_per_frame_images():
     still = make_photo((40, 48), 9)
     frames = still.expand(4, -1, -1, -1)
     per_frame = stylize_frames(net, frames)
-    torch.testing.assert_close(stylize_frames(net, frames, momentum=0.9), per_frame)
+    # The moving average of equal statistics equals them up to rounding, which depends on
+    # how many threads reduce them: a float32 tolerance a little above the default.
+    steady = stylize_frames(net, frames, momentum=0.9)
+    torch.testing.assert_close(steady, per_frame, atol=1e-4, rtol=1e-4)
     moving = known_motion_clip(PHOTO, MOTIONS["pan"], frames=4, size=48).frames
     assert not torch.equal(stylize_frames(net, moving, 0.9), stylize_frames(net, moving))
