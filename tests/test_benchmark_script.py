@@ -22,6 +22,7 @@ from benchmark_parts.paths import LATEST_MD  # noqa: E402
 from benchmark_parts.report import Row, cpu_name, markdown_section, print_table, write_markdown  # noqa: E402
 from benchmark_parts.run import Run, command_line, header_lines  # noqa: E402
 from benchmark_parts.setups import Setup, setup_from_spec, setup_spec, setups  # noqa: E402
+from benchmark_parts.stylizing import make_transformer  # noqa: E402
 from benchmark_parts.training import make_module, random_photos, train_step_fn  # noqa: E402
 
 
@@ -43,6 +44,16 @@ def test_the_style_pyramid_option_reaches_the_setup_and_its_children() -> None:
     assert setup_from_spec(setup_spec(setup)) == setup
     module, _ = make_module(setup, "random")
     assert module.criteria[0].style_scales == {1.0: 1.0, 2.0: 1.0}
+
+
+def test_the_antialias_option_reaches_the_trained_and_the_stylized_network() -> None:
+    [setup] = setups(benchmark.parse_args(["--device", "cpu", "--antialias"]))
+    assert setup.antialias and "anti-aliased network" in setup.describe()
+    assert setup_from_spec(setup_spec(setup)) == setup
+    module, _ = make_module(setup, "random")
+    assert module.transformer.config.antialias
+    assert make_transformer(setup).config.antialias
+    assert benchmark.markdown_path(benchmark.parse_args(["--antialias"])) is None
 
 
 def test_the_pyramid_counts_its_smaller_vgg_passes_in_the_work_of_a_step() -> None:

@@ -102,6 +102,9 @@ def add_figure_options(p: argparse.ArgumentParser) -> None:
         "--stability", action="store_true", help="train with the video stability terms on"
     )
     p.add_argument(
+        "--antialias", action="store_true", help="the anti-aliased network (model.antialias)"
+    )
+    p.add_argument(
         "--style-scales",
         type=float,
         nargs="+",
@@ -189,7 +192,13 @@ def markdown_path(args: argparse.Namespace) -> Path | None:
                 "run without --quick, or --write-md another path"
             )
         return args.write_md
-    variant = args.plain or args.styles > 1 or args.stability or args.style_scales != [1]
+    variant = (
+        args.plain
+        or args.styles > 1
+        or args.stability
+        or args.antialias
+        or args.style_scales != [1]
+    )
     if args.quick or variant or args.no_write_md:
         return None
     return LATEST_MD

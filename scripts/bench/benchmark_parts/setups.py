@@ -30,6 +30,7 @@ class Setup:
     fast: bool = True
     styles: int = 1  # a network of several styles (conditional instance norm) when > 1
     stability: bool = False  # training with both video stability terms on
+    antialias: bool = False  # the anti-aliased network (model.antialias=true)
     style_scales: tuple[float, ...] = (1,)  # loss.style_scales: the style pyramid's sizes
 
     def describe(self) -> str:
@@ -45,6 +46,8 @@ class Setup:
             parts.append(f"{self.styles} styles")
         if self.stability:
             parts.append("stability terms on")
+        if self.antialias:
+            parts.append("anti-aliased network")
         if self.style_scales != (1,):
             parts.append("style scales " + ",".join(f"{f:g}" for f in self.style_scales))
         return ", ".join(parts)
@@ -85,6 +88,7 @@ def setups(args: argparse.Namespace) -> list[Setup]:
         "fast": fast,
         "styles": args.styles,
         "stability": args.stability,
+        "antialias": args.antialias,
         "style_scales": tuple(args.style_scales),
     }
     if args.device in ("auto", "cpu") or (args.device == "all"):

@@ -14,9 +14,10 @@ from nst_fast.inference import stylize
 from nst_fast.models.transformer import TransformerConfig, TransformerNet
 
 
-def plain_transformer() -> TransformerNet:
-    """The transform network ``nst-fast train`` builds, untrained, on the CPU."""
-    (model,) = config_groups(project_config("random"), "model")
+def plain_transformer(antialias: bool = False) -> TransformerNet:
+    """The transform network ``nst-fast train`` builds, untrained, on the CPU; with
+    ``antialias``, as ``model.antialias=true`` builds it."""
+    (model,) = config_groups(project_config("random", f"model.antialias={antialias}"), "model")
     return TransformerNet(TransformerConfig.of(model))
 
 
@@ -24,7 +25,7 @@ def make_transformer(setup: Setup) -> torch.nn.Module:
     """The network to stylize with; ``stylize`` itself picks the layout and, with
     ``fast``, swaps nst_fast.fast's modules in, as ``nst-fast stylize`` runs it. For a
     network of several styles, one of them, as ``nst-fast stylize --style`` runs it."""
-    net = plain_transformer()
+    net = plain_transformer(setup.antialias)
     if setup.styles > 1:
         several = TransformerNet(net.config, setup.styles)
         net = several.single_style(torch.eye(setup.styles)[0])

@@ -32,6 +32,7 @@ def make_module(setup: Setup, weights: str) -> tuple[StyleTransferModule, torch.
         f"fast={setup.fast}",
         *style_list(setup.styles),
         *(STABILITY_ON if setup.stability else ()),
+        f"model.antialias={setup.antialias}",
         *pyramid(setup.style_scales),
     )
     module = StyleTransferModule.from_config(cfg)
