@@ -285,8 +285,8 @@ def test_video_report_tables_each_model_with_and_without_steady_statistics_and_d
     assert video_report([*argv, "loss.weights=random"]) == 0
     page = (out / "README.md").read_text()
     terms = "temporal 1000 from step 4, ramped over 2"
-    assert f"| tiny | 9 | {terms} | per frame |" in page
-    assert f"| tiny | 9 | {terms} | steady statistics (0.9) |" in page
+    assert f"| tiny | 9 | plain | {terms} | per frame |" in page
+    assert f"| tiny | 9 | plain | {terms} | steady statistics (0.9) |" in page
     assert "| content loss | style loss | style 1/2 | style 1/4 | total loss |" in page
     assert "![tiny, per frame](strip_tiny_per_frame.jpg)" in page
     assert (out / "strip_tiny_steady.jpg").is_file()

@@ -96,7 +96,8 @@ def evaluate(name: str, model: Path, out: Path, args: argparse.Namespace) -> lis
     video = [c for c in rows[0] if c.startswith("video")]
     body = []
     for remedy, row in zip(REMEDIES, rows, strict=True):
-        cells = [name, str(info.step), stability_text(info.extra), remedy]
+        network = "anti-aliased" if info.arch.get("antialias") else "plain"
+        cells = [name, str(info.step), network, stability_text(info.extra), remedy]
         cells += [row["temporal"], row["temporal floor"], *(row[c] for c in video)]
         cells += [row.get(c, "-") for c in ("content loss", "style loss", *COARSE, "total loss")]
         body.append(cells)
@@ -168,8 +169,9 @@ def clip_text(args: argparse.Namespace) -> list[str]:
 
 def write_page(body: list[list[str]], lines: list[str], models: dict, out: Path, args) -> Path:
     video = [f"{c} (estimated flow)" for c in ("video", "video floor")] if args.clip else []
-    header = ["model", "steps", "stability terms", "stylizing", "temporal", "temporal floor",
-              *video, "content loss", "style loss", *COARSE, "total loss"]  # fmt: skip
+    header = ["model", "steps", "network", "stability terms", "stylizing", "temporal",
+              "temporal floor", *video, "content loss", "style loss", *COARSE,
+              "total loss"]  # fmt: skip
     page = [
         "# Video: flicker with and without its remedies",
         "",
@@ -180,7 +182,8 @@ def write_page(body: list[list[str]], lines: list[str], models: dict, out: Path,
         "noise), in grey levels, lower is steadier; floor: the same for the input clips. "
         "Losses as `nst-fast evaluate` gives them (lower is better; style 1/2 and 1/4: the "
         "style term with the output and the painting shrunk 2x and 4x, where the large shapes "
-        "show): stability must not be bought by erasing the style.",
+        "show): stability must not be bought by erasing the style. network: anti-aliased "
+        "(`model.antialias=true`, which `stability=video` sets) or plain.",
         *clip_text(args),
         "",
         *markdown_table(header, body),
