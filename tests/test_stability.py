@@ -195,6 +195,13 @@ def test_the_terms_are_off_by_default_and_the_video_preset_turns_both_on_after_a
     assert tuned.noise == 0.05 and tuned.temporal_weight == preset.weights["temporal"]
 
 
+def test_the_video_preset_trains_an_antialiased_network_unless_told_otherwise():
+    assert compose([]).model.antialias is False
+    assert compose(["stability=video"]).model.antialias is True
+    plain = compose(["stability=video", "model.antialias=false"])
+    assert plain.model.antialias is False and plain.stability.temporal_weight > 0
+
+
 @pytest.mark.slow
 def test_the_video_preset_trains_a_run_that_logs_the_terms_from_the_schedules_start(
     photo_folder, style_file, tmp_path
