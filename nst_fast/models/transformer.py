@@ -182,9 +182,10 @@ class ConvBlock(StyledSequential):
         antialias: bool = False,
     ) -> None:
         layers: list[nn.Module] = []
-        if upsample:
-            mode = "bilinear" if antialias else "nearest"
-            layers.append(nn.Upsample(scale_factor=2, mode=mode))
+        if antialias and upsample:  # pixel centres kept: each new pixel 3:1 of its nearest two
+            layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+        elif upsample:
+            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
         pad = kernel_size // 2
         layers += [
             LowPass(in_channels, pad) if antialias and stride > 1 else nn.ReflectionPad2d(pad),
