@@ -43,6 +43,14 @@ def make_photo(size: tuple[int, int], seed: int) -> torch.Tensor:
     return image.clamp(0, 1)
 
 
+def make_texture(size: tuple[int, int], seed: int) -> torch.Tensor:
+    """Smooth noise with detail at every few pixels: where a network that re-draws its
+    output on its stride's grid shows it (``make_photo`` is too smooth for that)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, size[0] // 4, size[1] // 4, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=size, mode="bicubic")[0].clamp(0, 1)
+
+
 @pytest.fixture
 def photo_folder(tmp_path: Path) -> Path:
     """Eight small photos in a COCO-like folder (JPEG and PNG, different sizes)."""

@@ -20,7 +20,7 @@ from nst_fast.temporal import (
     warping_error,
 )
 
-from .conftest import make_photo
+from .conftest import make_photo, make_texture
 from .test_fast import small_net
 from .test_quality_cli import load_script
 
@@ -102,11 +102,8 @@ def test_the_shift_probe_tables_each_models_error_by_shift(tmp_path, capsys):
     model = save_model(net, tmp_path / "model.pt", style="s", step=1)
     photos = tmp_path / "photos"
     photos.mkdir()
-    for seed in range(2):  # textured: a plain network's grid shows on texture
-        texture = torch.nn.functional.interpolate(
-            torch.rand(1, 3, 20, 24), size=(80, 90), mode="bicubic"
-        )
-        save_image(texture[0].clamp(0, 1), photos / f"{seed}.png")
+    for seed in range(2):
+        save_image(make_texture((80, 90), seed), photos / f"{seed}.png")
     argv = [str(model), "--content", str(photos), "--size", "64", "--shifts", "1", "4"]
     assert load_script("shift_error", "probes").main(argv) == 0
     header, _, row = capsys.readouterr().out.strip().splitlines()
