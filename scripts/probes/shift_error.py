@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
 from nst_fast.errors import NstFastError  # noqa: E402
+from nst_fast.evaluate import markdown_table  # noqa: E402
 from nst_fast.images import list_images, read_square  # noqa: E402
 from nst_fast.model_loading import load_for_inference  # noqa: E402
 from nst_fast.temporal import shift_error  # noqa: E402
@@ -41,16 +42,17 @@ def main(argv: list[str] | None = None) -> int:
         photos = [read_square(p, largest) for p in list_images(args.content)[: args.limit]]
         if not photos:
             raise NstFastError(f"--content {args.content}: no photos there")
-        print("| model | " + " | ".join(f"{s} px" for s in args.shifts) + " |")
-        print("| --- |" + " --- |" * len(args.shifts))
-        for path in args.models:
+        header = ["model", *(f"{s} px" for s in args.shifts)]
+        print("\n".join(markdown_table(header, [])))
+        for path in args.models:  # a row as each model is done, kept if a later one fails
             model = load_for_inference(path, torch.device("cpu"), torch.float32, fast=False)
             with torch.no_grad():
                 cells = [
                     sum(shift_error(model.run, p, s, args.size) for p in photos) / len(photos)
                     for s in args.shifts
                 ]
-            print(f"| {path} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+            row = [str(path), *(f"{c:.2f}" for c in cells)]
+            print(markdown_table(header, [row])[-1])
     except NstFastError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
