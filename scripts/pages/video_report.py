@@ -94,9 +94,9 @@ def evaluate(name: str, model: Path, out: Path, args: argparse.Namespace) -> lis
     with open(out / name / "table.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     video = [c for c in rows[0] if c.startswith("video")]
+    network = "anti-aliased" if info.arch["antialias"] else "plain"
     body = []
     for remedy, row in zip(REMEDIES, rows, strict=True):
-        network = "anti-aliased" if info.arch.get("antialias") else "plain"
         cells = [name, str(info.step), network, stability_text(info.extra), remedy]
         cells += [row["temporal"], row["temporal floor"], *(row[c] for c in video)]
         cells += [row.get(c, "-") for c in ("content loss", "style loss", *COARSE, "total loss")]
