@@ -206,8 +206,7 @@ def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
     layers += [name for name in names if name.startswith("style@") and name.count("/") == 2]
     temporal = [name for name in names if name.startswith(("temporal", "video"))]
     header = ["method", "content loss", "style loss", "total loss", "seconds/photo", "grid"]
-    header += [name.replace("@", " ") for name in scales]
-    header += [column_name(name) for name in layers] + temporal
+    header += [column_name(name) for name in scales + layers] + temporal
     body = []
     for row in rows:
         m = row.means()
@@ -251,10 +250,11 @@ def write_table(rows: list[Row], out_dir: Path, n_photos: int) -> None:
 
 
 def column_name(term: str) -> str:
-    """The table's column of a per-layer style term: 'style/relu1_2' -> 'style relu1_2',
-    'style@1/2/relu1_2' -> 'style 1/2 relu1_2'."""
-    scale, _, layer = term.rpartition("/")
-    return f"{scale.replace('@', ' ')} {layer}"
+    """The table's column of a style term: 'style@1/2' -> 'style 1/2', per layer
+    'style/relu1_2' -> 'style relu1_2' and 'style@1/2/relu1_2' -> 'style 1/2 relu1_2'."""
+    name = term.replace("@", " ")
+    head, _, last = name.rpartition("/")
+    return f"{head} {last}" if head and not last.isdigit() else name
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from nst_fast.cli import main
-from nst_fast.evaluate import grid_strength
+from nst_fast.evaluate import column_name, grid_strength
 from nst_fast.export import save_model
 from nst_fast.images import read_image, save_image
 from nst_fast.models.transformer import TransformerNet, default_transformer_config, transformer_net
@@ -147,6 +147,13 @@ def test_grid_strength_finds_a_faint_period_4_grid_that_random_detail_lacks():
     assert grid_strength(photo + 0.02 * grid) > 0.1
     # A batch of one scores as the image does.
     assert grid_strength(photo[None]) == pytest.approx(grid_strength(photo))
+
+
+def test_the_table_names_style_terms_by_scale_and_layer_with_spaces():
+    assert column_name("style@1/2") == "style 1/2"
+    assert column_name("style@1/4") == "style 1/4"
+    assert column_name("style/relu1_2") == "style relu1_2"
+    assert column_name("style@1/2/relu3_3") == "style 1/2 relu3_3"
 
 
 def test_evaluate_with_iterations_none_scores_the_network_alone(tmp_path):

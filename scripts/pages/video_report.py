@@ -34,6 +34,7 @@ from nst_fast.errors import NstFastError  # noqa: E402
 from nst_fast.evaluate import (  # noqa: E402
     VIDEO_FRAMES,
     YARDSTICK_SCALES,
+    column_name,
     evaluate_model,
     load_photos,
     markdown_table,
@@ -65,7 +66,7 @@ GIF_SIZE = 128
 HEAT = 8.0
 # The style error with the output and the painting both shrunk, as evaluate's table names
 # its columns: where stability bought by washing out the strokes' large shapes would show.
-COARSE = tuple(scale_name(factor).replace("@", " ") for factor in YARDSTICK_SCALES)
+COARSE = tuple(column_name(scale_name(factor)) for factor in YARDSTICK_SCALES)
 REMEDIES = {"per frame": None, f"steady statistics ({STEADY_MOMENTUM})": STEADY_MOMENTUM}
 
 
