@@ -17,7 +17,7 @@ spec.loader.exec_module(benchmark)
 
 # The parts the script puts on sys.path, each figure's code at its home.
 from benchmark_parts import paths as shared  # noqa: E402
-from benchmark_parts.flops import Peaks, training_flops_per_image  # noqa: E402
+from benchmark_parts.flops import Peaks, stylize_flops, training_flops_per_image  # noqa: E402
 from benchmark_parts.paths import LATEST_MD  # noqa: E402
 from benchmark_parts.report import Row, cpu_name, markdown_section, print_table, write_markdown  # noqa: E402
 from benchmark_parts.run import Run, command_line, header_lines  # noqa: E402
@@ -61,6 +61,16 @@ def test_the_pyramid_counts_its_smaller_vgg_passes_in_the_work_of_a_step() -> No
     pyramid = training_flops_per_image(64, reference=False, style_scales=(1, 2, 4))
     # VGG up to relu4_3 again on a quarter and a sixteenth of the pixels, backward included
     assert single < pyramid < 1.5 * single
+
+
+def test_the_anti_aliased_networks_work_counts_its_filters() -> None:
+    # Fixed depthwise filters beside the convolutions: more work, but not much more.
+    for count in (
+        lambda aa: stylize_flops(64, aa),
+        lambda aa: training_flops_per_image(64, False, antialias=aa),
+    ):
+        plain, smooth = count(False), count(True)
+        assert plain < smooth < 1.05 * plain
 
 
 @pytest.mark.parametrize(

@@ -32,17 +32,18 @@ COUNT_SIZE = 64
 
 
 def training_flops_per_image(
-    size: int, reference: bool, style_scales: tuple[float, ...] = (1,)
+    size: int, reference: bool, style_scales: tuple[float, ...] = (1,), antialias: bool = False
 ) -> float:
     """FLOPs of one training image (CPU, plain modules, counted at 64 px and scaled).
 
     The project's step computes the photo's VGG features only up to the content layer;
     the reference's (pytorch/examples) runs the photo through VGG up to relu4_3 as well:
     its count is the same step with that one difference. ``style_scales``: the project's
-    style pyramid (the reference has none).
+    style pyramid (the reference has none). ``antialias``: the project's anti-aliased
+    network (its filters' work counted too).
     """
     loss, style = config_groups(project_config("random", *pyramid(style_scales)), "loss", "style")
-    net = plain_transformer()
+    net = plain_transformer(antialias)
     criterion = build_criterion(loss, style, net.multiple)
     network: LossNetwork = criterion.network
     photo = torch.rand(1, 3, COUNT_SIZE, COUNT_SIZE)
@@ -59,8 +60,8 @@ def training_flops_per_image(
     return flops * (size / COUNT_SIZE) ** 2
 
 
-def stylize_flops(size: int) -> float:
-    net = plain_transformer()
+def stylize_flops(size: int, antialias: bool = False) -> float:
+    net = plain_transformer(antialias)
     with torch.no_grad():
         flops = count_flops(lambda: net(torch.rand(1, 3, COUNT_SIZE, COUNT_SIZE)))
     return flops * (size / COUNT_SIZE) ** 2
@@ -119,9 +120,11 @@ def remeasure_peaks(setup: Setup, before: Peaks, n: int = 2048) -> Peaks:
 def count_work(args: argparse.Namespace) -> Work:
     scales = tuple(args.style_scales)
     work = Work(
-        training_flops_per_image(args.size, reference=False, style_scales=scales),
+        training_flops_per_image(
+            args.size, reference=False, style_scales=scales, antialias=args.antialias
+        ),
         training_flops_per_image(args.size, reference=True),
-        {size: stylize_flops(size) for size in args.stylize_sizes},
+        {size: stylize_flops(size, args.antialias) for size in args.stylize_sizes},
     )
     print(
         f"  work: {work.train / 1e9:.0f} GFLOP per training image at {args.size} px "
