@@ -118,7 +118,7 @@ def randomize_norms(net: nn.Module) -> nn.Module:
 
 
 def small_net(
-    norm_scope: str = "residual", output: str = "tanh", antialias: bool = False
+    norm_scope: str = "residual", output: str = "tanh", antialias: bool = False, taps: int = 3
 ) -> nn.Module:
     """A network as ``nst-fast train model.channels=[8,16,32] model.residual_blocks=1``
     builds it (the trained defaults), norms randomized."""
@@ -129,6 +129,7 @@ def small_net(
         norm_scope=norm_scope,
         output=output,
         antialias=antialias,
+        antialias_taps=taps,
     )
     return randomize_norms(net)
 
@@ -449,21 +450,22 @@ def test_the_accelerated_training_twin_equals_the_plain_network_in_value_and_gra
     assert_twin_equals_the_plain_network(twin, net, x)
 
 
+@pytest.mark.parametrize("taps", [3, 5])
 @pytest.mark.parametrize("memory_format", LAYOUTS)
 def test_the_accelerated_twin_of_an_antialiased_network_equals_it_in_value_and_gradients(
-    memory_format,
+    memory_format, taps
 ):
-    # Its bilinear upsampling is not the phase convolution's nearest one: left plain.
-    net = small_net(antialias=True).to(memory_format=memory_format)
+    # Its smooth upsampling is not the phase convolution's nearest one: left plain.
+    net = small_net(antialias=True, taps=taps).to(memory_format=memory_format)
     twin = accelerate(share_parameters(net), "training", CPU)
     assert not any(isinstance(m, PhaseUpsampleConv) for m in twin.modules())
     x = torch.rand(2, 3, 32, 32).contiguous(memory_format=memory_format)
     assert_twin_equals_the_plain_network(twin, net, x)
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 45, 61)])
-def test_the_accelerated_inference_copy_of_an_antialiased_network_equals_it(shape):
-    net = small_net(antialias=True, output="linear").eval()
+@pytest.mark.parametrize(("shape", "taps"), [((1, 3, 64, 64), 3), ((2, 3, 45, 61), 5)])
+def test_the_accelerated_inference_copy_of_an_antialiased_network_equals_it(shape, taps):
+    net = small_net(antialias=True, output="linear", taps=taps).eval()
     torch.manual_seed(1)
     image = torch.rand(shape)
     fast = accelerate(copy.deepcopy(net), "inference", CPU)

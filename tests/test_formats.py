@@ -51,14 +51,17 @@ def test_onnx_has_dynamic_height_and_width_and_matches_eager(model, tmp_path, si
     assert loaded.channels == [8, 16, 32]
 
 
+@pytest.mark.parametrize("taps", [3, 5])
 @pytest.mark.parametrize("export", [export_torchscript, export_onnx])
-def test_an_antialiased_network_exports_and_matches_eager(tmp_path, export):
-    # Its low-pass filters and bilinear upsampling, at a size that is not a multiple of 4.
+def test_an_antialiased_network_exports_and_matches_eager(tmp_path, export, taps):
+    # Its low-pass filters and smooth upsampling, at a size that is not a multiple of 4.
     if export is export_onnx:
         pytest.importorskip("onnx")
         pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    net = transformer_net(channels=(8, 16, 32), residual_blocks=1, antialias=True)
+    net = transformer_net(
+        channels=(8, 16, 32), residual_blocks=1, antialias=True, antialias_taps=taps
+    )
     net, info = load_model(save_model(net, tmp_path / "model.pt", style="smooth", step=1))
     name = "model.onnx" if export is export_onnx else "model.ts"
     loaded = load_for_inference(export(net, info, tmp_path / name), CPU, torch.float32)

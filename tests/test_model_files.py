@@ -197,7 +197,7 @@ def test_exported_files_with_non_finite_weights_write_no_black_image(tmp_path, p
 def test_a_file_of_an_earlier_version_gets_the_fields_it_does_not_record(tmp_path):
     """Before the output, norm-scope and anti-aliasing choices, networks had a linear
     output, norms everywhere, plain strided convolutions and nearest upsampling; such a
-    file records none of the three."""
+    file records none of the four."""
     config = TransformerConfig(
         channels=[4, 8],
         residual_blocks=1,
@@ -205,12 +205,13 @@ def test_a_file_of_an_earlier_version_gets_the_fields_it_does_not_record(tmp_pat
         output="linear",
         norm_scope="all",
         antialias=False,
+        antialias_taps=3,
     )
     torch.manual_seed(0)
     net = TransformerNet(config)
     path = save_model(net, tmp_path / "old.pt", style="old", step=1)
     payload = torch.load(path, weights_only=True)
-    for key in ("output", "norm_scope", "antialias"):
+    for key in ("output", "norm_scope", "antialias", "antialias_taps"):
         del payload["arch"][key]
     torch.save(payload, path)
     loaded, info = load_model(path)

@@ -183,6 +183,7 @@ def test_exported_model_loads_without_hydra_and_stylizes(trained):
         "output": "tanh",
         "norm_scope": "residual",
         "antialias": False,
+        "antialias_taps": 3,
     }
     assert net(torch.rand(1, 3, 21, 19)).shape == (1, 3, 21, 19)
     payload = torch.load(trained[2] / "model.pt", weights_only=True)

@@ -12,6 +12,7 @@ from torch import nn
 from nst_fast.models.transformer import (
     ConditionalInstanceNorm2d,
     LowPass,
+    SmoothUpsample,
     TransformerConfig,
     TransformerNet,
     default_transformer_config,
@@ -199,6 +200,16 @@ def test_models_saved_before_anti_aliasing_load_with_plain_strides_and_nearest_u
     assert not any(isinstance(m, LowPass) for m in loaded.modules())
 
 
+def test_antialiased_models_saved_before_the_filter_choice_load_with_three_taps(tmp_path):
+    # The first anti-aliased networks: the [1, 2, 1] filter and plain bilinear upsampling.
+    net = small_net(antialias=True, antialias_taps=3)
+    loaded, info = load_as_written_before(net, "antialias_taps", tmp_path)
+    assert info.arch["antialias_taps"] == 3
+    assert [m.kernel.shape[-1] for m in loaded.modules() if isinstance(m, LowPass)] == [3, 3]
+    x = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(loaded(x), net.eval()(x))
+
+
 # --- anti-aliasing (model.antialias) ----------------------------------------------------
 
 
@@ -213,13 +224,43 @@ def test_the_low_pass_flattens_a_checkerboard_and_keeps_a_flat_map():
     assert LowPass(2, padding=1)(board).shape == (1, 2, 12, 14)
 
 
-def test_antialias_filters_before_each_strided_convolution_and_upsamples_bilinearly():
-    net = small_net(antialias=True)
+def test_the_five_tap_low_pass_flattens_a_checkerboard_and_keeps_a_flat_map():
+    ys, xs = torch.meshgrid(torch.arange(10), torch.arange(12), indexing="ij")
+    board = ((ys + xs) % 2).float().expand(1, 2, 10, 12)
+    low = LowPass(2, padding=0, taps=5)
+    torch.testing.assert_close(low(board), torch.full((1, 2, 10, 12), 0.5))
+    torch.testing.assert_close(low(torch.full((1, 2, 5, 6), 0.3)), torch.full((1, 2, 5, 6), 0.3))
+    assert LowPass(2, padding=1, taps=5)(board).shape == (1, 2, 12, 14)
+
+
+def test_smooth_upsampling_interpolates_with_the_binomial_filter_a_tap_longer():
+    # One lit pixel at (3, 3) of an 8x8 map; x2 upsampling puts its centre between output
+    # pixels 6 and 7. Three taps: bilinear, [1, 3, 3, 1] / 4 a side around it; five taps:
+    # [1, 5, 10, 10, 5, 1] / 16 (rows of Pascal's triangle, x2 for the doubled grid).
+    impulse = torch.zeros(1, 1, 8, 8)
+    impulse[..., 3, 3] = 1.0
+    for taps, row, start in ((3, [1, 3, 3, 1], 5), (5, [1, 5, 10, 10, 5, 1], 4)):
+        side = torch.tensor(row, dtype=torch.float32) / (sum(row) / 2)
+        expected = torch.zeros(1, 1, 16, 16)
+        expected[..., start : start + len(row), start : start + len(row)] = side[:, None] * side
+        torch.testing.assert_close(SmoothUpsample(1, taps)(impulse), expected)
+
+
+@pytest.mark.parametrize("taps", [3, 5])
+def test_antialias_filters_before_each_strided_convolution_and_upsamples_smoothly(taps):
+    net = small_net(antialias=True, antialias_taps=taps)
     strided = [block for block in net.encoder if block[1].stride == (2, 2)]
     assert len(strided) == 2 and all(isinstance(block[0], LowPass) for block in strided)
-    upsamples = [m for m in net.modules() if isinstance(m, nn.Upsample)]
-    assert [(m.scale_factor, m.mode) for m in upsamples] == [(2.0, "bilinear")] * 2
-    assert sum(isinstance(m, LowPass) for m in net.modules()) == 2
+    assert [block[0].kernel.shape[-1] for block in strided] == [taps, taps]
+    upsamples = [block[0] for block in net.decoder[:2]]
+    assert all(isinstance(m, SmoothUpsample) for m in upsamples)
+    assert not any(isinstance(m, nn.Upsample) for m in net.modules())
+
+
+def test_the_antialias_filter_length_must_be_odd_and_at_least_three():
+    for taps in (1, 4):
+        with pytest.raises(ValueError, match=f"model.antialias_taps={taps}: expected an odd"):
+            small_net(antialias=True, antialias_taps=taps)
 
 
 def test_an_antialiased_network_has_the_plain_ones_parameters_under_the_same_names():
@@ -234,20 +275,24 @@ def test_an_antialiased_network_has_the_plain_ones_parameters_under_the_same_nam
 def test_an_antialiased_network_follows_a_photo_moved_by_less_than_its_stride(seed):
     # The plain network re-draws its output on its 4 px grid: a photo moved by 1 or 2 px
     # gives a different picture, one moved by 4 px the same one moved. With the same
-    # weights, the anti-aliased network's output moves with the photo far more closely.
+    # weights, the anti-aliased network's output moves with the photo far more closely,
+    # and more so with the longer filter.
     torch.manual_seed(seed)
     plain = small_net().eval()
-    smooth = small_net(antialias=True).eval()
-    smooth.load_state_dict(plain.state_dict())
+    nets = {"plain": plain}
+    for taps in (3, 5):
+        nets[taps] = small_net(antialias=True, antialias_taps=taps).eval()
+        nets[taps].load_state_dict(plain.state_dict())
     photo = make_texture((64, 80), seed)
     with torch.no_grad():
         error = {
             (name, shift): shift_error(net, photo, shift, size=64)
-            for name, net in (("plain", plain), ("smooth", smooth))
+            for name, net in nets.items()
             for shift in (1, 2, 4)
         }
     for shift in (1, 2):
-        assert error["smooth", shift] < 0.5 * error["plain", shift]
+        assert error[3, shift] < 0.5 * error["plain", shift]
+        assert error[5, shift] < error[3, shift]
     assert error["plain", 4] < 0.5 * error["plain", 1]
 
 

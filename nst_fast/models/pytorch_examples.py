@@ -64,6 +64,7 @@ def example_config(state: dict) -> TransformerConfig:
         output="linear",
         norm_scope="all",
         antialias=False,
+        antialias_taps=3,
     )
 
 

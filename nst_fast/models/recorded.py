@@ -50,9 +50,10 @@ class ModelFileError(NstFastError):
 
 # Fields that files of earlier versions do not record, with the value those versions
 # built: the output choice came after linear outputs, the norm scope after norms
-# everywhere, anti-aliasing after strided convolutions and nearest upsampling. The one
+# everywhere, anti-aliasing after strided convolutions and nearest upsampling, its
+# filter's length after the 3-tap filter with bilinear upsampling. The one
 # place that knows about earlier files.
-LEGACY_ARCH = {"output": "linear", "norm_scope": "all", "antialias": False}
+LEGACY_ARCH = {"output": "linear", "norm_scope": "all", "antialias": False, "antialias_taps": 3}
 ARCH_FIELDS = tuple(f.name for f in fields(TransformerConfig))
 UPGRADE = "written by a newer nst-fast? upgrade it (pip install -U nst-fast)"
 RE_EXPORT = "export it again from its run (nst-fast export RUN/checkpoints/last.ckpt --format pt)"

@@ -12,6 +12,7 @@ these modules' parameter names.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
@@ -47,10 +48,14 @@ class TransformerConfig:
     # "all": a norm after every convolution but the last (Johnson et al.);
     # "residual": none in the upsampling decoder; "encoder": only in the encoder.
     norm_scope: str
-    # True: a low-pass filter before each strided convolution (Zhang 2019) and bilinear
+    # True: a low-pass filter before each strided convolution (Zhang 2019) and smooth
     # instead of nearest upsampling, so that a photo moved by less than the total stride
     # gives an output moved with it instead of strokes re-drawn on the stride's grid.
     antialias: bool
+    # The low-pass filter's taps a side, odd, from 3: the binomial filter before each
+    # strided convolution; the upsampling interpolates with the one a tap longer. Longer
+    # filters leave less of the grid, and fewer of the finest strokes.
+    antialias_taps: int
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,31 +148,56 @@ def takes_style(layer: nn.Module) -> bool:
     return getattr(layer, "takes_style", False)
 
 
+def binomial(taps: int) -> torch.Tensor:
+    """The 1-D binomial filter of ``taps`` taps (a row of Pascal's triangle), summing to 1:
+    [1, 2, 1] / 4 for 3, [1, 4, 6, 4, 1] / 16 for 5."""
+    row = torch.tensor([math.comb(taps - 1, k) for k in range(taps)], dtype=torch.float32)
+    return row / row.sum()
+
+
 class LowPass(nn.Module):
-    """Reflection padding by ``padding`` of a map low-passed by the binomial filter
-    [1, 2, 1] x [1, 2, 1] / 16 on each channel: the padding of a strided convolution that
+    """Reflection padding by ``padding`` of a map low-passed on each channel by the 2-D
+    binomial filter of ``taps`` taps a side: the padding of a strided convolution that
     first removes what the stride would fold back as aliases (Zhang 2019, "Making
     Convolutional Networks Shift-Invariant Again"). It stands where the padding stands, so
     the convolution keeps its parameter names."""
 
-    def __init__(self, channels: int, padding: int) -> None:
+    def __init__(self, channels: int, padding: int, taps: int = 3) -> None:
         super().__init__()
-        taps = torch.tensor([1.0, 2.0, 1.0])
-        kernel = (taps[:, None] * taps[None, :]) / 16
+        row = binomial(taps)
+        kernel = row[:, None] * row[None, :]
         # Not a parameter and not saved: a fixed part of the architecture.
-        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).clone(), persistent=False)
-        self.pad = nn.ReflectionPad2d(padding + 1)
+        self.register_buffer(
+            "kernel", kernel.expand(channels, 1, taps, taps).clone(), persistent=False
+        )
+        self.pad = nn.ReflectionPad2d(padding + taps // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel = self.kernel.to(x.dtype)
         return nn.functional.conv2d(self.pad(x), kernel, groups=x.shape[1])
 
 
+class SmoothUpsample(nn.Module):
+    """x2 upsampling that keeps pixel centres (bilinear: each new pixel 3:1 of its nearest
+    two), then for ``taps`` > 3 a binomial low-pass of ``taps`` - 2 taps. Together they
+    interpolate with the binomial filter one tap longer than the encoder's ``taps``
+    (bilinear is [1, 3, 3, 1] / 4 on the zero-filled grid), so the decoder passes no more
+    of the low-resolution grid's images than the encoder's filter let in."""
+
+    def __init__(self, channels: int, taps: int) -> None:
+        super().__init__()
+        self.smooth = LowPass(channels, 0, taps - 2) if taps > 3 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.smooth(up)
+
+
 class ConvBlock(StyledSequential):
     """[x2 upsampling,] reflection pad, convolution, [norm,] [ReLU].
 
-    ``antialias``: bilinear upsampling instead of nearest, and a strided convolution's
-    padding a ``LowPass``."""
+    ``antialias_taps`` (0: none): ``SmoothUpsample`` instead of nearest upsampling, and a
+    strided convolution's padding a ``LowPass``, of that many taps."""
 
     def __init__(
         self,
@@ -179,16 +209,18 @@ class ConvBlock(StyledSequential):
         relu: bool = True,
         upsample: bool = False,
         styles: int = 1,
-        antialias: bool = False,
+        antialias_taps: int = 0,
     ) -> None:
         layers: list[nn.Module] = []
-        if antialias and upsample:  # pixel centres kept: each new pixel 3:1 of its nearest two
-            layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+        if antialias_taps and upsample:
+            layers.append(SmoothUpsample(in_channels, antialias_taps))
         elif upsample:
             layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
         pad = kernel_size // 2
         layers += [
-            LowPass(in_channels, pad) if antialias and stride > 1 else nn.ReflectionPad2d(pad),
+            LowPass(in_channels, pad, antialias_taps)
+            if antialias_taps and stride > 1
+            else nn.ReflectionPad2d(pad),
             nn.Conv2d(in_channels, out_channels, kernel_size, stride),
             *norm_layer(norm, out_channels, styles),
         ]
@@ -230,13 +262,14 @@ class TransformerNet(nn.Module):
         if styles < 1 or (styles > 1 and config.norm != "instance"):
             raise ConfigError(f"{styles} styles: need 1 or more, and model.norm=instance for 2+")
         self.config, self.styles = config, styles
-        ch, norm, aa = list(config.channels), config.norm, config.antialias
+        ch, norm = list(config.channels), config.norm
+        taps = config.antialias_taps if config.antialias else 0
         residual_norm = None if config.norm_scope == "encoder" else norm
         decoder_norm = norm if config.norm_scope == "all" else None
         self.encoder = StyledSequential(
             ConvBlock(3, ch[0], 9, norm=norm, styles=styles),
             *(
-                ConvBlock(a, b, 3, stride=2, norm=norm, styles=styles, antialias=aa)
+                ConvBlock(a, b, 3, stride=2, norm=norm, styles=styles, antialias_taps=taps)
                 for a, b in pairwise(ch)
             ),
         )
@@ -245,7 +278,9 @@ class TransformerNet(nn.Module):
         )
         self.decoder = StyledSequential(
             *(
-                ConvBlock(a, b, 3, norm=decoder_norm, upsample=True, styles=styles, antialias=aa)
+                ConvBlock(
+                    a, b, 3, norm=decoder_norm, upsample=True, styles=styles, antialias_taps=taps
+                )
                 for a, b in pairwise(ch[::-1])
             ),
             ConvBlock(ch[0], 3, 9, norm=None, relu=False),
@@ -324,6 +359,10 @@ def check_config(config: TransformerConfig) -> None:
             raise ConfigError(f"model.{key}={getattr(config, key)!r}: expected one of {allowed}")
     if len(config.channels) < 2 or min(config.channels) < 1:
         raise ConfigError("model.channels needs at least two widths, e.g. [32, 64, 128]")
+    if config.antialias_taps < 3 or config.antialias_taps % 2 == 0:
+        raise ConfigError(
+            f"model.antialias_taps={config.antialias_taps}: expected an odd number from 3, e.g. 5"
+        )
     if config.residual_blocks < 0:
         raise ConfigError(f"model.residual_blocks={config.residual_blocks}: expected 0 or more")
 
