@@ -95,7 +95,8 @@ def evaluate(name: str, model: Path, out: Path, args: argparse.Namespace) -> lis
     with open(out / name / "table.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     video = [c for c in rows[0] if c.startswith("video")]
-    network = "anti-aliased" if info.arch["antialias"] else "plain"
+    arch = info.arch
+    network = f"anti-aliased, {arch['antialias_taps']} taps" if arch["antialias"] else "plain"
     body = []
     for remedy, row in zip(REMEDIES, rows, strict=True):
         cells = [name, str(info.step), network, stability_text(info.extra), remedy]
@@ -184,7 +185,8 @@ def write_page(body: list[list[str]], lines: list[str], models: dict, out: Path,
         "Losses as `nst-fast evaluate` gives them (lower is better; style 1/2 and 1/4: the "
         "style term with the output and the painting shrunk 2x and 4x, where the large shapes "
         "show): stability must not be bought by erasing the style. network: anti-aliased "
-        "(`model.antialias=true`, which `stability=video` sets) or plain.",
+        "(`model.antialias=true`, which `stability=video` sets; its filter's taps, "
+        "`model.antialias_taps`) or plain.",
         *clip_text(args),
         "",
         *markdown_table(header, body),
