@@ -189,7 +189,7 @@ def test_an_example_file_exports_to_each_format_with_the_examples_pixels(trained
 def nst_fast_network(tmp_path: Path) -> tuple[TransformerNet, dict]:
     """A seeded network of the example's architecture in nst-fast's own layout."""
     torch.manual_seed(3)
-    config = TransformerConfig([32, 64, 128], 5, "instance", "linear", "all", False)
+    config = TransformerConfig([32, 64, 128], 5, "instance", "linear", "all", False, 3)
     net = TransformerNet(config).eval()
     with torch.no_grad():
         for p in net.parameters():
